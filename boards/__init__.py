@@ -1,0 +1,1 @@
+"""Haneul boards package."""

@@ -1,0 +1,1 @@
+"""Haneul firmware package."""

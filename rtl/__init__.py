@@ -1,0 +1,1 @@
+"""Haneul rtl package."""
