@@ -214,6 +214,11 @@ def softmax(x, p):
     contrib = np.where(valid, rounding_divide_by_pot(exp, accumulation_integer_bits), 0)
     sum_of_exps = wrap_int32(contrib.sum(axis=1, keepdims=True))
     shifted_scale, num_bits_over_unit = _get_reciprocal(sum_of_exps, accumulation_integer_bits)
+    if np.any(num_bits_over_unit + 31 - 8 > 31):
+        # The reference kernel's RoundingDivideByPOT asserts here (LiteRT aborts): the row's sum of exponentials
+        # reaches 512, e.g. more than 511 values equal to the row maximum.
+        raise ValueError("softmax row too flat: its sum of exponentials reaches 512, outside the range of the "
+                         "reference kernel's int8 fixed-point softmax")
     unsat = rounding_divide_by_pot(_fx_mul(shifted_scale, exp), num_bits_over_unit + 31 - 8)
     out = np.clip(unsat - 128, -128, 127)
     out = np.where(valid, out, -128)

@@ -1,0 +1,113 @@
+"""The ``haneul`` command line: inspect and run models.
+
+Errors a user can cause are reported as one line, ``haneul: error: ...``, with exit status 2 and no traceback.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from haneul.errors import HaneulError
+
+__all__ = ["main"]
+
+BACKENDS = ("golden", "reference")
+
+
+def _load(path):
+    from haneul.firmware import tflite
+    return tflite.load(path)
+
+
+def cmd_inspect(args):
+    graph = _load(args.model)
+    print(f"{graph.name}: {len(graph.operators)} operators, inputs "
+          + ", ".join(f"{t.name} {list(t.shape)} (scale {t.scale:g}, zp {t.zero_point})" for t in graph.inputs)
+          + ", outputs " + ", ".join(f"{t.name} {list(t.shape)}" for t in graph.outputs))
+    for op in graph.operators:
+        print(op.describe())
+    print(f"total MACs: {graph.macs:,}")
+    return 0
+
+
+def _run_backend(backend, args, graph, x):
+    if backend == "golden":
+        from haneul.sim import golden
+        return golden.run(graph, x)
+    if backend == "reference":
+        from haneul.sim.reference import ReferenceInterpreter
+        return ReferenceInterpreter(args.model).run(x)
+    raise HaneulError(f"unknown backend {backend!r}")  # pragma: no cover - argparse restricts the choice
+
+
+def cmd_run(args):
+    from haneul.firmware.inputs import load_input, random_input
+    graph = _load(args.model)
+    if len(graph.inputs) != 1:
+        raise HaneulError(f"the model has {len(graph.inputs)} inputs; `haneul run` feeds single-input models")
+    tensor = graph.inputs[0]
+    if args.input is None:
+        x = random_input(tensor, args.seed)
+        source = f"random (seed {args.seed})"
+        print(f"no --input given: using a deterministic random int8 input (seed {args.seed})")
+    else:
+        x = load_input(args.input, tensor)
+        source = str(args.input)
+    outputs = _run_backend(args.backend, args, graph, x)
+    out = np.asarray(outputs[0]).reshape(graph.outputs[0].shape)
+    flat = out.reshape(-1)
+    top = int(np.argmax(flat))
+    np.set_printoptions(threshold=64, linewidth=120)
+    print(f"backend: {args.backend}")
+    print(f"input: {source}")
+    print(f"output {list(out.shape)} int8: {flat if flat.size <= 64 else flat[:64]}{' ...' if flat.size > 64 else ''}")
+    t = graph.outputs[0]
+    prob = t.scale * (int(flat[top]) - t.zero_point)
+    print(f"top class: {top} (score {int(flat[top])}, dequantised {prob:.4f})")
+    if args.output:
+        np.save(args.output, out)
+    if args.report_json:
+        report = {"backend": args.backend, "model": str(args.model), "input": source,
+                  "output_shape": list(out.shape), "top_class": top, "macs": graph.macs,
+                  "output": flat.astype(int).tolist()}
+        with open(args.report_json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="haneul", description="Haneul edge NPU: model tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="list the operators of a TFLite INT8 model")
+    p.add_argument("model", help="TFLite INT8 model file")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("run", help="run a TFLite INT8 model")
+    p.add_argument("model", help="TFLite INT8 model file")
+    p.add_argument("--backend", choices=BACKENDS, default="golden",
+                   help="golden: the numpy golden model; reference: LiteRT's reference kernels")
+    p.add_argument("--input", help="input: .npy (int8), .bin (raw int8) or an image (PNG/JPEG)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input used when --input is absent")
+    p.add_argument("--output", help="save the output tensor as .npy")
+    p.add_argument("--report-json", help="write a JSON report (backend, output_shape, top_class, macs, ...)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HaneulError as e:
+        print(f"haneul: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
