@@ -15,7 +15,7 @@ from haneul.firmware import tflite
 from haneul.sim import golden
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = Path(os.environ.get("HANEUL_MODELS", ROOT.parent / "shared" / "models" / "mlperf_tiny"))
+MODELS = Path(os.environ.get("HANEUL_MODELS", ROOT / "models" / "mlperf_tiny"))
 
 
 def main(argv=None):

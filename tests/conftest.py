@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = Path(os.environ.get("HANEUL_MODELS", ROOT.parent / "shared" / "models" / "mlperf_tiny"))
+MODELS = Path(os.environ.get("HANEUL_MODELS", ROOT / "models" / "mlperf_tiny"))
 
 MODEL_FILES = {
     "ic01": "ic01_resnet8_cifar10_int8.tflite",
