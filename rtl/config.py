@@ -1,0 +1,162 @@
+"""Datapath parameters of the Haneul NPU, defined once.
+
+Every block that depends on the size of the compute core (the systolic array, the scratchpad, the accumulator memory,
+the sequencer and the compiler that targets them) reads its parameters from one :class:`DatapathConfig`, so that
+resizing the NPU is a one-line change::
+
+    from haneul.rtl.config import DatapathConfig
+
+    cfg = DatapathConfig(rows=8, cols=8)     # an 8x8 array, everything else default
+    cfg.macs_per_cycle                       # 64
+
+The configuration is a frozen dataclass: it is hashable, can be compared, and is validated eagerly when constructed,
+so a bad parameter is reported where it is written rather than deep inside elaboration.
+"""
+
+import dataclasses
+
+from amaranth.hdl import Shape, signed
+
+__all__ = ["DatapathConfig"]
+
+
+def _is_int(value):
+    # ``bool`` is a subclass of ``int``; ``rows=True`` is a mistake, not a row count of one.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_pow2(value):
+    return value > 0 and value & (value - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DatapathConfig:
+    """Parameters of the Haneul datapath.
+
+    The systolic array multiplies a ``M x rows`` activation tile by a ``rows x cols`` weight tile: ``rows`` is the
+    reduction (K) dimension held in the array, ``cols`` the output-channel (N) dimension.
+
+    Parameters
+    ----------
+    rows : int
+        Rows of processing elements, i.e. the K (reduction) depth of one weight tile, and the number of int8 elements
+        of one activation vector (one scratchpad row). Default 16.
+    cols : int
+        Columns of processing elements, i.e. the N width of one weight tile, and the number of int32 elements of one
+        result vector (one accumulator row). Default 16.
+    input_width : int
+        Width in bits of activations and weights (two's complement). Default 8 (int8).
+    acc_width : int
+        Width in bits of partial sums and accumulators (two's complement). Default 32 (int32). It must hold the sum
+        of ``rows`` worst-case products (``-2**(input_width-1)`` squared) without overflow.
+    spad_depth : int
+        Rows in the scratchpad (input and weight memory); each row holds ``rows`` input elements. Power of two.
+        Default 2048 (32 KiB for 16 int8 elements per row).
+    spad_banks : int
+        Independently addressed banks of the scratchpad, so that DMA and the array can use it at the same time.
+        Power of two, dividing ``spad_depth``. Default 4.
+    acc_depth : int
+        Rows in the accumulator memory; each row holds ``cols`` accumulators. Power of two.
+        Default 512 (32 KiB for 16 int32 elements per row).
+    acc_banks : int
+        Banks of the accumulator memory. Power of two, dividing ``acc_depth``. Default 2.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not an integer.
+    ValueError
+        If a parameter is out of range or the parameters are inconsistent.
+    """
+
+    rows: int = 16
+    cols: int = 16
+    input_width: int = 8
+    acc_width: int = 32
+    spad_depth: int = 2048
+    spad_banks: int = 4
+    acc_depth: int = 512
+    acc_banks: int = 2
+
+    def __post_init__(self):
+        for name, what in (("rows", "Row count"), ("cols", "Column count"),
+                           ("input_width", "Input width"), ("acc_width", "Accumulator width"),
+                           ("spad_depth", "Scratchpad depth"), ("spad_banks", "Scratchpad bank count"),
+                           ("acc_depth", "Accumulator depth"), ("acc_banks", "Accumulator bank count")):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise TypeError(f"{what} must be a positive integer, not {value!r}")
+            if value <= 0:
+                raise ValueError(f"{what} must be a positive integer, not {value!r}")
+
+        if self.input_width < 2:
+            raise ValueError(f"Input width must be at least 2 bits, not {self.input_width!r}")
+        worst = self.rows * (1 << (2 * self.input_width - 2))  # rows * (-2**(w-1))**2
+        if worst > (1 << (self.acc_width - 1)) - 1:
+            raise ValueError(
+                f"Accumulator width {self.acc_width} cannot hold the sum of {self.rows} products of "
+                f"{self.input_width}-bit inputs (up to {worst}); use at least {worst.bit_length() + 1} bits")
+
+        for depth_name, banks_name, what in (("spad_depth", "spad_banks", "Scratchpad"),
+                                             ("acc_depth", "acc_banks", "Accumulator")):
+            depth, banks = getattr(self, depth_name), getattr(self, banks_name)
+            if not _is_pow2(depth):
+                raise ValueError(f"{what} depth must be a power of two, not {depth!r}")
+            if not _is_pow2(banks):
+                raise ValueError(f"{what} bank count must be a power of two, not {banks!r}")
+            if banks > depth:
+                raise ValueError(f"{what} bank count {banks} exceeds its depth {depth}")
+
+    # Shapes ------------------------------------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> Shape:
+        """Shape of one activation or weight element (``signed(input_width)``)."""
+        return signed(self.input_width)
+
+    @property
+    def acc_shape(self) -> Shape:
+        """Shape of one partial sum or accumulator element (``signed(acc_width)``)."""
+        return signed(self.acc_width)
+
+    # Derived sizes -----------------------------------------------------------------------------------------------
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Multiply-accumulates the array performs per cycle at full throughput (``rows * cols``)."""
+        return self.rows * self.cols
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols - 1``)."""
+        return self.rows + self.cols - 1
+
+    @property
+    def spad_row_bits(self) -> int:
+        """Bits in one scratchpad row (one activation vector)."""
+        return self.rows * self.input_width
+
+    @property
+    def spad_bytes(self) -> int:
+        """Scratchpad capacity in bytes."""
+        return self.spad_depth * self.spad_row_bits // 8
+
+    @property
+    def spad_addr_width(self) -> int:
+        """Width of a scratchpad row address."""
+        return max(1, (self.spad_depth - 1).bit_length())
+
+    @property
+    def acc_row_bits(self) -> int:
+        """Bits in one accumulator row (one result vector)."""
+        return self.cols * self.acc_width
+
+    @property
+    def acc_bytes(self) -> int:
+        """Accumulator memory capacity in bytes."""
+        return self.acc_depth * self.acc_row_bits // 8
+
+    @property
+    def acc_addr_width(self) -> int:
+        """Width of an accumulator row address."""
+        return max(1, (self.acc_depth - 1).bit_length())
