@@ -1,0 +1,342 @@
+"""Scratchpad: the double-buffered on-chip SRAM that holds int8 activations and weights.
+
+The scratchpad is ``depth`` lines of ``width`` int8 elements (one line is one activation vector or one weight-tile
+row of the systolic array). It has one write side, for the load side (DMA, or the post-processing unit writing a
+layer's output back), and ``read_ports`` independent read sides for the compute side (by default two: one feeding the
+array's activation stream and one its weight stream).
+
+Addressing is absolute and the *half* of a line is its top address bit::
+
+    addr = | half | bank-in-half | line-in-bank |
+             1 bit  log2(banks)-1   log2(depth/banks)
+
+Lines ``0 .. depth/2 - 1`` are half 0 and ``depth/2 .. depth - 1`` half 1. Double-buffering is a convention between
+the load side and the compute side (see ``docs/memories.md``): while the compute side reads tile ``i`` from one half,
+the load side writes tile ``i + 1`` into the other, and the controller *swaps* the halves (flips the top address bit
+it uses on each side) once both are done. No hardware state needs to be kept in step with the controller.
+
+Physically the scratchpad is ``banks`` memories of ``depth/banks`` lines (the top address bits select the bank), each
+with one write port and one read port, so that a write and reads to different banks, or to the same bank, proceed
+in the same cycle. Read ports contend only when they address the same bank in the same cycle; the bank then serves
+one of them (round robin) and the others wait.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import DatapathConfig
+
+__all__ = ["WriteRequest", "ReadRequest", "ReadResponse", "Scratchpad"]
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_pow2(value):
+    return _is_int(value) and value > 0 and value & (value - 1) == 0
+
+
+class WriteRequest(data.StructLayout):
+    """Payload of the scratchpad write stream: one line write.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Element shape (``config.input_shape``).
+    width : int
+        Elements per line.
+    addr_width : int
+        Width of a line address.
+    byte_mask : bool
+        Whether the request has a ``mask`` member.
+
+    Members
+    -------
+    addr : unsigned(addr_width)
+        Line address (top bit: the half).
+    data : ArrayLayout(signed(input_width), width)
+        The line.
+    mask : unsigned(width)
+        Only with ``byte_mask``: element ``k`` is written when bit ``k`` is set; the others keep their value.
+    """
+
+    def __init__(self, config, width, addr_width, byte_mask=False):
+        members = {
+            "addr": unsigned(addr_width),
+            "data": data.ArrayLayout(config.input_shape, width),
+        }
+        if byte_mask:
+            members["mask"] = unsigned(width)
+        super().__init__(members)
+
+
+class ReadRequest(data.StructLayout):
+    """Payload of a scratchpad read-request stream.
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of a line address.
+
+    Members
+    -------
+    addr : unsigned(addr_width)
+        Line address (top bit: the half).
+    last : unsigned(1)
+        A tag returned unchanged with the line (typically: last vector of a tile), so that a response can be handed
+        straight to the systolic array's activation stream.
+    """
+
+    def __init__(self, addr_width):
+        super().__init__({
+            "addr": unsigned(addr_width),
+            "last": unsigned(1),
+        })
+
+
+class ReadResponse(data.StructLayout):
+    """Payload of a scratchpad read-response stream: one line and the tag of its request.
+
+    With ``width == config.rows`` this layout is the systolic array's ``ActivationBeat``, so a read port connects to
+    the array's activation stream with :func:`wiring.connect`; its ``data`` member is a ``WeightBeat`` when
+    ``width == config.cols``.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Element shape (``config.input_shape``).
+    width : int
+        Elements per line.
+
+    Members
+    -------
+    data : ArrayLayout(signed(input_width), width)
+        The line.
+    last : unsigned(1)
+        ``last`` of the request.
+    """
+
+    def __init__(self, config, width):
+        super().__init__({
+            "data": data.ArrayLayout(config.input_shape, width),
+            "last": unsigned(1),
+        })
+
+
+class Scratchpad(wiring.Component):
+    """Double-buffered, banked int8 scratchpad with one write stream and ``read_ports`` read streams.
+
+    Write side: a beat on ``wr`` writes ``wr.payload.data`` to line ``wr.payload.addr`` (only the elements selected
+    by ``mask`` with ``byte_mask``) at the end of the cycle in which it is accepted. ``wr.ready`` is always high.
+
+    Read side: read port ``p`` is a pair of streams. A request accepted on ``rd_req[p]`` in cycle ``t`` returns its
+    line on ``rd_resp[p]`` from cycle ``t + 1`` (``rd_resp[p].valid`` is high then), with the request's ``last``.
+    Responses come back in request order, one request in flight per port: ``rd_req[p].ready`` is high when the
+    response stream is empty or being accepted (``~rd_resp[p].valid | rd_resp[p].ready``) and the addressed bank is
+    granted to the port, so a port sustains one line per cycle while its consumer is ready and it wins its bank.
+    A line read while ``rd_resp`` is stalled is held in a register, so a stall never loses or repeats data.
+
+    Ordering: a read observes every write accepted in an earlier cycle; a write accepted in the same cycle as the
+    read of the same line is not observed (the read returns the line before the write).
+
+    Bank conflicts: each bank serves one read per cycle. When several ports address the same bank in the same cycle
+    (and could accept), the bank is granted round robin, starting after the port it served last; the others keep
+    ``ready`` low and retry. Writes never conflict with reads.
+
+    Parameters
+    ----------
+    config : DatapathConfig, optional
+        Datapath parameters. Default: ``DatapathConfig()``.
+    width : int, optional
+        Elements per line. Default: ``config.rows``.
+    depth : int, optional
+        Lines, a power of two, at least 2 (two halves). Default: ``config.spad_depth``.
+    banks : int, optional
+        Physical memories, a power of two dividing ``depth``. Default: ``config.spad_banks``.
+    read_ports : int, optional
+        Independent read ports. Default 2 (activations and weights).
+    byte_mask : bool, optional
+        Give write requests a per-element ``mask``. Default ``False`` (whole-line writes).
+
+    Members
+    -------
+    wr : In(stream.Signature(WriteRequest(config, width, addr_width, byte_mask)))
+        Line writes.
+    rd_req : In(stream.Signature(ReadRequest(addr_width))).array(read_ports)
+        Read requests, per read port.
+    rd_resp : Out(stream.Signature(ReadResponse(config, width))).array(read_ports)
+        Read responses, per read port.
+
+    Attributes
+    ----------
+    config : DatapathConfig
+    width, depth, banks, read_ports : int
+    addr_width : int
+        Width of a line address, ``log2(depth)``.
+    half_depth : int
+        Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
+    byte_mask : bool
+    latency : int
+        Cycles from an accepted read request to its response, 1.
+    """
+
+    latency = 1
+
+    def __init__(self, config=None, *, width=None, depth=None, banks=None, read_ports=2, byte_mask=False):
+        if config is None:
+            config = DatapathConfig()
+        elif not isinstance(config, DatapathConfig):
+            raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+        if width is None:
+            width = config.rows
+        if depth is None:
+            depth = config.spad_depth
+        if banks is None:
+            banks = config.spad_banks
+
+        if not _is_int(width) or width <= 0:
+            raise TypeError(f"Line width must be a positive integer, not {width!r}")
+        if not _is_pow2(depth) or depth < 2:
+            raise ValueError(f"Depth must be a power of two of at least 2 (two halves), not {depth!r}")
+        if not _is_pow2(banks):
+            raise ValueError(f"Bank count must be a power of two, not {banks!r}")
+        if banks > depth:
+            raise ValueError(f"Bank count {banks} exceeds the depth {depth}")
+        if not _is_int(read_ports) or read_ports <= 0:
+            raise TypeError(f"Read port count must be a positive integer, not {read_ports!r}")
+        if not isinstance(byte_mask, bool):
+            raise TypeError(f"Byte mask must be a bool, not {byte_mask!r}")
+
+        self.config = config
+        self.width = width
+        self.depth = depth
+        self.banks = banks
+        self.read_ports = read_ports
+        self.byte_mask = byte_mask
+        self.addr_width = (depth - 1).bit_length()
+        self.half_depth = depth // 2
+
+        super().__init__({
+            "wr":      In(stream.Signature(WriteRequest(config, width, self.addr_width, byte_mask))),
+            "rd_req":  In(stream.Signature(ReadRequest(self.addr_width))).array(read_ports),
+            "rd_resp": Out(stream.Signature(ReadResponse(config, width))).array(read_ports),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        bank_bits = (self.banks - 1).bit_length()
+        local_bits = self.addr_width - bank_bits
+        line_shape = data.ArrayLayout(self.config.input_shape, self.width)
+
+        def split(addr):
+            """(bank, line in bank) of a line address."""
+            bank = addr[local_bits:] if bank_bits else Const(0, 1)
+            return bank, addr[:local_bits]
+
+        rports, wports = [], []
+        for b in range(self.banks):
+            mem = Memory(shape=line_shape, depth=self.depth // self.banks, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wports.append(mem.write_port(granularity=1 if self.byte_mask else None))
+            rports.append(mem.read_port())
+
+        # Write side ---------------------------------------------------------------------------------------------
+        m.d.comb += self.wr.ready.eq(1)
+        wr_bank, wr_line = split(self.wr.payload.addr)
+        for b, wp in enumerate(wports):
+            sel = self.wr.valid & (wr_bank == b)
+            m.d.comb += [
+                wp.addr.eq(wr_line),
+                wp.data.eq(self.wr.payload.data),
+                wp.en.eq(Mux(sel, self.wr.payload.mask, 0) if self.byte_mask else sel),
+            ]
+
+        # Read side: per-port request qualification -------------------------------------------------------------
+        ports = self.read_ports
+        room = []       # the port's response stream can take a new line next cycle
+        req_bank = []
+        for p in range(ports):
+            r = Signal(name=f"room{p}")
+            m.d.comb += r.eq(~self.rd_resp[p].valid | self.rd_resp[p].ready)
+            room.append(r)
+            req_bank.append(split(self.rd_req[p].payload.addr)[0])
+
+        # Per-bank round-robin arbitration -----------------------------------------------------------------------
+        grant = [[Signal(name=f"grant_b{b}_p{p}") for p in range(ports)] for b in range(self.banks)]
+        for b in range(self.banks):
+            want = [Signal(name=f"want_b{b}_p{p}") for p in range(ports)]
+            for p in range(ports):
+                m.d.comb += want[p].eq(self.rd_req[p].valid & room[p] & (req_bank[p] == b))
+            if ports == 1:
+                m.d.comb += grant[b][0].eq(want[0])
+                continue
+            prio = Signal(range(ports), name=f"prio_b{b}")  # port with the highest priority at this bank
+            with m.Switch(prio):
+                for first in range(ports):
+                    with m.Case(first):
+                        order = [(first + i) % ports for i in range(ports)]
+                        for i, p in enumerate(order):
+                            blocked = Const(0, 1)
+                            for q in order[:i]:
+                                blocked = blocked | want[q]
+                            m.d.comb += grant[b][p].eq(want[p] & ~blocked)
+            for p in range(ports):
+                with m.If(grant[b][p]):
+                    m.d.sync += prio.eq((p + 1) % ports)
+
+        # Bank read ports ----------------------------------------------------------------------------------------
+        for b, rp in enumerate(rports):
+            addr = 0
+            for p in range(ports):
+                addr = Mux(grant[b][p], split(self.rd_req[p].payload.addr)[1], addr)
+            m.d.comb += [
+                rp.addr.eq(addr),
+                rp.en.eq(Cat(grant[b][p] for p in range(ports)).any()),
+            ]
+
+        # Response side: at most one line in flight per port, either on its bank's read data (the cycle after the
+        # request) or, if not accepted then, in a hold register ------------------------------------------------
+        for p in range(ports):
+            req, resp = self.rd_req[p], self.rd_resp[p]
+            accept = Signal(name=f"accept{p}")
+            m.d.comb += [
+                accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
+                req.ready.eq(accept),
+            ]
+
+            pending = Signal(name=f"pending{p}")                 # line on the bank's read data this cycle
+            pend_bank = Signal(range(self.banks), name=f"pend_bank{p}")
+            held = Signal(name=f"held{p}")                       # line in the hold register
+            hold = Signal(line_shape, name=f"hold{p}")
+            tag = Signal(name=f"tag{p}")
+
+            rdata = rports[0].data
+            for b in range(1, self.banks):
+                rdata = Mux(pend_bank == b, rports[b].data, rdata)
+            line = Signal(line_shape, name=f"line{p}")
+            m.d.comb += [
+                line.eq(rdata),
+                resp.valid.eq(pending | held),
+                resp.payload.data.eq(Mux(held, hold, line)),
+                resp.payload.last.eq(tag),
+            ]
+
+            m.d.sync += pending.eq(accept)
+            with m.If(accept):
+                m.d.sync += [
+                    pend_bank.eq(req_bank[p]),
+                    tag.eq(req.payload.last),
+                ]
+            with m.If(pending & ~resp.ready):
+                m.d.sync += [
+                    held.eq(1),
+                    hold.eq(line),
+                ]
+            with m.Elif(held & resp.ready):
+                m.d.sync += held.eq(0)
+
+        return m
