@@ -1,0 +1,190 @@
+"""Element-wise ADD of two int8 vectors with TFLite's int8 ADD arithmetic.
+
+Per lane, bit-exactly with :func:`haneul.sim.golden.kernels.add`::
+
+    scaled_k = MultiplyByQuantizedMultiplierSmallerThanOneExp((x_k + offset_k) << left_shift, multiplier_k, shift_k)
+    raw      = scaled_1 + scaled_2
+    out      = clamp(MultiplyByQuantizedMultiplierSmallerThanOneExp(raw, output_multiplier, output_shift)
+                     + output_offset, act_min, act_max)
+
+``MultiplyByQuantizedMultiplierSmallerThanOneExp`` is ``SaturatingRoundingDoublingHighMul`` followed by
+``RoundingDivideByPOT(-shift)``. See ``docs/ppu.md``.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .ppu import (CONFIG_INIT, Stages, add_offset, check_lanes, clamp_int8, multiply, rounding_shift_right,
+                  saturate)
+
+__all__ = ["InputParams", "Params", "Adder"]
+
+
+class InputParams(data.Struct):
+    """Rescaling of one input of the addition.
+
+    Members
+    -------
+    offset : signed(9)
+        Negated input zero point (``-zero_point``, in ``[-127, 128]``).
+    multiplier : signed(32)
+        Q0.31 significand from ``QuantizeMultiplierSmallerThanOneExp``.
+    shift : signed(6)
+        Its exponent, in ``[-31, 0]``.
+    """
+    offset:     signed(9)
+    multiplier: signed(32)
+    shift:      signed(6)
+
+
+class Params(data.Struct):
+    """Parameters of an ADD operation (:class:`haneul.sim.golden.params.AddParams` without ``left_shift``).
+
+    Members
+    -------
+    input1, input2 : InputParams
+        Rescaling of each input.
+    output_offset : signed(8)
+        Output zero point.
+    output_multiplier : signed(32)
+        Q0.31 significand of the output rescaling.
+    output_shift : signed(6)
+        Its exponent, in ``[-31, 0]``.
+    act_min, act_max : signed(8)
+        Clamp bounds of the fused activation.
+    """
+    input1:            InputParams
+    input2:            InputParams
+    output_offset:     signed(8)
+    output_multiplier: signed(32)
+    output_shift:      signed(6)
+    act_min:           signed(8)
+    act_max:           signed(8)
+
+
+class Adder(wiring.Component):
+    """Element-wise ADD of two streams of int8 vectors.
+
+    A beat is consumed from ``a`` and ``b`` together (both ``ready`` rise only when both are ``valid``). Parameters
+    are loaded through the ``param`` stream: a parameter beat applies to every pair of input beats accepted after
+    it (the parameters travel with the beats through the pipeline); while ``param.valid`` is high no input is
+    accepted, and ``param.ready`` is always high. After reset the parameters are zero, with the clamp bounds -128
+    and 127.
+
+    The datapath is a pipeline of :attr:`LATENCY` stages with a single stall enable: one beat per cycle, correct
+    under any pattern of valid and ready gaps.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of int8 elements per beat.
+    left_shift : int
+        Headroom shift of the inputs before rescaling: 20 for int8 in TFLite. At most 22, so that the rescaled
+        inputs and their sum stay within int32 (as TFLite requires).
+
+    Attributes
+    ----------
+    a, b : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
+        The two operands.
+    param : In(stream.Signature(Params))
+        Parameter loads.
+    o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
+        The sums.
+    """
+
+    #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure).
+    LATENCY = 14
+
+    def __init__(self, lanes=16, *, left_shift=20):
+        check_lanes(lanes)
+        if not isinstance(left_shift, int) or isinstance(left_shift, bool) or not 0 <= left_shift <= 22:
+            raise ValueError(f"Left shift must be an integer in [0, 22], not {left_shift!r}")
+        self._lanes = lanes
+        self._left_shift = left_shift
+        vector = stream.Signature(data.ArrayLayout(signed(8), lanes))
+        super().__init__({
+            "a":     In(vector),
+            "b":     In(vector),
+            "param": In(stream.Signature(Params)),
+            "o":     Out(vector),
+        })
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def left_shift(self):
+        return self._left_shift
+
+    def elaborate(self, platform):
+        m = Module()
+
+        params = Signal(Params, init=CONFIG_INIT)
+        m.d.comb += self.param.ready.eq(1)
+        with m.If(self.param.valid):
+            m.d.sync += params.eq(self.param.payload)
+
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        take = Signal()
+        m.d.comb += [
+            take.eq(en & self.a.valid & self.b.valid & ~self.param.valid),
+            self.a.ready.eq(take),
+            self.b.ready.eq(take),
+        ]
+
+        p = Stages(m, en)
+        valid = take
+        for stage in range(1, self.LATENCY + 1):
+            valid = p.reg(valid, name=f"valid_s{stage}")
+        m.d.comb += self.o.valid.eq(valid)
+
+        # The parameters travel with the beats; each stage keeps what later stages read.
+        cfg = params
+        cfgs = {}
+        for stage in range(1, self.LATENCY):
+            cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
+
+        shift = self._left_shift
+        for lane in range(self._lanes):
+            scaled = []
+            for name, x, inp in (("a", self.a.payload[lane], 1), ("b", self.b.payload[lane], 2)):
+                # S1: input offset.
+                value = p.reg(x + params[f"input{inp}"].offset, name=f"{name}_off_l{lane}")
+                # S2-S3: (x + offset) * multiplier; the left shift is applied to the rounding below.
+                prod, stages = multiply(p, value, cfgs[1][f"input{inp}"].multiplier, name=f"{name}_mul_l{lane}")
+                assert stages == 2
+                # S4: SaturatingRoundingDoublingHighMul(v << L, M) = floor((v*M*2^L + 2^30) / 2^31)
+                # = ((v*M >> (30 - L)) + 1) >> 1; it cannot saturate (|v << L| < 2^31). z = 2 * high.
+                q = (prod >> (30 - shift)) + 1
+                z = p.reg(Cat(Const(0, 1), q[1:]).as_signed(), shape=signed(32), name=f"{name}_z_l{lane}")
+                amount = p.reg((-cfgs[3][f"input{inp}"].shift)[:5], name=f"{name}_amount_l{lane}")
+                # S5-S6: RoundingDivideByPOT(high, -shift_k).
+                y, carry = rounding_shift_right(z, amount, 1)
+                y = p.reg(y, shape=signed(32), name=f"{name}_y_l{lane}")
+                carry = p.reg(carry, name=f"{name}_carry_l{lane}")
+                scaled.append(p.reg((y + carry) >> 1, shape=signed(32), name=f"{name}_scaled_l{lane}"))
+
+            # S7: the raw sum (|raw| < 2^31 for left_shift <= 22).
+            raw = p.reg(scaled[0] + scaled[1], shape=signed(32), name=f"raw_l{lane}")
+            # S8-S10: raw * output_multiplier.
+            prod, stages = multiply(p, raw, cfgs[7].output_multiplier, name=f"out_mul_l{lane}")
+            assert stages == 3
+            # S11: SaturatingRoundingDoublingHighMul (raw is never INT32_MIN: no saturation); z = 2 * high.
+            q = (prod >> 30) + 1
+            z = p.reg(Cat(Const(0, 1), q[1:]).as_signed(), shape=signed(34), name=f"out_z_l{lane}")
+            amount = p.reg((-cfgs[10].output_shift)[:5], name=f"out_amount_l{lane}")
+            # S12-S14: RoundingDivideByPOT(high, -output_shift) (shift; saturation to 18 bits, last rounding step and
+            # zero point), clamp.
+            y, carry = rounding_shift_right(z, amount, 1)
+            y = p.reg(y, shape=signed(34), name=f"out_y_l{lane}")
+            carry = p.reg(carry, name=f"out_carry_l{lane}")
+            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[12].output_offset), shape=signed(20),
+                      name=f"out_w_l{lane}")
+            out = p.reg(clamp_int8(w >> 1, cfgs[13].act_min, cfgs[13].act_max), shape=signed(8), name=f"out_l{lane}")
+            m.d.comb += self.o.payload[lane].eq(out)
+
+        p.emit()
+        return m

@@ -1,0 +1,214 @@
+"""Max and average pooling of int8 vectors, one window at a time.
+
+A window arrives as a run of beats (one beat per input position inside the window, all lanes = channels in
+parallel), the last one marked with ``last``. Per lane, bit-exactly with the golden model's ``max_pool_2d`` and
+``average_pool_2d`` (the window clipped to the input, as TFLite's reference kernels)::
+
+    MAX:      out = clamp(max(x_1, ..., x_n), act_min, act_max)
+    AVERAGE:  acc = x_1 + ... + x_n
+              out = clamp(acc > 0 ? (acc + n/2) / n : (acc - n/2) / n, act_min, act_max)    (C division, truncating)
+
+The division by the window size ``n`` is a multiplication by a reciprocal read from a ROM, exact for every
+``n <= max_count`` and every accumulator of ``n`` int8 values (see :func:`reciprocals` and ``docs/ppu.md``).
+"""
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .ppu import CONFIG_INIT, Stages, check_lanes, clamp_int8, multiply
+
+__all__ = ["Mode", "Config", "Beat", "reciprocals", "Pool"]
+
+
+class Mode(enum.Enum, shape=1):
+    """Pooling operation.
+
+    Members
+    -------
+    MAX
+        MAX_POOL_2D.
+    AVERAGE
+        AVERAGE_POOL_2D, rounding half away from zero.
+    """
+    MAX     = 0
+    AVERAGE = 1
+
+
+class Config(data.Struct):
+    """Parameters of a pooling operation.
+
+    Members
+    -------
+    mode : Mode
+        Maximum or average.
+    act_min, act_max : signed(8)
+        Clamp bounds of the fused activation.
+    """
+    mode:    Mode
+    act_min: signed(8)
+    act_max: signed(8)
+
+
+class Beat(data.StructLayout):
+    """Layout of an input beat: one int8 per lane and the end-of-window marker.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of lanes (channels).
+    """
+    def __init__(self, lanes):
+        super().__init__({
+            "data": data.ArrayLayout(signed(8), lanes),
+            "last": unsigned(1),
+        })
+
+
+def reciprocals(max_count):
+    """The reciprocal table of the average: ``(shift, table)`` with ``table[n] = ceil(2**shift / n)``.
+
+    For ``num < 2**N`` (here ``num = |acc| + n//2 <= 128*n + n//2``), ``n <= 2**L`` and ``shift = N + L``,
+    ``(num * table[n]) >> shift == num // n``: with ``table[n] = (2**shift + e) / n``, ``0 <= e < n``, the
+    product exceeds ``num / n`` by ``num * e / (n * 2**shift) < 2**N * 2**L / (n * 2**shift) = 1 / n``, which
+    never carries ``num / n`` (at most ``1 - 1/n`` above its floor) past the next integer.
+
+    Parameters
+    ----------
+    max_count : int
+        Largest window size.
+    """
+    num_bits = (128 * max_count + max_count // 2).bit_length()
+    count_bits = (max_count - 1).bit_length()
+    shift = num_bits + count_bits
+    return shift, [0] + [-(-(1 << shift) // n) for n in range(1, max_count + 1)]
+
+
+class Pool(wiring.Component):
+    """Max or average pooling of windows of int8 vectors.
+
+    The configuration is loaded through the ``param`` stream, only between windows: ``param.ready`` is low while a
+    window is partly received, and while ``param.valid`` is high between windows no input beat is accepted. A
+    configuration applies to every window that starts after it; windows in flight keep theirs. After reset the
+    mode is :attr:`Mode.MAX` with the clamp bounds -128 and 127.
+
+    One input beat per cycle is accepted; a window of ``n`` beats produces one output beat :attr:`LATENCY` cycles
+    after its last beat (without backpressure). Windows longer than ``max_count`` beats are not supported.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of channels per beat.
+    max_count : int
+        Largest window size (beats per window), from 1 to 2048: it sizes the accumulators, the window counter
+        and the reciprocal ROM (``max_count + 1`` entries of at most 31 bits).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(Beat(lanes)))
+        Input positions of the windows, ``last`` set on the final beat of each window.
+    param : In(stream.Signature(Config))
+        Configuration loads.
+    o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
+        One pooled vector per window.
+    """
+
+    #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure).
+    LATENCY = 8
+
+    def __init__(self, lanes=16, *, max_count=256):
+        check_lanes(lanes)
+        if not isinstance(max_count, int) or isinstance(max_count, bool) or not 1 <= max_count <= 2048:
+            raise ValueError(f"Maximum window size must be an integer in [1, 2048], not {max_count!r}")
+        self._lanes = lanes
+        self._max_count = max_count
+        super().__init__({
+            "i":     In(stream.Signature(Beat(lanes))),
+            "param": In(stream.Signature(Config)),
+            "o":     Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+        })
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def max_count(self):
+        return self._max_count
+
+    def elaborate(self, platform):
+        m = Module()
+        shift, table = reciprocals(self._max_count)
+        num_bits = (128 * self._max_count + self._max_count // 2).bit_length()
+        m.submodules.reciprocal = rom = Memory(shape=unsigned(shift + 1), depth=len(table), init=table)
+        rom_rd = rom.read_port()
+
+        cfg = Signal(Config, init=CONFIG_INIT)
+        en = Signal()
+        fresh = Signal(init=1)      # the next input beat starts a window
+        take = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.param.ready.eq(en & fresh),
+            self.i.ready.eq(en & ~(fresh & self.param.valid)),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.param.valid & self.param.ready):
+            m.d.sync += cfg.eq(self.param.payload)
+
+        # S1: the accumulators (a running maximum or sum per lane) and the window size.
+        acc_shape = Shape.cast(range(-128 * self._max_count, 127 * self._max_count + 1))
+        accs = [Signal(acc_shape, name=f"acc_l{lane}") for lane in range(self._lanes)]
+        count = Signal(range(self._max_count + 1))
+        with m.If(take):
+            m.d.sync += [
+                fresh.eq(self.i.payload.last),
+                count.eq(Mux(fresh, 1, count + 1)),
+            ]
+            for lane, acc in enumerate(accs):
+                x = self.i.payload.data[lane]
+                step = Mux(cfg.mode == Mode.MAX, Mux(x > acc, x, acc), acc + x)
+                m.d.sync += acc.eq(Mux(fresh, x, step))
+
+        p = Stages(m, en)
+        valid = Signal(name="valid_s1")
+        with m.If(en):
+            m.d.sync += valid.eq(take & self.i.payload.last)
+        for stage in range(2, self.LATENCY + 1):
+            valid = p.reg(valid, name=f"valid_s{stage}")
+        m.d.comb += self.o.valid.eq(valid)
+
+        # S2: reciprocal of the window size; the numerator |acc| + n//2 and the sign. (The configuration register
+        # is the window's own while its result sits in S1: it only loads when S1 advances.)
+        m.d.comb += [
+            rom_rd.addr.eq(count),
+            rom_rd.en.eq(en),
+        ]
+        cfgs = {1: cfg}
+        for stage in range(2, self.LATENCY):
+            cfgs[stage] = p.reg(cfgs[stage - 1], name=f"cfg_s{stage}")
+        recip = p.reg(rom_rd.data, name="recip")
+        for lane, acc in enumerate(accs):
+            num = p.reg(Mux(acc < 0, -acc, acc) + (count >> 1), shape=unsigned(num_bits), name=f"num_l{lane}")
+            neg = p.reg(acc < 0, name=f"neg2_l{lane}")
+            top = p.reg(acc[:8].as_signed(), name=f"max2_l{lane}")
+            # S3: the block RAM's output is slow: register it before multiplying.
+            num = p.reg(num, name=f"num3_l{lane}")
+            # S4-S6: the quotient (|acc| + n//2) // n, as a product with the reciprocal. The multiplication takes
+            # two stages up to max_count = 256 and three above: the depth is kept at three for a constant latency.
+            prod, stages = multiply(p, num, recip, name=f"mul_l{lane}")
+            prod = p.delay(prod, 3 - stages, name=f"prod_l{lane}")
+            neg = p.delay(neg, 4, name=f"neg_l{lane}")
+            top = p.delay(top, 4, name=f"max_l{lane}")
+            # S7: sign and mode. The quotient is at most 128.
+            quotient = (prod >> shift)[:8]
+            result = p.reg(Mux(cfgs[6].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
+                           name=f"result_l{lane}")
+            # S8: clamp.
+            out = p.reg(clamp_int8(result, cfgs[7].act_min, cfgs[7].act_max), shape=signed(8),
+                        name=f"out_l{lane}")
+            m.d.comb += self.o.payload[lane].eq(out)
+
+        p.emit()
+        return m

@@ -1,0 +1,335 @@
+"""Post-processing unit: requantisation of int32 accumulators to int8 activations.
+
+The :class:`Requantizer` is the output stage shared by CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED. It computes,
+per lane and bit-exactly with :func:`haneul.sim.golden.kernels.requantize`::
+
+    x   = wrap_int32(acc + bias)
+    out = clamp(MultiplyByQuantizedMultiplier(x, multiplier, shift) + output_offset, act_min, act_max)
+
+with either rounding of the golden model: double rounding (``SaturatingRoundingDoublingHighMul`` then
+``RoundingDivideByPOT``, as the convolutions) or single rounding (``(x*M + 2^(30-shift)) >> (31-shift)``, as
+FULLY_CONNECTED). See ``docs/ppu.md`` for the derivation of the datapath.
+
+The module also holds the small pipeline helpers that :mod:`haneul.rtl.eltwise` reuses.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Rounding", "LaneParams", "Config", "Params", "Requantizer"]
+
+
+class Rounding(enum.Enum, shape=1):
+    """Rounding of the fixed-point multiplication.
+
+    Members
+    -------
+    DOUBLE
+        TFLite ``MultiplyByQuantizedMultiplier`` (CONV_2D, DEPTHWISE_CONV_2D): ``SaturatingRoundingDoublingHighMul``
+        (the ``INT32_MIN * INT32_MIN`` product saturates to ``INT32_MAX``) then ``RoundingDivideByPOT`` (round half
+        away from zero); a positive shift is a wrapping int32 left shift before the multiplication.
+    SINGLE
+        LiteRT's 64-bit form (FULLY_CONNECTED): ``(x*M + 2^(30-shift)) >> (31-shift)``, round half up.
+    """
+    DOUBLE = 0
+    SINGLE = 1
+
+
+class LaneParams(data.Struct):
+    """Per-channel (per-lane) requantisation parameters.
+
+    Members
+    -------
+    bias : signed(32)
+        Added to the accumulator with int32 wrap-around.
+    multiplier : signed(32)
+        Q0.31 significand of the real multiplier (``quantize_multiplier``); any int32 value is computed exactly.
+    shift : signed(6)
+        Power-of-two exponent. Supported range: ``[-31, 31]`` for :attr:`Rounding.DOUBLE`, ``[-31, 30]`` for
+        :attr:`Rounding.SINGLE` (the ranges over which the golden model is defined).
+    """
+    bias:       signed(32)
+    multiplier: signed(32)
+    shift:      signed(6)
+
+
+class Config(data.Struct):
+    """Requantisation parameters shared by all lanes.
+
+    Members
+    -------
+    output_offset : signed(8)
+        Output zero point, added after the rounding.
+    act_min, act_max : signed(8)
+        Clamp bounds (``np.clip`` semantics: ``min(max(v, act_min), act_max)``); they express no activation
+        (-128, 127), ReLU, ReLU6, ReLU_N1_TO_1 or any other range.
+    rounding : Rounding
+        Double or single rounding.
+    """
+    output_offset: signed(8)
+    act_min:       signed(8)
+    act_max:       signed(8)
+    rounding:      Rounding
+
+
+class Params(data.StructLayout):
+    """Layout of one beat of the parameter stream: the shared :class:`Config` and one :class:`LaneParams` per lane.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of lanes.
+    """
+    def __init__(self, lanes):
+        super().__init__({
+            "config": Config,
+            "lanes":  data.ArrayLayout(LaneParams, lanes),
+        })
+
+
+# Parameter registers of the post-processing units reset to "no activation" clamp bounds.
+CONFIG_INIT = {"act_min": -128, "act_max": 127}
+
+
+def check_lanes(lanes):
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes <= 0:
+        raise TypeError(f"Lane count must be a positive integer, not {lanes!r}")
+
+
+class Stages:
+    """Pipeline registers that all advance under one enable (the stall-on-backpressure pipeline of the PPU).
+
+    Parameters
+    ----------
+    m : Module
+        Module that receives the registers' update statements.
+    en : Value
+        Advance condition: every register created by :meth:`reg` loads its value when ``en`` is high.
+    """
+    def __init__(self, m, en):
+        self._m = m
+        self._en = en
+        self._updates = []
+
+    def reg(self, value, *, name, shape=None):
+        """A register loading ``value`` when the pipeline advances; its shape is ``value``'s unless given."""
+        if shape is None:
+            shape = value.shape()
+        sig = Signal(shape, name=name)
+        self._updates.append(sig.eq(value))
+        return sig
+
+    def delay(self, value, stages, *, name):
+        """``value`` delayed by ``stages`` pipeline stages."""
+        for stage in range(stages):
+            value = self.reg(value, name=f"{name}_d{stage + 1}")
+        return value
+
+    def emit(self):
+        """Add the update statements of every register created so far to the module."""
+        with self._m.If(self._en):
+            self._m.d.sync += self._updates
+        self._updates = []
+
+
+def split16(value):
+    """Split a signed value into its low 16 bits (unsigned) and the rest (signed): ``value = hi * 2**16 + lo``.
+
+    The pieces fit the 18x18 signed multipliers of an ECP5 DSP.
+    """
+    value = value.as_signed()
+    return value[:16], value[16:].as_signed()
+
+
+def as_signed(value):
+    """``value`` as a signed value of the same numeric value (unsigned values gain a zero sign bit)."""
+    if value.shape().signed:
+        return value
+    return Cat(value, Const(0, 1)).as_signed()
+
+
+def multiply(p, a, b, *, name):
+    """Pipelined signed multiplication ``a * b`` of up to 32x32 bits, on 16-bit pieces (ECP5 18x18 DSPs).
+
+    Returns ``(product, stages)``: the registered product and the number of stages it took (2 when ``a`` has at
+    most 17 bits, 3 otherwise). The first stage registers the partial products; a 32x32 product then adds the two
+    middle products, concatenates the non-overlapping low and high ones, and adds both in the last stage.
+    """
+    a, b = as_signed(a), as_signed(b)
+    if a.shape().width > 33 or b.shape().width > 33:
+        raise ValueError("multiply supports operands of at most 33 bits")
+    b_lo, b_hi = split16(b)
+    if a.shape().width <= 17:
+        lo = p.reg(a * b_lo, name=f"{name}_pl")
+        hi = p.reg(a * b_hi, name=f"{name}_ph")
+        return p.reg(lo + (hi << 16), name=f"{name}_prod"), 2
+    a_lo, a_hi = split16(a)
+    ll = p.reg(a_lo * b_lo, name=f"{name}_ll")
+    lh = p.reg(a_lo * b_hi, name=f"{name}_lh")
+    hl = p.reg(a_hi * b_lo, name=f"{name}_hl")
+    hh = p.reg(a_hi * b_hi, name=f"{name}_hh")
+    # ll is unsigned and below 2^32: ll + hh * 2^32 is a concatenation
+    base = p.reg(Cat(ll[:32], hh).as_signed(), name=f"{name}_base")
+    mid = p.reg(lh + hl, name=f"{name}_mid")
+    width = a.shape().width + b.shape().width
+    return p.reg((base + (mid << 16))[:width].as_signed(), name=f"{name}_prod"), 3
+
+
+def rounding_shift_right(z, amount, away):
+    """First half of a rounding right shift by ``amount + 1`` (see :func:`rounding_shift_finish`).
+
+    Returns ``(y, carry)`` with ``y = z >> amount`` (floor) and the carry to add before the final ``>> 1``:
+    one, except when ``away`` is set, ``z`` is negative and the discarded part is exactly one half (then zero).
+    ``(y + carry) >> 1`` is ``floor(z / 2**(amount+1) + 1/2)`` (round half up), or round half away from zero when
+    ``away`` is set. ``away`` is only supported for ``amount <= 32`` (the discarded bits are taken from ``z[:32]``).
+    """
+    y = z.as_signed() >> amount
+    low_mask = ~(Const(0xFFFF_FFFF, 32) << amount)[:32]
+    exact_half = ((z[:32] & low_mask) == 0) & y[0]
+    carry = ~(away & z.as_signed()[-1] & exact_half)
+    return y, carry
+
+
+def saturate(value, shape):
+    """``value`` clamped to the range of ``shape`` (a signed shape).
+
+    The overflow test looks at the bits above the result (all equal to the sign when it fits): no carry chain.
+    """
+    width = shape.width
+    value = value.as_signed()
+    top = value[width - 1:]
+    fits = top.all() | ~top.any()
+    saturated = Mux(value[-1], -(1 << (width - 1)), (1 << (width - 1)) - 1)
+    return Mux(fits, value[:width].as_signed(), saturated)[:width].as_signed()
+
+
+def add_offset(y, carry, offset):
+    """``y + carry + 2*offset``, whose ``>> 1`` is ``((y + carry) >> 1) + offset``: the last rounding step and the
+    zero point in one addition (``carry`` is the low bit of ``2*offset + carry``)."""
+    return y + Cat(carry, offset).as_signed()
+
+
+def clamp_int8(value, act_min, act_max):
+    """``np.clip(value, act_min, act_max)`` as int8, that is ``min(max(value, act_min), act_max)``.
+
+    Both comparisons with ``value`` run in parallel; ``min(act_min, act_max)`` keeps the ``np.clip`` result when
+    ``act_min > act_max``.
+    """
+    low = Mux(act_min > act_max, act_max, act_min)
+    return Mux(value > act_max, act_max, Mux(value < act_min, low, value))[:8].as_signed()
+
+
+class Requantizer(wiring.Component):
+    """Bias add, requantisation, zero point, clamp and int8 packing of a vector of int32 accumulators.
+
+    Parameters are loaded through the ``param`` stream into a parameter register: a parameter beat applies to every
+    accumulator beat accepted after it (the parameters travel down the pipeline with their beat, so a load never
+    disturbs beats in flight). While ``param.valid`` is high, ``i`` is not accepted; ``param.ready`` is always high.
+    After reset the parameters are zero, with the clamp bounds -128 and 127.
+
+    The datapath is a pipeline of :attr:`LATENCY` stages with a single stall enable (``~o.valid | o.ready``): one
+    beat per cycle, correct under any pattern of valid and ready gaps.
+
+    Parameters
+    ----------
+    lanes : int
+        Number of accumulators per beat (the systolic array's column count).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(data.ArrayLayout(signed(32), lanes)))
+        Accumulators, bias not included.
+    param : In(stream.Signature(Params(lanes)))
+        Parameter loads.
+    o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
+        Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
+    """
+
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure).
+    LATENCY = 9
+
+    def __init__(self, lanes=16):
+        check_lanes(lanes)
+        self._lanes = lanes
+        super().__init__({
+            "i":     In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
+            "param": In(stream.Signature(Params(lanes))),
+            "o":     Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+        })
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    def elaborate(self, platform):
+        m = Module()
+
+        params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
+        m.d.comb += self.param.ready.eq(1)
+        with m.If(self.param.valid):
+            m.d.sync += params.eq(self.param.payload)
+
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        m.d.comb += self.i.ready.eq(en & ~self.param.valid)
+
+        p = Stages(m, en)
+        valid = self.i.valid & self.i.ready
+        for stage in range(1, self.LATENCY + 1):
+            valid = p.reg(valid, name=f"valid_s{stage}")
+        m.d.comb += self.o.valid.eq(valid)
+
+        # The shared configuration travels with the beats; only the rounding mode and the output stage read it.
+        cfg = params.config
+        cfgs = {}
+        for stage in range(1, self.LATENCY):
+            cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
+
+        for lane in range(self._lanes):
+            lp = params.lanes[lane]
+            # S1: bias add with int32 wrap.
+            x = p.reg((self.i.payload[lane] + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
+            mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
+            shift = p.reg(lp.shift, name=f"shift_l{lane}")
+
+            # S2: double rounding shifts left (wrapping) before multiplying; single rounding folds the shift into the
+            # final right shift. `amount` is the right shift applied (in S7) before the last rounding step.
+            double = cfgs[1].rounding == Rounding.DOUBLE
+            shift_left = double & (shift > 0)
+            a = p.reg(Mux(shift_left, (x << shift.as_unsigned()[:5])[:32].as_signed(), x), shape=signed(32),
+                      name=f"a_l{lane}")
+            mult = p.reg(mult, name=f"mult2_l{lane}")
+            amount = p.reg(Mux(double, Mux(shift < 0, -shift, 0), 30 - shift)[:6], shape=unsigned(6),
+                           name=f"amount2_l{lane}")
+
+            # S3-S5: the 64-bit product.
+            prod, stages = multiply(p, a, mult, name=f"mul_l{lane}")
+            amount = p.delay(amount, stages, name=f"amount_l{lane}")
+
+            # S6: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
+            # = ((prod >> 30) + 1) >> 1, saturated (only INT32_MIN * INT32_MIN reaches 2^31); z = 2 * high feeds the
+            # rounding shift of S7-S8 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
+            q = (prod >> 30) + 1
+            overflow = ~q[-1] & q[32:-1].any()        # q >= 2^32
+            z_double = Mux(overflow, (1 << 32) - 2, Cat(Const(0, 1), q[1:]).as_signed())
+            z = p.reg(Mux(cfgs[5].rounding == Rounding.DOUBLE, z_double, prod), shape=signed(64),
+                      name=f"z_l{lane}")
+            amount = p.reg(amount, name=f"amount6_l{lane}")
+
+            # S7: arithmetic right shift (64 bits).
+            y, carry = rounding_shift_right(z, amount, cfgs[6].rounding == Rounding.DOUBLE)
+            y = p.reg(y, shape=signed(64), name=f"y_l{lane}")
+            carry = p.reg(carry, name=f"carry_l{lane}")
+
+            # S8: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
+            # outside it; the last rounding step and the zero point.
+            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[7].output_offset), shape=signed(20),
+                      name=f"w_l{lane}")
+
+            # S9: clamp.
+            out = p.reg(clamp_int8(w >> 1, cfgs[8].act_min, cfgs[8].act_max), shape=signed(8), name=f"out_l{lane}")
+            m.d.comb += self.o.payload[lane].eq(out)
+
+        p.emit()
+        return m

@@ -1,0 +1,307 @@
+# amaranth: UnusedElaboratable=no
+"""Requantizer against the golden model's ``requantize``, bit-exact, under random valid and ready gaps."""
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from haneul.rtl import ppu
+from haneul.sim.golden import kernels, quant
+from haneul.sim.golden.quant import INT32_MAX, INT32_MIN
+
+
+# -- stream testbench helpers (shared by the eltwise and pool tests) --------------------------------------------
+
+async def send(ctx, beats, rng, gap):
+    """Present ``beats`` in order; each beat is a list of ``(stream, payload)`` that must handshake together.
+
+    Every ``valid`` rises after a random number of idle cycles (probability ``gap`` per cycle) and stays high until
+    the handshake.
+    """
+    for beat in beats:
+        for stream, payload in beat:
+            while rng.random() < gap:
+                await ctx.tick()
+            ctx.set(stream.payload, payload)
+            ctx.set(stream.valid, 1)
+        ready = beat[0][0].ready
+        for stream, _ in beat[1:]:
+            ready = ready & stream.ready
+        await ctx.tick().until(ready)
+        for stream, _ in beat:
+            ctx.set(stream.valid, 0)
+
+
+async def receive(ctx, stream, count, rng, gap, *, max_cycles):
+    """Collect ``count`` payloads from ``stream`` with ``ready`` low with probability ``gap`` per cycle.
+
+    Also checks the stream rules on the transmitter: once ``valid`` is high it stays high, with a stable payload,
+    until the handshake.
+    """
+    got = []
+    held = None
+    for _ in range(max_cycles):
+        if len(got) == count:
+            return got
+        ctx.set(stream.ready, int(rng.random() >= gap))
+        _, _, valid, ready, payload = await ctx.tick().sample(stream.valid, stream.ready, stream.payload)
+        payload = payload.as_value().value
+        if held is not None:
+            assert valid, "valid dropped before the handshake"
+            assert payload == held, "payload changed before the handshake"
+        held = None
+        if valid and ready:
+            got.append(payload)
+        elif valid:
+            held = payload
+    raise AssertionError(f"only {len(got)} of {count} beats after {max_cycles} cycles")
+
+
+def run(dut, *testbenches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    sim.run()
+
+
+def unpack(raw, lanes, width=8):
+    """Signed lanes of a packed payload integer."""
+    vals = np.array([(raw >> (width * k)) & ((1 << width) - 1) for k in range(lanes)], dtype=np.int64)
+    return np.where(vals >= 1 << (width - 1), vals - (1 << width), vals)
+
+
+# -- stimulus ------------------------------------------------------------------------------------------------------
+
+def clamp_bounds(rng, zero_point, scale=0.05):
+    """Clamp bounds of a random fused activation (or an arbitrary range)."""
+    kind = rng.integers(6)
+    if kind == 0:
+        return -128, 127                                     # NONE
+    if kind == 1:
+        return max(-128, zero_point), 127                    # RELU
+    if kind == 2:
+        return max(-128, zero_point), min(127, zero_point + int(round(6 / scale)))   # RELU6
+    if kind == 3:
+        return max(-128, zero_point - 20), min(127, zero_point + 20)                 # RELU_N1_TO_1-like
+    if kind == 4:
+        v = int(rng.integers(-128, 128))
+        return v, v                                          # degenerate single value
+    lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+    return lo, hi
+
+
+def zero_point(rng):
+    return int(rng.choice([-128, 127, 0, int(rng.integers(-128, 128))]))
+
+
+def lane_params(rng, single):
+    mult = int(rng.choice([0, 1, 1 << 30, 1 << 30, 1 << 30, INT32_MAX, INT32_MIN, -(1 << 30) - 12345,
+                           *rng.integers(1 << 30, 1 << 31, 6)]))
+    if rng.random() < 0.2:
+        shift = int(rng.integers(-31, 31 if single else 32))   # the whole supported range
+    else:
+        shift = int(rng.integers(-31, 8))
+    bias = int(rng.choice([0, INT32_MIN, INT32_MAX, int(rng.integers(-1000, 1000)),
+                           int(rng.integers(INT32_MIN, INT32_MAX, endpoint=True))]))
+    return bias, mult, shift
+
+
+def accumulator(rng, bias, mult, shift):
+    kind = rng.integers(5)
+    if kind == 0:
+        return int(rng.choice([INT32_MIN, INT32_MAX, INT32_MIN + 1, -1, 0, 1]))
+    if kind == 1:
+        return int(rng.integers(INT32_MIN, INT32_MAX, endpoint=True))
+    if kind == 2:
+        # odd multiples of 2^-shift: with a multiplier of 2^30 they make exact halves for both roundings
+        x = int(rng.integers(-64, 64)) * 2 + 1 << max(-shift, 0)
+    else:
+        # values whose result lands around the int8 range
+        gain = max(abs(mult), 1) / 2**31 * 2.0**shift
+        span = min(INT32_MAX, int(300 / gain) + 1)
+        x = int(rng.integers(-span, span + 1))
+    # the accumulator that makes acc + bias == x (with int32 wrap)
+    return int(quant.wrap_int32(x - bias))
+
+
+def make_params(rng, lanes):
+    single = bool(rng.integers(2))
+    zp = zero_point(rng)
+    act_min, act_max = clamp_bounds(rng, zp)
+    lanes_p = [lane_params(rng, single) for _ in range(lanes)]
+    if rng.random() < 0.15:
+        # the INT32_MIN * INT32_MIN saturation of SaturatingRoundingDoublingHighMul
+        lanes_p[0] = (0, INT32_MIN, int(rng.integers(-3, 1)))
+    return dict(single=single, output_offset=zp, act_min=act_min, act_max=act_max, lanes=lanes_p)
+
+
+def param_payload(p):
+    return {
+        "config": {"output_offset": p["output_offset"], "act_min": p["act_min"], "act_max": p["act_max"],
+                   "rounding": ppu.Rounding.SINGLE if p["single"] else ppu.Rounding.DOUBLE},
+        "lanes": [{"bias": b, "multiplier": m, "shift": s} for b, m, s in p["lanes"]],
+    }
+
+
+def golden(p, acc):
+    bias, mult, shift = (np.array(v, dtype=np.int64) for v in zip(*p["lanes"]))
+    return kernels.requantize(np.array(acc, dtype=np.int64) + bias, mult, shift, p["output_offset"],
+                              p["act_min"], p["act_max"], single_rounding=p["single"]).astype(np.int64)
+
+
+def make_program(rng, lanes, beats, *, special=()):
+    """A list of ("param", params) and ("data", accumulators) events, with parameter reloads at random points."""
+    events = [("param", p) for p in special]
+    p = make_params(rng, lanes)
+    events.append(("param", p))
+    for _ in range(beats):
+        if rng.random() < 0.08:
+            p = make_params(rng, lanes)
+            events.append(("param", p))
+        acc = [accumulator(rng, b, m, s) for b, m, s in p["lanes"]]
+        # the INT32_MIN * INT32_MIN saturation needs x == INT32_MIN after the bias add
+        if p["lanes"][0][1] == INT32_MIN and rng.random() < 0.5:
+            acc[0] = INT32_MIN - p["lanes"][0][0]
+        events.append(("data", acc))
+    return events
+
+
+def check_requantizer(lanes, events, *, seed, valid_gap, ready_gap):
+    dut = ppu.Requantizer(lanes)
+    rng = np.random.default_rng(seed)
+    expected, current, beats = [], None, []
+    for kind, value in events:
+        if kind == "param":
+            current = value
+            beats.append([(dut.param, param_payload(value))])
+        else:
+            expected.append(golden(current, value))
+            beats.append([(dut.i, value)])
+    got = []
+
+    async def producer(ctx):
+        await send(ctx, beats, rng, valid_gap)
+
+    async def consumer(ctx):
+        got.extend(await receive(ctx, dut.o, len(expected), rng, ready_gap, max_cycles=20 * len(events) + 100))
+
+    run(dut, producer, consumer)
+    for n, (raw, exp) in enumerate(zip(got, expected, strict=True)):
+        assert list(unpack(raw, lanes)) == list(exp), f"beat {n}: got {unpack(raw, lanes)}, expected {exp}"
+
+
+# -- tests ---------------------------------------------------------------------------------------------------------
+
+def corner_params(lanes):
+    """Parameter sets that pin the corners: shift extremes, multiplier extremes, zero points, both roundings."""
+    sets = []
+    for single in (False, True):
+        for shift in (-31, 7, 30 if single else 31, 0):
+            for mult in (0, 1 << 30, INT32_MAX, INT32_MIN):
+                sets.append(dict(single=single, output_offset=-128 if mult & 1 else 127, act_min=-128, act_max=127,
+                                 lanes=[(INT32_MAX if k % 2 else INT32_MIN, mult, shift) for k in range(lanes)]))
+    return sets
+
+
+def corner_program(lanes):
+    events = []
+    accs = [INT32_MIN, INT32_MAX, 0, -1, 1, INT32_MIN + 1, INT32_MAX - 1, 12345]
+    for p in corner_params(lanes):
+        events.append(("param", p))
+        for k in range(0, len(accs), lanes):
+            events.append(("data", (accs[k:k + lanes] * lanes)[:lanes]))
+    return events
+
+
+@pytest.mark.parametrize("valid_gap,ready_gap,seed", [(0.3, 0.3, 1), (0.0, 0.6, 2), (0.6, 0.0, 3)])
+def test_random(valid_gap, ready_gap, seed):
+    rng = np.random.default_rng(seed)
+    check_requantizer(4, make_program(rng, 4, 400), seed=seed, valid_gap=valid_gap, ready_gap=ready_gap)
+
+
+def test_corners():
+    check_requantizer(4, corner_program(4), seed=4, valid_gap=0.2, ready_gap=0.2)
+
+
+def test_throughput():
+    """Without gaps, one beat per cycle after the pipeline latency."""
+    lanes, beats = 4, 60
+    rng = np.random.default_rng(5)
+    p = make_params(rng, lanes)
+    dut = ppu.Requantizer(lanes)
+    accs = [[accumulator(rng, b, m, s) for b, m, s in p["lanes"]] for _ in range(beats)]
+    cycles = {}
+
+    async def producer(ctx):
+        ctx.set(dut.param.payload, param_payload(p))
+        ctx.set(dut.param.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.param.valid, 0)
+        ctx.set(dut.o.ready, 1)
+        for n, acc in enumerate(accs):
+            ctx.set(dut.i.payload, acc)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        got = []
+        for cycle in range(beats + 20):
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                got.append(payload.as_value().value)
+                cycles.setdefault("first", cycle)
+                cycles["last"] = cycle
+        for raw, acc in zip(got, accs, strict=True):
+            assert list(unpack(raw, lanes)) == list(golden(p, acc))
+
+    run(dut, producer, consumer)
+    # param load on cycle 0, first beat accepted on cycle 1
+    assert cycles["first"] == 1 + ppu.Requantizer.LATENCY
+    assert cycles["last"] - cycles["first"] == beats - 1
+
+
+def test_default_16_lanes():
+    """The default configuration converts to Verilog and computes a short run bit-exactly."""
+    dut = ppu.Requantizer()
+    assert dut.lanes == 16
+    text = verilog.convert(dut, name="requantizer")
+    for port in ("i__valid", "i__ready", "i__payload", "param__payload", "o__payload", "o__valid", "o__ready"):
+        assert port in text
+    rng = np.random.default_rng(6)
+    check_requantizer(16, make_program(rng, 16, 12), seed=6, valid_gap=0.2, ready_gap=0.2)
+
+
+def test_rounding_identities():
+    """The shift-then-round identities the datapath relies on, against the golden functions on many values."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    x = rng.integers(INT32_MIN, INT32_MAX, n, endpoint=True)
+    x[:1000] = rng.integers(-64, 65, 1000)
+    mult = rng.integers(INT32_MIN, INT32_MAX, n, endpoint=True)
+    mult[:2000] = rng.choice([0, 1 << 30, 1 << 29, INT32_MAX, INT32_MIN], 2000)
+    x[:100], mult[:100] = INT32_MIN, INT32_MIN
+    prod = x * mult
+    # SaturatingRoundingDoublingHighMul = ((prod >> 30) + 1) >> 1, saturated
+    high = np.minimum(((prod >> 30) + 1) >> 1, INT32_MAX)
+    assert np.array_equal(high, quant.saturating_rounding_doubling_high_mul(x, mult))
+    # RoundingDivideByPOT(h, e): y = (2h) >> e, carry 0 only for negative exact halves, then (y + carry) >> 1
+    for e in range(32):
+        z = 2 * high
+        y = z >> e
+        exact_half = ((z & ((1 << e) - 1)) == 0) & (y & 1 == 1)
+        carry = np.where((z < 0) & exact_half, 0, 1)
+        assert np.array_equal((y + carry) >> 1, quant.rounding_divide_by_pot(high, e))
+    # single rounding: (prod + 2^(30-s)) >> (31-s) = ((prod >> (30-s)) + 1) >> 1
+    for s in range(-31, 31):
+        assert np.array_equal(((prod >> (30 - s)) + 1) >> 1,
+                              quant.multiply_by_quantized_multiplier_single_rounding(x, mult, s))
+
+
+def test_lanes_validation():
+    with pytest.raises(TypeError, match="Lane count must be a positive integer"):
+        ppu.Requantizer(0)
+    with pytest.raises(TypeError, match="Lane count must be a positive integer"):
+        ppu.Requantizer(True)
