@@ -1,0 +1,196 @@
+"""The datapath top of Haneul: memories, systolic array, requantiser and the sequencer that runs them.
+
+::
+
+    spad_wr ──> scratchpad ──rd 1──> weight packer ──> weight ┐
+                (int8, rows) ──rd 0────────────────────> act  ├ systolic array ──> result writer ──> accumulator
+                    ^   ^                                     ┘  rows x cols        (addr, accumulate)  (int32, cols)
+                    |   |                                                                                   |
+                 weight  activation                                                                     read-out
+                 reader  reader          <── runs ── sequencer <── cmd                                      |
+                                                       |   ^                                                v
+                                                       |   └── ppu_param                  out <── requantiser
+                                                       └─> busy, error, counters
+
+The sequencer (:mod:`haneul.rtl.sequencer`) executes the command words of :mod:`haneul.rtl.commands`:
+``MATMUL`` streams a weight tile and ``count`` activation lines from the scratchpad through the array into
+consecutive accumulator lines (overwriting or accumulating), ``REQUANT`` streams accumulator lines through the
+requantiser to ``out``. See ``docs/datapath.md`` for the timing and the tiling of large GEMMs
+(:func:`haneul.firmware.gemm.plan_gemm`).
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import Accumulator
+from .commands import CommandFormat, CommandWord, ErrorCode
+from .config import DatapathConfig
+from .ppu import Params, Requantizer
+from .scratchpad import Scratchpad, WriteRequest
+from .sequencer import LineReader, LineRun, Queue, ResultRun, ResultWriter, Sequencer, WeightPacker
+from .systolic import SystolicArray
+
+__all__ = ["Datapath"]
+
+
+class Datapath(wiring.Component):
+    """Haneul's compute datapath: scratchpad, systolic array, accumulator and requantiser, run by a command stream.
+
+    Every size comes from ``config``: ``rows`` is the scratchpad line width and the K depth of a tile, ``cols`` the
+    N width of a tile and the lane count of the accumulator, the requantiser and ``out``; the memory depths and bank
+    counts are ``spad_depth``, ``spad_banks``, ``acc_depth`` and ``acc_banks``.
+
+    Streams follow :mod:`amaranth.lib.stream`; every input may have gaps in ``valid`` and ``out`` may be stalled at
+    any time. ``spad_wr`` is independent of the command stream: loading the scratchpad and the commands that read
+    what was loaded are ordered by whoever drives both (the DMA and the command processor), for example by loading
+    one half of the scratchpad while the commands work on the other.
+
+    Parameters
+    ----------
+    config : DatapathConfig, optional
+        Default: ``DatapathConfig()``. ``input_width`` must be 8 and ``acc_width`` 32 (the requantiser's formats).
+
+    Members
+    -------
+    cmd : In(stream.Signature(CommandWord(config)))
+        Command words (:mod:`haneul.rtl.commands`; :func:`~haneul.rtl.commands.encode` makes them).
+    spad_wr : In(stream.Signature(WriteRequest(config, rows, spad_addr_width)))
+        Scratchpad line writes (``addr``, ``data``); always ready.
+    ppu_param : In(stream.Signature(Params(cols)))
+        Requantiser parameters: one beat is taken for every ``REQUANT`` with ``load_params`` set, in command order.
+    out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
+        Requantised lines, one per accumulator line read by ``REQUANT``, in command and address order.
+    busy : Out(1)
+        A command is being executed or data is in flight.
+    idle : Out(1)
+        ``~busy``.
+    error : Out(1)
+        Sticky: an illegal command was seen; from then on commands are discarded until ``error_clear``.
+    error_code : Out(ErrorCode)
+        The reason (:class:`~haneul.rtl.commands.ErrorCode`).
+    error_clear : In(1)
+        Clears ``error`` and ``error_code``.
+    busy_cycles : Out(32)
+        Cycles with ``busy`` high since reset (wraps).
+    active_cycles : Out(32)
+        Cycles in which the systolic array took an activation vector since reset (wraps).
+    macs : Out(48)
+        Multiply-accumulates issued to the array since reset, ``rows * cols`` per activation vector, including the
+        zero padding of partial tiles (wraps).
+
+    Attributes
+    ----------
+    config : DatapathConfig
+    format : CommandFormat
+        Encoder and decoder of the command words.
+    """
+
+    #: Entries of the queues of weight and activation runs between the sequencer and the line readers: how many
+    #: ``MATMUL`` s the sequencer may hand out ahead of the array (besides the one each reader holds).
+    RUN_QUEUE_DEPTH = 2
+
+    def __init__(self, config=None):
+        if config is None:
+            config = DatapathConfig()
+        elif not isinstance(config, DatapathConfig):
+            raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+        if config.input_width != 8:
+            raise ValueError(f"The datapath takes int8 activations and weights: input width must be 8, "
+                             f"not {config.input_width}")
+        if config.acc_width != 32:
+            raise ValueError(f"The requantiser takes int32 accumulators: accumulator width must be 32, "
+                             f"not {config.acc_width}")
+        self.config = config
+        self.format = CommandFormat(config)
+        super().__init__({
+            "cmd":           In(stream.Signature(CommandWord(config))),
+            "spad_wr":       In(stream.Signature(WriteRequest(config, config.rows, config.spad_addr_width))),
+            "ppu_param":     In(stream.Signature(Params(config.cols))),
+            "out":           Out(stream.Signature(data.ArrayLayout(signed(8), config.cols))),
+            "busy":          Out(1),
+            "idle":          Out(1),
+            "error":         Out(1),
+            "error_code":    Out(ErrorCode),
+            "error_clear":   In(1),
+            "busy_cycles":   Out(32),
+            "active_cycles": Out(32),
+            "macs":          Out(48),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+
+        m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2)
+        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.accumulator = acc = Accumulator(cfg)
+        m.submodules.requantizer = requant = Requantizer(cfg.cols)
+        m.submodules.sequencer = seq = Sequencer(cfg, Params(cfg.cols))
+        m.submodules.weight_reader = weight_reader = LineReader(cfg.spad_addr_width)
+        m.submodules.act_reader = act_reader = LineReader(cfg.spad_addr_width)
+        m.submodules.weight_queue = weight_queue = Queue(LineRun(cfg.spad_addr_width), self.RUN_QUEUE_DEPTH)
+        m.submodules.act_queue = act_queue = Queue(LineRun(cfg.spad_addr_width), self.RUN_QUEUE_DEPTH)
+        m.submodules.weight_packer = packer = WeightPacker(cfg)
+        m.submodules.result_queue = result_queue = Queue(ResultRun(cfg.acc_addr_width), seq.max_tiles)
+        m.submodules.result_writer = writer = ResultWriter(cfg, cfg.acc_addr_width)
+
+        # Commands and loads.
+        wiring.connect(m, wiring.flipped(self.cmd), seq.cmd)
+        wiring.connect(m, wiring.flipped(self.spad_wr), spad.wr)
+
+        # Weights: scratchpad read port 1, packed into rows of `cols` elements.
+        wiring.connect(m, seq.weight_run, weight_queue.i)
+        wiring.connect(m, weight_queue.o, weight_reader.run)
+        wiring.connect(m, weight_reader.req, spad.rd_req[1])
+        wiring.connect(m, spad.rd_resp[1], packer.i)
+        wiring.connect(m, packer.o, array.weight)
+
+        # Activations: scratchpad read port 0, with the tile's `last`.
+        wiring.connect(m, seq.act_run, act_queue.i)
+        wiring.connect(m, act_queue.o, act_reader.run)
+        wiring.connect(m, act_reader.req, spad.rd_req[0])
+        wiring.connect(m, spad.rd_resp[0], array.act)
+
+        # Results into the accumulator.
+        wiring.connect(m, seq.result_run, result_queue.i)
+        wiring.connect(m, result_queue.o, writer.run)
+        wiring.connect(m, array.result, writer.result)
+        wiring.connect(m, writer.wr, acc.wr)
+        m.d.comb += seq.tile_done.eq(writer.done)
+
+        # Read-out through the requantiser.
+        wiring.connect(m, seq.acc_cmd, acc.rd_cmd)
+        m.d.comb += seq.acc_busy.eq(acc.rd_busy)
+        wiring.connect(m, acc.rd_data, requant.i)
+        wiring.connect(m, wiring.flipped(self.ppu_param), seq.param_in)
+        wiring.connect(m, seq.param_out, requant.param)
+        wiring.connect(m, requant.o, wiring.flipped(self.out))
+
+        # Lines inside the requantiser (its pipeline and its output register).
+        inflight = Signal(range(Requantizer.LATENCY + 2))
+        took = requant.i.valid & requant.i.ready
+        gave = requant.o.valid & requant.o.ready
+        with m.If(took & ~gave):
+            m.d.sync += inflight.eq(inflight + 1)
+        with m.Elif(gave & ~took):
+            m.d.sync += inflight.eq(inflight - 1)
+        m.d.comb += seq.drained.eq(inflight == 0)
+
+        # Status and counters.
+        m.d.comb += [
+            self.busy.eq(seq.busy),
+            self.idle.eq(~seq.busy),
+            self.error.eq(seq.error),
+            self.error_code.eq(seq.error_code),
+            seq.error_clear.eq(self.error_clear),
+        ]
+        with m.If(seq.busy):
+            m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+        with m.If(array.act.valid & array.act.ready):
+            m.d.sync += [
+                self.active_cycles.eq(self.active_cycles + 1),
+                self.macs.eq(self.macs + cfg.macs_per_cycle),
+            ]
+
+        return m

@@ -1,0 +1,591 @@
+"""The control side of the datapath: the command sequencer and the address generators it drives.
+
+:class:`Sequencer` executes the command stream of :mod:`haneul.rtl.commands`. It does not move data itself: it hands
+*runs* to small engines that do, and keeps the order that the commands imply.
+
+* A ``MATMUL`` becomes three runs, handed out together: a weight run (``weight_tile_lines`` scratchpad lines) to the
+  weight :class:`LineReader`, an activation run (``count`` lines) to the activation :class:`LineReader`, and a result
+  run (first accumulator line, accumulate flag) to the :class:`ResultWriter`, through small queues. The engines run
+  ahead of each other as far as the systolic array lets them: the weights of the next tile stream into the array's
+  shadow registers while the current tile's activations stream through it.
+* A ``REQUANT`` goes into a read-out queue. Its head starts once every earlier ``MATMUL`` has written its last
+  result (a per-entry count of the tiles still outstanding when it was queued) and the accumulator's read-out is
+  idle; if ``load_params`` is set it first passes one beat of the parameter stream to the requantiser.
+* A ``MATMUL`` whose accumulator lines overlap a queued or running read-out waits until that read-out is over
+  (write-after-read). Read-after-write (a ``REQUANT`` after the ``MATMUL`` s that compute its lines) is the tile
+  count above; write-after-write between ``MATMUL`` s is kept by the accumulator, which applies its write beats in
+  order. So the datapath computes what executing the commands one at a time would compute.
+* A ``FENCE`` waits until nothing is in flight.
+* An illegal command (:class:`~haneul.rtl.commands.ErrorCode`) sets ``error`` and ``error_code``; from then on every
+  command is consumed and discarded until ``error_clear``. Commands already handed out complete normally, so the
+  datapath always returns to idle.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import AccumulatorWrite, ReadCommand
+from .commands import COUNT_WIDTH, CommandWord, ErrorCode, Opcode, weight_lines_per_row, weight_tile_lines
+from .config import DatapathConfig
+from .scratchpad import ReadRequest, ReadResponse
+from .systolic import ResultBeat, WeightBeat
+
+__all__ = ["LineRun", "ResultRun", "LineReader", "WeightPacker", "ResultWriter", "Queue", "Sequencer"]
+
+
+class LineRun(data.StructLayout):
+    """A run of consecutive memory lines: the work unit of a :class:`LineReader`.
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of a line address.
+    count_width : int
+        Width of the line count. Default :data:`~haneul.rtl.commands.COUNT_WIDTH`.
+
+    Members
+    -------
+    addr : unsigned(addr_width)
+        First line.
+    count : unsigned(count_width)
+        Number of lines; 0 reads nothing.
+    """
+
+    def __init__(self, addr_width, count_width=COUNT_WIDTH):
+        super().__init__({
+            "addr":  unsigned(addr_width),
+            "count": unsigned(count_width),
+        })
+
+
+class ResultRun(data.StructLayout):
+    """Where the results of one ``MATMUL`` tile go: the work unit of a :class:`ResultWriter`.
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of an accumulator line address.
+
+    Members
+    -------
+    addr : unsigned(addr_width)
+        Accumulator line of the first result vector of the tile.
+    accumulate : unsigned(1)
+        Add the results to the lines instead of overwriting them.
+    """
+
+    def __init__(self, addr_width):
+        super().__init__({
+            "addr":       unsigned(addr_width),
+            "accumulate": unsigned(1),
+        })
+
+
+class LineReader(wiring.Component):
+    """Address generator: turns each run on ``run`` into read requests for its lines, in order.
+
+    A run ``{addr, count}`` becomes the requests ``addr, addr + 1, ..., addr + count - 1`` (modulo the address
+    width), the last one with ``last`` set. One request per cycle while ``req.ready`` is high, also across runs:
+    ``run.ready`` is high while no run is in progress and in the cycle in which the last request of the current run
+    is accepted.
+
+    Parameters
+    ----------
+    addr_width : int
+        Width of a line address.
+    count_width : int
+        Width of the line count. Default :data:`~haneul.rtl.commands.COUNT_WIDTH`.
+
+    Members
+    -------
+    run : In(stream.Signature(LineRun(addr_width, count_width)))
+        Runs to read.
+    req : Out(stream.Signature(ReadRequest(addr_width)))
+        Read requests (the scratchpad's ``rd_req`` payload).
+    """
+
+    def __init__(self, addr_width, count_width=COUNT_WIDTH):
+        self.addr_width = addr_width
+        self.count_width = count_width
+        super().__init__({
+            "run": In(stream.Signature(LineRun(addr_width, count_width))),
+            "req": Out(stream.Signature(ReadRequest(addr_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        active = Signal()
+        addr = Signal(self.addr_width)
+        remaining = Signal(self.count_width)
+        issue = Signal()
+        final = Signal()
+        m.d.comb += [
+            final.eq(remaining == 1),
+            self.req.valid.eq(active),
+            self.req.payload.addr.eq(addr),
+            self.req.payload.last.eq(final),
+            issue.eq(self.req.valid & self.req.ready),
+            self.run.ready.eq(~active | (issue & final)),
+        ]
+        with m.If(issue):
+            m.d.sync += [
+                addr.eq(addr + 1),
+                remaining.eq(remaining - 1),
+            ]
+            with m.If(final):
+                m.d.sync += active.eq(0)
+        with m.If(self.run.valid & self.run.ready):
+            m.d.sync += [
+                addr.eq(self.run.payload.addr),
+                remaining.eq(self.run.payload.count),
+                active.eq(self.run.payload.count != 0),
+            ]
+        return m
+
+
+class WeightPacker(wiring.Component):
+    """Packs scratchpad lines of ``rows`` elements into weight rows of ``cols`` elements.
+
+    A weight row is :func:`~haneul.rtl.commands.weight_lines_per_row` consecutive lines (``ceil(cols / rows)``);
+    element ``n`` of the row is element ``n % rows`` of line ``n // rows``, and the elements past ``cols`` in the last
+    line are dropped. With ``cols <= rows`` every line is one row (its first ``cols`` elements) and the packer is
+    wires only. Otherwise the first lines of a row wait in registers and the row leaves with its last line, so the
+    packer adds no latency.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+
+    Members
+    -------
+    i : In(stream.Signature(ReadResponse(config, config.rows)))
+        Scratchpad lines (``last`` is ignored).
+    o : Out(stream.Signature(WeightBeat(config)))
+        Weight rows, to the systolic array's ``weight`` stream.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, DatapathConfig):
+            raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "i": In(stream.Signature(ReadResponse(config, config.rows))),
+            "o": Out(stream.Signature(WeightBeat(config))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        parts = weight_lines_per_row(cfg)
+        line = self.i.payload.data
+        if parts == 1:
+            m.d.comb += [
+                self.o.valid.eq(self.i.valid),
+                self.i.ready.eq(self.o.ready),
+            ]
+            for n in range(cfg.cols):
+                m.d.comb += self.o.payload[n].eq(line[n])
+            return m
+
+        part = Signal(range(parts))
+        held = [Signal(data.ArrayLayout(cfg.input_shape, cfg.rows), name=f"part{p}") for p in range(parts - 1)]
+        closing = Signal()
+        m.d.comb += [
+            closing.eq(part == parts - 1),
+            self.o.valid.eq(self.i.valid & closing),
+            self.i.ready.eq(~closing | self.o.ready),
+        ]
+        for n in range(cfg.cols):
+            p, k = divmod(n, cfg.rows)
+            m.d.comb += self.o.payload[n].eq(line[k] if p == parts - 1 else held[p][k])
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += part.eq(part + 1)
+            with m.If(closing):
+                m.d.sync += part.eq(0)
+            for p in range(parts - 1):
+                with m.If(part == p):
+                    m.d.sync += held[p].eq(line)
+        return m
+
+
+class ResultWriter(wiring.Component):
+    """Tags the systolic array's result vectors with their accumulator line and ``accumulate`` flag.
+
+    The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of the
+    head of ``run``; the run is consumed with the tile's last vector, which also pulses ``done``. A result waits
+    (``result.ready`` low) while there is no run.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+    addr_width : int
+        Width of an accumulator line address.
+
+    Members
+    -------
+    run : In(stream.Signature(ResultRun(addr_width)))
+        One run per tile, in tile order.
+    result : In(stream.Signature(ResultBeat(config)))
+        The systolic array's results.
+    wr : Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width)))
+        The accumulator's write stream.
+    done : Out(1)
+        The last result vector of a tile is accepted on ``wr`` in this cycle.
+    """
+
+    def __init__(self, config, addr_width):
+        if not isinstance(config, DatapathConfig):
+            raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+        self.config = config
+        self.addr_width = addr_width
+        super().__init__({
+            "run":    In(stream.Signature(ResultRun(addr_width))),
+            "result": In(stream.Signature(ResultBeat(config))),
+            "wr":     Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width))),
+            "done":   Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        index = Signal(self.addr_width)
+        fire = Signal()
+        m.d.comb += [
+            self.wr.valid.eq(self.result.valid & self.run.valid),
+            self.result.ready.eq(self.run.valid & self.wr.ready),
+            self.wr.payload.data.eq(self.result.payload.data),
+            self.wr.payload.addr.eq(self.run.payload.addr + index),
+            self.wr.payload.accumulate.eq(self.run.payload.accumulate),
+            fire.eq(self.wr.valid & self.wr.ready),
+            self.done.eq(fire & self.result.payload.last),
+            self.run.ready.eq(self.done),
+        ]
+        with m.If(fire):
+            m.d.sync += index.eq(index + 1)
+            with m.If(self.result.payload.last):
+                m.d.sync += index.eq(0)
+        return m
+
+
+class Queue(wiring.Component):
+    """A first-in first-out queue of stream beats (a :class:`~amaranth.lib.fifo.SyncFIFO` with stream ports).
+
+    A beat accepted on ``i`` is available on ``o`` from the next cycle.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload shape.
+    depth : int
+        Entries.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, shape, depth):
+        self.shape = shape
+        self.depth = depth
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.shape).width, depth=self.depth)
+        m.d.comb += [
+            fifo.w_data.eq(self.i.payload),
+            fifo.w_en.eq(self.i.valid),
+            self.i.ready.eq(fifo.w_rdy),
+            self.o.payload.eq(fifo.r_data),
+            self.o.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.o.ready),
+        ]
+        return m
+
+
+class _ReadoutEntry(data.StructLayout):
+    """A queued ``REQUANT``: its arguments and the number of earlier ``MATMUL`` tiles it still waits for."""
+
+    def __init__(self, config, pending_shape):
+        super().__init__({
+            "addr":        unsigned(config.acc_addr_width),
+            "count":       unsigned(COUNT_WIDTH),
+            "load_params": unsigned(1),
+            "pending":     pending_shape,
+        })
+
+
+class Sequencer(wiring.Component):
+    """Command sequencer of the datapath: decodes commands, checks them, orders them and hands out the work.
+
+    See the module documentation for what each command does and the ordering rules. A command word is accepted on
+    ``cmd`` into a one-entry command register (one per cycle while the register empties every cycle) and leaves it
+    once it is handed out: a ``MATMUL`` when its three runs are accepted, a ``REQUANT`` when it enters the read-out
+    queue, a ``NOP`` at once, a ``FENCE`` when nothing is in flight, an illegal command at once (with the error).
+
+    Parameters
+    ----------
+    config : DatapathConfig
+    param_shape : shape-castable
+        Payload of the requantiser's parameter stream.
+    max_tiles : int
+        ``MATMUL`` tiles that may be handed out and not yet written (the depth of the result-run queue). Default 8.
+    readout_depth : int
+        Entries of the ``REQUANT`` read-out queue. Default 2.
+
+    Members
+    -------
+    cmd : In(stream.Signature(CommandWord(config)))
+        Command words.
+    weight_run, act_run : Out(stream.Signature(LineRun(config.spad_addr_width)))
+        Weight-tile and activation runs, to the two scratchpad :class:`LineReader` s.
+    result_run : Out(stream.Signature(ResultRun(config.acc_addr_width)))
+        Result runs, to the :class:`ResultWriter` (through a queue of ``max_tiles`` entries).
+    tile_done : In(1)
+        The :class:`ResultWriter` accepted the last result of a tile.
+    acc_cmd : Out(stream.Signature(ReadCommand(config.acc_addr_width)))
+        Read-out commands, to the accumulator.
+    acc_busy : In(1)
+        The accumulator's ``rd_busy``.
+    param_in : In(stream.Signature(param_shape))
+        Requantiser parameters from outside; a beat is passed on only for a ``REQUANT`` with ``load_params``.
+    param_out : Out(stream.Signature(param_shape))
+        To the requantiser's parameter stream.
+    drained : In(1)
+        No line is in flight between the accumulator's read-out and the end of the output stream.
+    busy : Out(1)
+        A command is in the command register or work is in flight.
+    error : Out(1)
+        Sticky: an illegal command was seen. Further commands are discarded while it is set.
+    error_code : Out(ErrorCode)
+        What the first illegal command since the last clear was (:attr:`ErrorCode.NONE` without error).
+    error_clear : In(1)
+        Clear ``error`` and ``error_code`` and resume executing commands.
+    """
+
+    def __init__(self, config, param_shape, *, max_tiles=8, readout_depth=2):
+        if not isinstance(config, DatapathConfig):
+            raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+        for name, value in (("Tile limit", max_tiles), ("Read-out queue depth", readout_depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        self.config = config
+        self.max_tiles = max_tiles
+        self.readout_depth = readout_depth
+        spad_aw, acc_aw = config.spad_addr_width, config.acc_addr_width
+        super().__init__({
+            "cmd":         In(stream.Signature(CommandWord(config))),
+            "weight_run":  Out(stream.Signature(LineRun(spad_aw))),
+            "act_run":     Out(stream.Signature(LineRun(spad_aw))),
+            "result_run":  Out(stream.Signature(ResultRun(acc_aw))),
+            "tile_done":   In(1),
+            "acc_cmd":     Out(stream.Signature(ReadCommand(acc_aw))),
+            "acc_busy":    In(1),
+            "param_in":    In(stream.Signature(param_shape)),
+            "param_out":   Out(stream.Signature(param_shape)),
+            "drained":     In(1),
+            "busy":        Out(1),
+            "error":       Out(1),
+            "error_code":  Out(ErrorCode),
+            "error_clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+
+        # Tiles handed out whose last result has not been written yet.
+        outstanding = Signal(range(self.max_tiles + 1))
+
+        # Read-out queue (entry 0 is the head; valid entries form a prefix) and the read-out in the accumulator.
+        entry_layout = _ReadoutEntry(cfg, outstanding.shape())
+        depth = self.readout_depth
+        q_valid = [Signal(name=f"rq{i}_valid") for i in range(depth)]
+        q = [Signal(entry_layout, name=f"rq{i}") for i in range(depth)]
+        active_addr = Signal(cfg.acc_addr_width)
+        active_count = Signal(COUNT_WIDTH)
+
+        work = Signal()
+        m.d.comb += work.eq((outstanding != 0) | Cat(q_valid).any() | self.acc_busy | ~self.drained)
+
+        # Command register ---------------------------------------------------------------------------------------
+        cur = Signal(CommandWord(cfg))
+        cur_valid = Signal()
+        cur_done = Signal()
+        m.d.comb += [
+            self.cmd.ready.eq(~cur_valid | cur_done),
+            self.busy.eq(cur_valid | work),
+        ]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [
+                cur.eq(self.cmd.payload),
+                cur_valid.eq(1),
+            ]
+        with m.Elif(cur_done):
+            m.d.sync += cur_valid.eq(0)
+
+        mm, rq = cur.args.matmul, cur.args.requant
+
+        # Legality (the same checks as CommandFormat.check).
+        mm_bad_count = Signal()
+        mm_bad_range = Signal()
+        rq_bad_count = Signal()
+        rq_bad_range = Signal()
+        m.d.comb += [
+            mm_bad_count.eq(mm.count == 0),
+            mm_bad_range.eq((mm.act_addr + mm.count > cfg.spad_depth)
+                            | (mm.weight_addr + weight_tile_lines(cfg) > cfg.spad_depth)
+                            | (mm.acc_addr + mm.count > cfg.acc_depth)),
+            rq_bad_count.eq(rq.count == 0),
+            rq_bad_range.eq(rq.acc_addr + rq.count > cfg.acc_depth),
+        ]
+
+        # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running.
+        def overlaps(addr, count):
+            return (mm.acc_addr < addr + count) & (addr < mm.acc_addr + mm.count)
+
+        war = Signal()
+        m.d.comb += war.eq(Cat(*(v & overlaps(e.addr, e.count) for v, e in zip(q_valid, q)),
+                               self.acc_busy & overlaps(active_addr, active_count)).any())
+
+        # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is).
+        runs = (self.weight_run, self.act_run, self.result_run)
+        sent = [Signal(name=f"sent_{name}") for name in ("weight", "act", "result")]
+        mm_go = Signal()
+        m.d.comb += [
+            self.weight_run.payload.addr.eq(mm.weight_addr),
+            self.weight_run.payload.count.eq(weight_tile_lines(cfg)),
+            self.act_run.payload.addr.eq(mm.act_addr),
+            self.act_run.payload.count.eq(mm.count),
+            self.result_run.payload.addr.eq(mm.acc_addr),
+            self.result_run.payload.accumulate.eq(mm.accumulate),
+        ]
+        for run, was_sent in zip(runs, sent):
+            m.d.comb += run.valid.eq(mm_go & ~was_sent)
+        mm_all = Signal()
+        m.d.comb += mm_all.eq(Cat(*(s | (r.valid & r.ready) for s, r in zip(sent, runs))).all())
+        with m.If(mm_go & mm_all):
+            m.d.sync += [s.eq(0) for s in sent]
+        with m.Elif(mm_go):
+            for was_sent, run in zip(sent, runs):
+                with m.If(run.valid & run.ready):
+                    m.d.sync += was_sent.eq(1)
+
+        rq_push = Signal()
+        fault = Signal()
+        fault_code = Signal(ErrorCode)
+        error = Signal()
+        error_code = Signal(ErrorCode)
+        m.d.comb += [
+            self.error.eq(error),
+            self.error_code.eq(error_code),
+        ]
+
+        with m.If(cur_valid & error):
+            m.d.comb += cur_done.eq(1)                     # discard while stopped
+        with m.Elif(cur_valid):
+            with m.Switch(cur.opcode):
+                with m.Case(Opcode.NOP):
+                    m.d.comb += cur_done.eq(1)
+                with m.Case(Opcode.FENCE):
+                    m.d.comb += cur_done.eq(~work)
+                with m.Case(Opcode.MATMUL):
+                    with m.If(mm_bad_count):
+                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_COUNT)]
+                    with m.Elif(mm_bad_range):
+                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_RANGE)]
+                    with m.Else():
+                        m.d.comb += [
+                            mm_go.eq(~war & (outstanding < self.max_tiles)),
+                            cur_done.eq(mm_go & mm_all),
+                        ]
+                with m.Case(Opcode.REQUANT):
+                    with m.If(rq_bad_count):
+                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_COUNT)]
+                    with m.Elif(rq_bad_range):
+                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_RANGE)]
+                    with m.Else():
+                        m.d.comb += [
+                            rq_push.eq(~q_valid[-1]),
+                            cur_done.eq(rq_push),
+                        ]
+                with m.Default():
+                    m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.ILLEGAL_OPCODE)]
+        with m.If(fault):
+            m.d.comb += cur_done.eq(1)
+            m.d.sync += [
+                error.eq(1),
+                error_code.eq(fault_code),
+            ]
+        with m.If(self.error_clear):
+            m.d.sync += [
+                error.eq(0),
+                error_code.eq(ErrorCode.NONE),
+            ]
+
+        mm_handed_out = Signal()
+        m.d.comb += mm_handed_out.eq(mm_go & mm_all)
+        with m.If(mm_handed_out & ~self.tile_done):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(~mm_handed_out & self.tile_done):
+            m.d.sync += outstanding.eq(outstanding - 1)
+
+        # Read-out -----------------------------------------------------------------------------------------------
+        head = q[0]
+        head_ready = Signal()
+        params_loaded = Signal()
+        need_params = Signal()
+        start = Signal()
+        m.d.comb += [
+            head_ready.eq(q_valid[0] & (head.pending == 0) & ~self.acc_busy),
+            need_params.eq(head.load_params & ~params_loaded),
+            self.param_out.payload.eq(self.param_in.payload),
+            self.param_out.valid.eq(head_ready & need_params & self.param_in.valid),
+            self.param_in.ready.eq(head_ready & need_params & self.param_out.ready),
+            self.acc_cmd.valid.eq(head_ready & ~need_params),
+            self.acc_cmd.payload.base.eq(head.addr),
+            self.acc_cmd.payload.count.eq(head.count),
+            start.eq(self.acc_cmd.valid & self.acc_cmd.ready),
+        ]
+        with m.If(self.param_out.valid & self.param_out.ready):
+            m.d.sync += params_loaded.eq(1)
+        with m.If(start):
+            m.d.sync += [
+                params_loaded.eq(0),
+                active_addr.eq(head.addr),
+                active_count.eq(head.count),
+            ]
+
+        # Queue update: pop the head on start, push at the first free entry, count down the tiles waited for.
+        new = Signal(entry_layout)
+        m.d.comb += [
+            new.addr.eq(rq.acc_addr),
+            new.count.eq(rq.count),
+            new.load_params.eq(rq.load_params),
+            new.pending.eq(outstanding - self.tile_done),
+        ]
+        shifted_valid = [Signal(name=f"rq{i}_valid_next") for i in range(depth)]
+        for i in range(depth):
+            if i + 1 < depth:
+                m.d.comb += shifted_valid[i].eq(Mux(start, q_valid[i + 1], q_valid[i]))
+            else:
+                m.d.comb += shifted_valid[i].eq(q_valid[i] & ~start)
+        for i in range(depth):
+            shifted = Signal(entry_layout, name=f"rq{i}_shifted")
+            m.d.comb += shifted.eq(Mux(start, q[i + 1], q[i]) if i + 1 < depth else q[i])
+            entry = Signal(entry_layout, name=f"rq{i}_next")
+            m.d.comb += entry.eq(shifted)
+            with m.If(self.tile_done & (shifted.pending != 0)):
+                m.d.comb += entry.pending.eq(shifted.pending - 1)
+            first_free = ~shifted_valid[i] & (shifted_valid[i - 1] if i else 1)
+            with m.If(rq_push & first_free):
+                m.d.sync += [q[i].eq(new), q_valid[i].eq(1)]
+            with m.Else():
+                m.d.sync += [q[i].eq(entry), q_valid[i].eq(shifted_valid[i])]
+
+        return m
