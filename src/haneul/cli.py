@@ -1,4 +1,4 @@
-"""The ``haneul`` command line: inspect and run models.
+"""The ``haneul`` command line: inspect and run models, generate Verilog.
 
 Errors a user can cause are reported as one line, ``haneul: error: ...``, with exit status 2 and no traceback.
 """
@@ -77,6 +77,45 @@ def cmd_run(args):
     return 0
 
 
+# Verilog generation ---------------------------------------------------------------------------------------------
+
+#: ``haneul generate --top``: the component to convert and the Verilog module name.
+GENERATE_TOPS = {
+    "datapath": ("haneul.rtl.datapath", "Datapath", "haneul_datapath"),
+    "systolic": ("haneul.rtl.systolic", "SystolicArray", "haneul_systolic"),
+}
+
+
+def _config_fields():
+    """The parameters of ``DatapathConfig`` as (field, option) pairs: every field is an option of ``generate``."""
+    import dataclasses
+    from haneul.rtl.config import DatapathConfig
+    return [(field, "--" + field.name.replace("_", "-")) for field in dataclasses.fields(DatapathConfig)]
+
+
+def cmd_generate(args):
+    import importlib
+    from amaranth.back import verilog
+    from haneul.rtl.config import DatapathConfig
+
+    params = {f.name: getattr(args, f.name) for f, _ in _config_fields() if getattr(args, f.name) is not None}
+    module, cls, name = GENERATE_TOPS[args.top]
+    try:
+        config = DatapathConfig(**params)
+        top = getattr(importlib.import_module(module), cls)(config)
+    except (TypeError, ValueError) as e:
+        raise HaneulError(f"bad datapath parameters: {e}") from None
+    try:
+        f = open(args.output, "w")
+    except OSError as e:
+        raise HaneulError(f"cannot write {args.output}: {e.strerror}") from None
+    with f:
+        f.write(verilog.convert(top, name=name))
+    print(f"wrote {name} ({config.rows} x {config.cols} array, scratchpad {config.spad_depth} x {config.rows} B, "
+          f"accumulator {config.acc_depth} x {config.cols} x 4 B) to {args.output}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="haneul", description="Haneul edge NPU: model tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +133,16 @@ def build_parser():
     p.add_argument("--output", help="save the output tensor as .npy")
     p.add_argument("--report-json", help="write a JSON report (backend, output_shape, top_class, macs, ...)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("generate", help="write the Verilog of the datapath (or of one block) for a configuration")
+    for field, option in _config_fields():
+        kind = type(field.default)
+        p.add_argument(option, dest=field.name, type=kind, metavar="N" if kind is int else "NAME",
+                       help=f"DatapathConfig.{field.name} (default {field.default})")
+    p.add_argument("--top", choices=sorted(GENERATE_TOPS), default="datapath",
+                   help="component to convert (default datapath: module haneul_datapath)")
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
