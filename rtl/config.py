@@ -8,6 +8,7 @@ resizing the NPU is a one-line change::
 
     cfg = DatapathConfig(rows=8, cols=8)     # an 8x8 array, everything else default
     cfg.macs_per_cycle                       # 64
+    cfg.pe_mult(0, 0)                        # "dsp": the multiplier type of processing element (0, 0)
 
 The configuration is a frozen dataclass: it is hashable, can be compared, and is validated eagerly when constructed,
 so a bad parameter is reported where it is written rather than deep inside elaboration.
@@ -60,6 +61,15 @@ class DatapathConfig:
         Default 512 (32 KiB for 16 int32 elements per row).
     acc_banks : int
         Banks of the accumulator memory. Power of two, dividing ``acc_depth``. Default 2.
+    dsp_pes : int
+        Budget of processing elements whose multiplier is a DSP block (one ``MULT18X18D`` each on ECP5); the other
+        PEs build their multiplier from LUTs (``lut_mult``). PEs are given DSPs whole columns first, column 0 first
+        and top to bottom (see :meth:`pe_mult`); a budget above ``rows * cols`` makes every PE a DSP PE, 0 none.
+        Default 80: five of the 16 columns, which leaves 76 of the 156 multipliers of an ECP5-85F for the
+        post-processing unit (64 for a 16-lane requantiser). ``docs/fpga.md`` has the budget.
+    lut_mult : str
+        Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
+        :data:`haneul.rtl.pe.MULTIPLIERS` (``"lut"``, shift-and-add, or ``"booth"``, radix-4 Booth). Default ``"lut"``.
 
     Raises
     ------
@@ -77,6 +87,8 @@ class DatapathConfig:
     spad_banks: int = 4
     acc_depth: int = 512
     acc_banks: int = 2
+    dsp_pes: int = 80
+    lut_mult: str = "lut"
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),
@@ -107,6 +119,16 @@ class DatapathConfig:
             if banks > depth:
                 raise ValueError(f"{what} bank count {banks} exceeds its depth {depth}")
 
+        if not _is_int(self.dsp_pes):
+            raise TypeError(f"DSP PE budget must be a non-negative integer, not {self.dsp_pes!r}")
+        if self.dsp_pes < 0:
+            raise ValueError(f"DSP PE budget must be a non-negative integer, not {self.dsp_pes!r}")
+        from .pe import MULTIPLIERS  # the registry of PE types lives with the PE
+        lut_types = sorted(name for name, mult in MULTIPLIERS.items() if not mult.uses_dsp)
+        if self.lut_mult not in lut_types:
+            raise ValueError(f"LUT multiplier type must be one of {', '.join(map(repr, lut_types))}, "
+                             f"not {self.lut_mult!r}")
+
     # Shapes ------------------------------------------------------------------------------------------------------
 
     @property
@@ -128,8 +150,30 @@ class DatapathConfig:
 
     @property
     def latency(self) -> int:
-        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols - 1``)."""
-        return self.rows + self.cols - 1
+        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 2``).
+
+        ``rows - 1 + cols - 1`` cycles of skew and wavefront, 3 in the last PE (operand registers, product register,
+        accumulator register) and 1 in the output FIFO.
+        """
+        return self.rows + self.cols + 2
+
+    # Processing element types ------------------------------------------------------------------------------------
+
+    @property
+    def dsp_count(self) -> int:
+        """Processing elements with a DSP multiplier (``min(dsp_pes, rows * cols)``)."""
+        return min(self.dsp_pes, self.rows * self.cols)
+
+    def pe_mult(self, row, col) -> str:
+        """Multiplier type (a key of :data:`haneul.rtl.pe.MULTIPLIERS`) of the processing element at ``(row, col)``.
+
+        The first ``dsp_count`` PEs in column-major order (column 0 top to bottom, then column 1, ...) are ``"dsp"``,
+        the others ``lut_mult``. Whole columns keep each partial-sum chain within one type, so the only wires
+        between the DSP and LUT regions of the die are the activations, ``rows`` x 9 bits.
+        """
+        if not (0 <= row < self.rows and 0 <= col < self.cols):
+            raise IndexError(f"PE ({row}, {col}) is outside the {self.rows} x {self.cols} array")
+        return "dsp" if col * self.rows + row < self.dsp_count else self.lut_mult
 
     @property
     def spad_row_bits(self) -> int:

@@ -1,28 +1,47 @@
-"""Processing element of the weight-stationary systolic array.
+"""Processing element of the weight-stationary systolic array, and the multiplier types it can be built with.
 
 A processing element (PE) holds one weight of the current tile and performs one multiply-accumulate per cycle::
 
-            psum_in (from the PE above)
+            psum_in (from the PE above, 2 cycles after act_in)
                   |
     act_in ---> [ PE ] ---> act_out (to the PE on the right, one cycle later)
                   |
-            psum_out = psum_in + act_in.value * weight   (to the PE below, one cycle later)
+            psum_out = psum_in + act_in.value * weight   (to the PE below, 3 cycles after act_in)
+
+The multiply-accumulate is pipelined in three register stages so that a DSP block has registers on both sides and
+a LUT multiplier a whole cycle for itself: (1) the activation (``act_out``) and the weight in use (``active``),
+(2) the product, (3) the partial sum. Each PE delays the activation by one cycle and the partial sum by one cycle,
+so the skewed wavefront of the array is unchanged; only the fill latency grows by two cycles.
 
 The weight register is double-buffered: a *shadow* weight is written through ``w_load``/``w_data`` while the
 *active* weight keeps computing. The swap is not a global signal: the ``swap`` bit travels with the activation that
 starts the new tile (the same skewed wavefront as the data), so each PE switches to the new weight exactly when the
 first activation of the new tile reaches it, and the activations of the old tile still in flight to its right and
-below keep using the old weight.
+below keep using the old weight. Since ``active`` is updated in the cycle the activation arrives, the register
+pair (``act_out``, ``active``) holds exactly the operands of that activation's product in the next cycle, and the
+multiplier reads registers only.
 
-The PE has no stall input; the array stalls every PE at once by gating the clock enable of the whole pipeline
-(:class:`amaranth.hdl.EnableInserter`).
+*PE types.* How the product is built is a :class:`Multiplier`, chosen per PE by name from :data:`MULTIPLIERS`:
+
+``"dsp"``
+    ``act * weight``: Yosys maps the ``$mul`` cell to a DSP block (``MULT18X18D`` on ECP5).
+``"lut"``
+    Shift-and-add: one row ``act << i`` per weight bit ``i``, the sign row (weight ``-2**(width-1)``) subtracted,
+    summed in a balanced tree of adders (carry chains). No ``$mul`` cell: it always lands in LUTs.
+``"booth"``
+    Radix-4 Booth: the stationary weight is recoded into ``ceil(width / 2)`` digits in ``{-2, -1, 0, 1, 2}`` when it
+    is loaded (the shadow and active registers hold the digits), so each cycle only selects ``0, +-act, +-2 act``
+    per digit and sums half as many rows. No ``$mul`` cell either.
+
+The PE has no stall input: the array never stalls its pipeline (see :mod:`haneul.rtl.systolic`).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ActivationLayout", "ProcessingElement"]
+__all__ = ["ActivationLayout", "Multiplier", "DSPMultiplier", "ShiftAddMultiplier", "BoothMultiplier",
+           "MULTIPLIERS", "get_multiplier", "ProcessingElement"]
 
 
 class ActivationLayout(data.StructLayout):
@@ -46,12 +65,191 @@ class ActivationLayout(data.StructLayout):
         super().__init__({"value": signed(width), "swap": 1})
 
 
+# Multiplier types ---------------------------------------------------------------------------------------------------
+
+def _kept(m, value, name):
+    """``value`` through a wire Yosys must keep.
+
+    Yosys merges a chain of additions into one multi-operand ``$macc`` cell and maps that to full adders in LUTs;
+    a kept wire between two adders keeps them apart, so each becomes a carry chain (``CCU2C`` on ECP5), which is
+    both smaller and faster here.
+    """
+    wire = Signal(value.shape(), name=name, attrs={"keep": 1})
+    m.d.comb += wire.eq(value)
+    return wire
+
+
+def _adder_tree(m, terms, name):
+    """Sum of ``terms`` (a list of ``(value, negate)``), as a balanced tree of two-input adders and subtractors.
+
+    Only the last term may be negated; adjacent terms are paired, so it is always the right operand of its adder.
+    """
+    level = 0
+    while len(terms) > 1:
+        paired = []
+        for i in range(0, len(terms) - 1, 2):
+            (a, neg_a), (b, neg_b) = terms[i], terms[i + 1]
+            assert not neg_a
+            paired.append((_kept(m, a - b if neg_b else a + b, f"{name}_l{level}_{i // 2}"), False))
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+        level += 1
+    (value, negate), = terms
+    return -value if negate else value
+
+
+class Multiplier:
+    """A way to multiply an activation by the stationary weight of a PE: one *PE type*.
+
+    A type decides how a weight is stored in the PE (``weight_shape``, ``encode``: any recoding is done once, when
+    the weight is loaded into the shadow register, off the multiply path) and how the product is built from an
+    activation and a stored weight (``product``). The PE registers both operands before the product and the product
+    after it, so ``product`` has a whole clock cycle.
+
+    Subclass it and add an instance to :data:`MULTIPLIERS` to add a PE type; ``docs/fpga.md`` walks through it.
+
+    Attributes
+    ----------
+    name : str
+        Key in :data:`MULTIPLIERS`.
+    uses_dsp : bool
+        The product maps to a DSP block. :class:`~haneul.rtl.config.DatapathConfig` counts these PEs against its
+        ``dsp_pes`` budget and picks among the others for ``lut_mult``.
+    """
+
+    name = None
+    uses_dsp = False
+
+    def weight_shape(self, width) -> Shape:
+        """Shape of a ``width``-bit weight as stored in the PE. Default: ``signed(width)``."""
+        return signed(width)
+
+    def encode(self, weight):
+        """Stored form of ``weight`` (a ``signed(width)`` value), a value of :meth:`weight_shape`. Default: as is."""
+        return weight
+
+    def product(self, m, act, stored):
+        """The product ``act * weight``, ``signed(2 * width)`` bits (or wider; the PE truncates).
+
+        Parameters
+        ----------
+        m : Module
+            Module of the PE; helper signals and combinational statements may be added to it.
+        act : Value, signed(width)
+            The activation (a register).
+        stored : Value, weight_shape(width)
+            The stored weight (a register).
+        """
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class DSPMultiplier(Multiplier):
+    """``act * weight`` as one ``$mul`` cell, which Yosys maps to a DSP block (``MULT18X18D`` on ECP5)."""
+
+    name = "dsp"
+    uses_dsp = True
+
+    def product(self, m, act, stored):
+        return act * stored
+
+
+class ShiftAddMultiplier(Multiplier):
+    """Signed shift-and-add multiplier in LUTs and carry chains.
+
+    With the weight in two's complement, ``w = -2**(n-1) w[n-1] + sum(2**i w[i] for i < n-1)``, so the product is
+    the sum of the rows ``(act if w[i] else 0) << i`` with the last (sign) row subtracted. The ``n`` rows are summed
+    by a balanced tree of ``n - 1`` adders (``ceil(log2 n)`` carry chains deep; 3 for int8); the subtraction's
+    ``+1`` is the carry input of its chain. The selection ``act & w[i]`` is one LUT4 per bit.
+    """
+
+    name = "lut"
+
+    def product(self, m, act, stored):
+        width = len(stored)
+        act = act.as_signed()
+        rows = [(Mux(stored[i], act, 0).as_signed() << i, i == width - 1) for i in range(width)]
+        return _adder_tree(m, rows, "shift_add")
+
+
+class BoothMultiplier(Multiplier):
+    """Radix-4 Booth multiplier in LUTs and carry chains, with the weight recoded when it is loaded.
+
+    The weight ``w`` (``n`` bits, sign-extended to an even width) is the sum of ``ceil(n/2)`` digits
+    ``d[i] = -2 w[2i+1] + w[2i] + w[2i-1]`` (``w[-1] = 0``) times ``4**i``, each ``d[i]`` in ``{-2, -1, 0, 1, 2}``.
+    :meth:`encode` stores each digit as three bits (``one``: ``|d| = 1``, ``two``: ``|d| = 2``, ``neg``: ``d < 0``),
+    so the shadow and active registers hold ``3 ceil(n/2)`` bits instead of ``n``.
+
+    Each cycle, row ``i`` is ``X[i] = (|d[i]| * act) XOR neg[i]`` (``n + 1`` bits, one 5-input LUT per bit), which is
+    ``d[i] * act - neg[i]``; the missing ``neg[i]`` is put in a vacant low bit of row ``i + 1`` (which starts two bits
+    higher) and the last one added at the end. Half as many rows as :class:`ShiftAddMultiplier`, but wider ones
+    and one more adder for that last correction.
+    """
+
+    name = "booth"
+
+    def _digits(self, width):
+        return (width + 1) // 2
+
+    def weight_shape(self, width):
+        return unsigned(3 * self._digits(width))
+
+    def encode(self, weight):
+        width = len(weight)
+        bit = lambda j: Const(0, 1) if j < 0 else weight[min(j, width - 1)]  # sign-extended, w[-1] = 0
+        digits = []
+        for i in range(self._digits(width)):
+            lo, mid, hi = bit(2 * i - 1), bit(2 * i), bit(2 * i + 1)
+            one = mid ^ lo                                   # d = +-1: exactly one of w[2i], w[2i-1]
+            two = (hi & ~mid & ~lo) | (~hi & mid & lo)       # d = +-2: 100 or 011
+            neg = hi & ~(mid & lo)                           # d < 0: 1xx except 111 (d = 0)
+            digits.append(Cat(one, two, neg))
+        return Cat(*digits)
+
+    def product(self, m, act, stored):
+        width = len(act)
+        act = act.as_signed()
+        double = Cat(Const(0, 1), act).as_signed()          # 2 * act, width + 1 bits
+        rows, negs = [], []
+        for i in range(self._digits(width)):
+            one, two, neg = stored[3 * i], stored[3 * i + 1], stored[3 * i + 2]
+            magnitude = Mux(one, act, Mux(two, double, 0))   # |d| * act, width + 1 bits
+            x = (magnitude.as_unsigned() ^ neg.replicate(width + 1)).as_signed()
+            # Row i lives at bit 2i; rows after the first carry the previous row's +neg in their vacant bit 2i - 2.
+            rows.append((x if i == 0 else Cat(negs[-1], Const(0, 1), x).as_signed() << (2 * i - 2), False))
+            negs.append(neg)
+        return _kept(m, _adder_tree(m, rows, "booth"), "booth_rows") + (negs[-1] << (2 * len(negs) - 2))
+
+
+#: The PE types by name. ``"dsp"`` is the only one that uses DSP blocks.
+MULTIPLIERS = {mult.name: mult for mult in (DSPMultiplier(), ShiftAddMultiplier(), BoothMultiplier())}
+
+
+def get_multiplier(mult):
+    """The :class:`Multiplier` named ``mult`` in :data:`MULTIPLIERS`, or ``mult`` itself if it is one."""
+    if isinstance(mult, Multiplier):
+        return mult
+    if isinstance(mult, str) and mult in MULTIPLIERS:
+        return MULTIPLIERS[mult]
+    raise ValueError(f"Multiplier type must be one of {', '.join(map(repr, MULTIPLIERS))} or a Multiplier, "
+                     f"not {mult!r}")
+
+
+# Processing element -------------------------------------------------------------------------------------------------
+
 class ProcessingElement(wiring.Component):
     """int8 x int8 multiply, int32 accumulate, with a double-buffered stationary weight.
 
-    All outputs are registered: ``act_out`` and ``psum_out`` follow the inputs by one cycle.
-    Accumulation wraps modulo ``2**acc_width`` (it cannot overflow when the array's
-    :class:`~haneul.rtl.config.DatapathConfig` validated ``acc_width`` against the row count).
+    All outputs are registered. ``act_out`` follows ``act_in`` by one cycle. ``psum_out`` follows ``act_in`` by
+    :attr:`LATENCY` (3) cycles and ``psum_in`` by one: for an activation on ``act_in`` in cycle ``t``, ``psum_out``
+    in cycle ``t + 3`` is ``psum_in`` of cycle ``t + 2`` plus ``act_in.value * weight``. That is the timing of the PE
+    above, so PEs chain down a column. Accumulation wraps modulo ``2**acc_width`` (it cannot overflow when the
+    array's :class:`~haneul.rtl.config.DatapathConfig` validated ``acc_width`` against the row count).
+
+    The data registers (activation value, weights, product, partial sum) have no reset; the ``swap`` marker has.
 
     Parameters
     ----------
@@ -59,6 +257,9 @@ class ProcessingElement(wiring.Component):
         Width of activations and weights in bits. Default 8.
     acc_width : int
         Width of partial sums in bits. Default 32.
+    mult : str or Multiplier
+        PE type: a key of :data:`MULTIPLIERS` (``"dsp"``, ``"lut"``, ``"booth"``) or a :class:`Multiplier`.
+        Default ``"dsp"``.
 
     Members
     -------
@@ -67,9 +268,9 @@ class ProcessingElement(wiring.Component):
     act_out : Out(ActivationLayout(input_width))
         ``act_in`` delayed by one cycle, to the PE on the right.
     psum_in : In(signed(acc_width))
-        Partial sum from the PE above (0 for the top row).
+        Partial sum from the PE above (0 for the top row), two cycles after the activation.
     psum_out : Out(signed(acc_width))
-        ``psum_in + act_in.value * weight``, one cycle later, to the PE below.
+        ``psum_in + act_in.value * weight``, to the PE below.
     w_load : In(1)
         Write ``w_data`` into the shadow weight at the end of this cycle.
     w_data : In(signed(input_width))
@@ -77,13 +278,18 @@ class ProcessingElement(wiring.Component):
 
     Attributes
     ----------
-    active : Signal(signed(input_width))
-        The weight in use (exposed for tests and debugging).
-    shadow : Signal(signed(input_width))
-        The weight of the next tile.
+    mult : Multiplier
+        The PE type.
+    active : Signal(mult.weight_shape(input_width))
+        The weight in use, as stored (exposed for tests and debugging).
+    shadow : Signal(mult.weight_shape(input_width))
+        The weight of the next tile, as stored.
     """
 
-    def __init__(self, *, input_width=8, acc_width=32):
+    #: Cycles from ``act_in`` to the ``psum_out`` it contributes to.
+    LATENCY = 3
+
+    def __init__(self, *, input_width=8, acc_width=32, mult="dsp"):
         for name, value in (("Input width", input_width), ("Accumulator width", acc_width)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -94,6 +300,7 @@ class ProcessingElement(wiring.Component):
                              f"{input_width}-bit inputs ({2 * input_width} bits)")
         self.input_width = input_width
         self.acc_width = acc_width
+        self.mult = get_multiplier(mult)
         super().__init__({
             "act_in":   In(ActivationLayout(input_width)),
             "act_out":  Out(ActivationLayout(input_width)),
@@ -102,23 +309,35 @@ class ProcessingElement(wiring.Component):
             "w_load":   In(1),
             "w_data":   In(signed(input_width)),
         })
-        self.active = Signal(signed(input_width))
-        self.shadow = Signal(signed(input_width))
+        weight_shape = self.mult.weight_shape(input_width)
+        self.active = Signal(weight_shape, reset_less=True)
+        self.shadow = Signal(weight_shape, reset_less=True)
 
     def elaborate(self, platform):
         m = Module()
 
-        # The activation that carries `swap` already multiplies by the new weight.
-        weight = Mux(self.act_in.swap, self.shadow, self.active)
+        # Stage 1: the activation and the weight it multiplies. The activation that carries `swap` already
+        # multiplies by the new weight, and `active` holds it from the next cycle on, together with `act_out`.
+        value = Signal(signed(self.input_width), reset_less=True)
+        swap = Signal()
+        m.d.sync += [value.eq(self.act_in.value), swap.eq(self.act_in.swap)]
         with m.If(self.act_in.swap):
             m.d.sync += self.active.eq(self.shadow)
         # A write in the same cycle as a swap is allowed: `active` takes the old shadow value.
         with m.If(self.w_load):
-            m.d.sync += self.shadow.eq(self.w_data)
+            m.d.sync += self.shadow.eq(self.mult.encode(self.w_data))
 
-        m.d.sync += [
-            self.act_out.eq(self.act_in),
-            # Truncation to acc_width is the wrap-around of two's complement accumulation.
-            self.psum_out.eq(self.psum_in + self.act_in.value * weight),
+        # Stage 2: the product, from registers to a register.
+        product = Signal(signed(2 * self.input_width), reset_less=True)
+        m.d.sync += product.eq(self.mult.product(m, value, self.active)[:len(product)].as_signed())
+
+        # Stage 3: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
+        psum = Signal(signed(self.acc_width), reset_less=True)
+        m.d.sync += psum.eq(self.psum_in + product)
+
+        m.d.comb += [
+            self.act_out.value.eq(value),
+            self.act_out.swap.eq(swap),
+            self.psum_out.eq(psum),
         ]
         return m

@@ -20,17 +20,22 @@ Dataflow (``rows = cols = 3`` shown)::
                     |        |        |
                    [2]      [1]       |           deskew: column n delayed cols-1-n cycles
                     v        v        v
+                     output FIFO (rows+cols+3 entries)
+                          |
                        result vector
 
 ``[d]`` is a delay of ``d`` registers. Row ``k`` of the activation vector is skewed by ``k`` cycles on the way in, and
 column ``n`` of the result deskewed by ``cols - 1 - n`` cycles on the way out, so the user sends and receives whole,
-unskewed vectors. See ``docs/systolic.md`` for timing diagrams and the stall scheme.
+unskewed vectors. Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see
+:mod:`haneul.rtl.pe`). The pipeline never stalls; the output FIFO and a credit count absorb backpressure. See
+``docs/systolic.md`` for timing diagrams and the stall scheme, ``docs/fpga.md`` for the ECP5 figures.
 """
 
 import dataclasses
 
-from amaranth.hdl import EnableInserter, Module, Signal, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
@@ -112,21 +117,25 @@ class SystolicArray(wiring.Component):
     * ``weight.ready`` is high while the shadow registers still need rows of the next tile (they are free again from
       the cycle after the previous tile's first vector was accepted).
     * ``act.ready`` is low for the first vector of a tile until all ``rows`` rows of its weights have been accepted.
-    * After reset the active weights are zero; the first tile needs its weights like any other.
+    * ``act.ready`` is also low while ``fifo_depth`` vectors are accepted and not yet taken from ``result``.
+    * The weights have no reset; the first tile needs its weights like any other.
 
     Timing: a vector accepted on ``act`` in cycle ``t`` appears on ``result`` in cycle ``t + latency`` (``latency =
-    rows + cols - 1``) if ``result`` is not stalled. Throughput is one vector per cycle, also across tile boundaries
-    when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are computed
-    correctly, with bubbles while their weights load).
+    rows + cols + 2``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
+    boundaries when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are
+    computed correctly, with bubbles while their weights load).
 
-    Stalls: the whole pipeline advances only when its output register is empty or accepted
-    (``~result.valid | result.ready``); otherwise every register in the array holds (a global clock enable) and both
-    ``act.ready`` and ``weight.ready`` are low. Gaps in ``act.valid`` travel through the array as bubbles.
+    Stalls: the pipeline never stops (there is no clock enable). Results enter an output FIFO of ``fifo_depth =
+    latency + 1`` entries, and a vector is accepted only when an entry is free for its result, counting the vectors
+    still in flight; ``result`` is the FIFO's read side. ``result.ready`` therefore drives only the FIFO and the
+    credit counter, and ``act.ready``/``weight.ready`` depend on registers only. Gaps in ``act.valid`` travel through
+    the array as bubbles.
 
     Parameters
     ----------
     config : DatapathConfig, optional
-        Datapath parameters (``rows``, ``cols``, ``input_width``, ``acc_width``). Default: ``DatapathConfig()``.
+        Datapath parameters (``rows``, ``cols``, ``input_width``, ``acc_width``, ``dsp_pes``, ``lut_mult``).
+        Default: ``DatapathConfig()``.
     rows : int, optional
         Override ``config.rows``.
     cols : int, optional
@@ -146,7 +155,9 @@ class SystolicArray(wiring.Component):
     config : DatapathConfig
     rows, cols : int
     latency : int
-        Cycles from ``act`` to ``result``, ``rows + cols - 1``.
+        Cycles from ``act`` to ``result``, ``rows + cols + 2``.
+    fifo_depth : int
+        Entries of the output FIFO, ``latency + 1``: the fewest that sustain one vector per cycle.
     """
 
     def __init__(self, config=None, *, rows=None, cols=None):
@@ -162,6 +173,7 @@ class SystolicArray(wiring.Component):
         self.rows = config.rows
         self.cols = config.cols
         self.latency = config.latency
+        self.fifo_depth = config.latency + 1
         super().__init__({
             "act":    In(stream.Signature(ActivationBeat(config))),
             "weight": In(stream.Signature(WeightBeat(config))),
@@ -172,19 +184,21 @@ class SystolicArray(wiring.Component):
         rows, cols, cfg = self.rows, self.cols, self.config
         m = Module()
 
-        # Everything in `pipe` advances together, only when the output register is empty or being accepted.
-        pipe = Module()
-        advance = Signal()
-        m.d.comb += advance.eq(~self.result.valid | self.result.ready)
-        m.submodules.pipe = EnableInserter(advance)(pipe)
-
-        def delay(value, shape, count, name):
-            """``value`` delayed by ``count`` registers of the stalled pipeline."""
+        def delay(value, shape, count, name, reset_less=True):
+            """``value`` delayed by ``count`` registers (data registers have no reset)."""
             for i in range(count):
-                reg = Signal(shape, name=f"{name}_d{i}")
-                pipe.d.sync += reg.eq(value)
+                reg = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
+                m.d.sync += reg.eq(value)
                 value = reg
             return value
+
+        # Output FIFO and credits ----------------------------------------------------------------------------------
+        # The pipeline never stalls. A vector is accepted only if the FIFO will have room for its result: `used`
+        # counts the vectors accepted and not yet taken from `result`, in flight or in the FIFO.
+        fifo = m.submodules.fifo = SyncFIFO(width=ResultBeat(cfg).size, depth=self.fifo_depth)
+        used = Signal(range(self.fifo_depth + 1))
+        credit = Signal()
+        m.d.comb += credit.eq(used != self.fifo_depth)
 
         # Tile control -------------------------------------------------------------------------------------------
 
@@ -193,11 +207,12 @@ class SystolicArray(wiring.Component):
         shadow_full = Signal()
         m.d.comb += [
             shadow_full.eq(shadow_rows == rows),
-            self.weight.ready.eq(advance & ~shadow_full),
-            self.act.ready.eq(advance & (~need_swap | shadow_full)),
+            self.weight.ready.eq(~shadow_full),
+            self.act.ready.eq(credit & (~need_swap | shadow_full)),
         ]
         act_fire = self.act.valid & self.act.ready
         weight_fire = self.weight.valid & self.weight.ready
+        result_fire = self.result.valid & self.result.ready
         swap = Signal()
         m.d.comb += swap.eq(act_fire & need_swap)
 
@@ -208,6 +223,10 @@ class SystolicArray(wiring.Component):
             m.d.sync += shadow_rows.eq(0)
         with m.Elif(weight_fire):
             m.d.sync += shadow_rows.eq(shadow_rows + 1)
+        with m.If(act_fire & ~result_fire):
+            m.d.sync += used.eq(used + 1)
+        with m.Elif(~act_fire & result_fire):
+            m.d.sync += used.eq(used - 1)
 
         # Weight write bus, column n delayed n cycles --------------------------------------------------------------
         # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
@@ -219,46 +238,51 @@ class SystolicArray(wiring.Component):
         load, row = weight_fire, shadow_rows
         for n in range(cols):
             if n > 0:
-                load = delay(load, 1, 1, f"w_load_c{n}")
+                load = delay(load, 1, 1, f"w_load_c{n}", reset_less=False)
                 row = delay(row, row_shape, 1, f"w_row_c{n}")
             w_load.append(load)
             w_row.append(row)
             w_data.append(delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}"))
 
         # Activation skew: row k delayed k cycles ------------------------------------------------------------------
-        act_layout = ActivationLayout(cfg.input_width)
         act_in = []
         for k in range(rows):
-            element = Signal(act_layout, name=f"act_r{k}")
-            m.d.comb += [
-                element.value.eq(self.act.payload.data[k]),
-                element.swap.eq(swap),
-            ]
-            act_in.append(delay(element, act_layout, k, f"act_r{k}"))
+            value = delay(self.act.payload.data[k], cfg.input_shape, k, f"act_r{k}")
+            marker = delay(swap, 1, k, f"swap_r{k}", reset_less=False)
+            act_in.append((value, marker))
 
         # PE grid --------------------------------------------------------------------------------------------------
-        pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.acc_width) for _ in range(cols)]
-               for _ in range(rows)]
+        pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.acc_width, mult=cfg.pe_mult(k, n))
+                for n in range(cols)]
+               for k in range(rows)]
         for k in range(rows):
             for n in range(cols):
                 pe = pes[k][n]
-                pipe.submodules[f"pe_{k}_{n}"] = pe
-                pipe.d.comb += [
-                    pe.act_in.eq(act_in[k] if n == 0 else pes[k][n - 1].act_out),
+                m.submodules[f"pe_{k}_{n}"] = pe
+                if n == 0:
+                    m.d.comb += [pe.act_in.value.eq(act_in[k][0]), pe.act_in.swap.eq(act_in[k][1])]
+                else:
+                    m.d.comb += pe.act_in.eq(pes[k][n - 1].act_out)
+                m.d.comb += [
                     pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out),
                     pe.w_load.eq(w_load[n] & (w_row[n] == k)),
                     pe.w_data.eq(w_data[n]),
                 ]
 
-        # Deskew: column n delayed cols - 1 - n cycles; valid and last follow the vector ----------------------------
+        # Deskew: column n delayed cols - 1 - n cycles; valid and last follow the vector into the FIFO -------------
+        beat = Signal(ResultBeat(cfg))
         for n in range(cols):
             out = delay(pes[rows - 1][n].psum_out, cfg.acc_shape, cols - 1 - n, f"psum_c{n}")
-            m.d.comb += self.result.payload.data[n].eq(out)
-        valid = delay(act_fire, 1, self.latency, "valid")
-        last = delay(self.act.payload.last, 1, self.latency, "last")
+            m.d.comb += beat.data[n].eq(out)
+        pipe_latency = self.latency - 1
+        valid = delay(act_fire, 1, pipe_latency, "valid", reset_less=False)
+        m.d.comb += beat.last.eq(delay(self.act.payload.last, 1, pipe_latency, "last"))
         m.d.comb += [
-            self.result.valid.eq(valid),
-            self.result.payload.last.eq(last),
+            fifo.w_data.eq(beat),
+            fifo.w_en.eq(valid),   # never refused: `used` reserved the entry when the vector was accepted
+            self.result.valid.eq(fifo.r_rdy),
+            self.result.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.result.ready),
         ]
 
         return m

