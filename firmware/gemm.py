@@ -6,8 +6,10 @@ work the datapath does:
 * **K tiles** of ``rows`` (the array's depth): each output tile is computed by one ``MATMUL`` per K tile into the
   same accumulator lines, the first overwriting (``accumulate = 0``) and the others adding.
 * **N tiles** of ``cols`` (the array's width): each has its own weight tiles and its own requantiser parameters.
-* **M tiles** of at most half the accumulator: output tiles alternate between the two accumulator halves, so the
-  read-out of one overlaps the computation of the next.
+* **M tiles** of at most half the accumulator: output tiles alternate between the two accumulator halves (so the
+  read-out of one overlaps the computation of the next in the other bank), and within each half they rotate
+  through as many slots of ``m_tile`` lines as the half holds, so that a tile rarely has to wait for the read-out
+  of the tile that used its lines before (the sequencer's write-after-read check).
 
 Partial tiles are zero-padded here, on the host: the K tail of an activation line and of a weight tile is zero (the
 array has no notion of a shorter K), the N tail of a weight row is zero and its requantiser lanes are zero, and the
@@ -80,8 +82,10 @@ class GemmPlan:
     a_lines, w_lines : int
         Scratchpad lines of ``A`` and ``W``.
     acc_base : int
-        Accumulator line of the first output tile; output tile ``j`` starts at ``acc_base`` plus ``half_depth``
-        times ``j % 2`` (modulo the depth).
+        Offset in each accumulator half of the first output-tile slot.
+    acc_slots : int
+        Output-tile slots per accumulator half: output tile ``j`` uses lines from
+        ``(j % 2) * half_depth + acc_base + ((j // 2) % acc_slots) * m_tile``.
     commands : tuple
         The commands, in order (:class:`~haneul.rtl.commands.Matmul` and :class:`~haneul.rtl.commands.Requant`).
     readouts : tuple of Readout
@@ -100,6 +104,7 @@ class GemmPlan:
     a_lines: int
     w_lines: int
     acc_base: int
+    acc_slots: int
     commands: tuple
     readouts: tuple
 
@@ -218,7 +223,7 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
         boundary at or after the end of ``A`` (so that activation and weight reads use different banks) if ``W``
         fits there, else right after ``A``.
     acc_base : int
-        Accumulator line of the first output tile; the next output tile uses the same lines in the other half.
+        Offset in each accumulator half of the output-tile slots, which fill the rest of the half.
     m_tile : int, optional
         Rows per output tile, at most half the accumulator. Default: ``min(m, acc_depth // 2)``.
 
@@ -243,9 +248,10 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
     m_tile = _positive_int("M tile", m_tile)
     if m_tile > half:
         raise GemmError(f"M tile {m_tile} exceeds half the accumulator ({half} lines)")
-    if not 0 <= acc_base < config.acc_depth or acc_base % half + m_tile > half:
-        raise GemmError(f"Accumulator base {acc_base} with M tile {m_tile} does not fit in a half of the "
+    if not isinstance(acc_base, int) or not 0 <= acc_base or acc_base + m_tile > half:
+        raise GemmError(f"Accumulator offset {acc_base!r} with M tile {m_tile} does not fit in a half of the "
                         f"accumulator ({half} lines)")
+    acc_slots = (half - acc_base) // m_tile
 
     k_tiles = -(-k // rows)
     n_tiles = -(-n // cols)
@@ -273,7 +279,7 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
         m0 = mt * m_tile
         count = min(m_tile, m - m0)
         for nt in range(n_tiles):
-            acc = (acc_base + (j % 2) * half) % config.acc_depth
+            acc = (j % 2) * half + acc_base + (j // 2) % acc_slots * m_tile
             for kt in range(k_tiles):
                 commands.append(Matmul(act_addr=a_base + kt * m + m0,
                                        weight_addr=w_base + (nt * k_tiles + kt) * tile,
@@ -286,4 +292,4 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
 
     return GemmPlan(config=config, m=m, k=k, n=n, m_tile=m_tile, k_tiles=k_tiles, n_tiles=n_tiles,
                     m_tiles=m_tiles, a_base=a_base, w_base=w_base, a_lines=a_lines, w_lines=w_lines,
-                    acc_base=acc_base, commands=tuple(commands), readouts=tuple(readouts))
+                    acc_base=acc_base, acc_slots=acc_slots, commands=tuple(commands), readouts=tuple(readouts))

@@ -536,18 +536,20 @@ class Sequencer(wiring.Component):
             m.d.sync += outstanding.eq(outstanding - 1)
 
         # Read-out -----------------------------------------------------------------------------------------------
+        # The head's parameters load as soon as the read-out before it is over (the requantiser keeps the old
+        # parameters for the lines still in its pipeline); its read-out starts once its tiles are written.
         head = q[0]
-        head_ready = Signal()
+        head_up = Signal()
         params_loaded = Signal()
         need_params = Signal()
         start = Signal()
         m.d.comb += [
-            head_ready.eq(q_valid[0] & (head.pending == 0) & ~self.acc_busy),
+            head_up.eq(q_valid[0] & ~self.acc_busy),
             need_params.eq(head.load_params & ~params_loaded),
             self.param_out.payload.eq(self.param_in.payload),
-            self.param_out.valid.eq(head_ready & need_params & self.param_in.valid),
-            self.param_in.ready.eq(head_ready & need_params & self.param_out.ready),
-            self.acc_cmd.valid.eq(head_ready & ~need_params),
+            self.param_out.valid.eq(head_up & need_params & self.param_in.valid),
+            self.param_in.ready.eq(head_up & need_params & self.param_out.ready),
+            self.acc_cmd.valid.eq(head_up & (head.pending == 0) & ~need_params),
             self.acc_cmd.payload.base.eq(head.addr),
             self.acc_cmd.payload.count.eq(head.count),
             start.eq(self.acc_cmd.valid & self.acc_cmd.ready),

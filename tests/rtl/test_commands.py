@@ -1,0 +1,205 @@
+# amaranth: UnusedElaboratable=no
+"""The command set: encoder and decoder against the layouts, field checks, the hardware's checks, the docs table."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from haneul.errors import HaneulError
+from haneul.rtl import commands
+from haneul.rtl.commands import (COUNT_WIDTH, CommandError, CommandFormat, CommandWord, ErrorCode, Fence, Matmul, Nop,
+                                 Opcode, Requant, command_table, decode, encode, weight_lines_per_row,
+                                 weight_tile_lines, word_width)
+from haneul.rtl.config import DatapathConfig
+from haneul.rtl.ppu import Params
+from haneul.rtl.sequencer import Sequencer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIGS = [
+    DatapathConfig(),
+    DatapathConfig(rows=2, cols=2, spad_depth=128, acc_depth=32),
+    DatapathConfig(rows=4, cols=8, spad_depth=256, acc_depth=32),
+    DatapathConfig(rows=8, cols=4, spad_depth=65536, acc_depth=8192, spad_banks=8),
+]
+
+
+def random_command(cfg, rng):
+    kind = rng.integers(4)
+    if kind == 0:
+        return Nop()
+    if kind == 1:
+        return Fence()
+    if kind == 2:
+        count = int(rng.integers(1, min(cfg.spad_depth, cfg.acc_depth) + 1))
+        return Matmul(act_addr=int(rng.integers(0, cfg.spad_depth - count + 1)),
+                      weight_addr=int(rng.integers(0, cfg.spad_depth - weight_tile_lines(cfg) + 1)),
+                      acc_addr=int(rng.integers(0, cfg.acc_depth - count + 1)),
+                      count=count, accumulate=bool(rng.integers(2)))
+    count = int(rng.integers(1, cfg.acc_depth + 1))
+    return Requant(acc_addr=int(rng.integers(0, cfg.acc_depth - count + 1)), count=count,
+                   load_params=bool(rng.integers(2)))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.rows}x{c.cols}-{c.spad_depth}-{c.acc_depth}")
+def test_round_trip(cfg, rng):
+    fmt = CommandFormat(cfg)
+    assert fmt.width == word_width(cfg) == CommandWord(cfg).size
+    assert fmt.width % 32 == 0
+    for _ in range(300):
+        cmd = random_command(cfg, rng)
+        word = fmt.encode(cmd)
+        assert 0 <= word < 1 << fmt.width
+        assert fmt.decode(word) == cmd
+        # The word, read through the hardware's layout.
+        view = fmt.layout.from_bits(word)
+        assert view.opcode == cmd.opcode
+        if cmd.member:
+            args = view.args[cmd.member]
+            for name, _ in fmt.layout["args"].shape[cmd.member].shape:
+                assert int(args[name]) == int(getattr(cmd, name))
+        else:
+            assert word == cmd.opcode.value
+
+
+def test_word_widths():
+    assert word_width(DatapathConfig()) == 64
+    # 16-bit addresses: 4 + 16 + 16 + 16 + 16 + 1 = 69 bits -> 96.
+    assert word_width(DatapathConfig(rows=2, cols=2, spad_depth=65536, acc_depth=65536)) == 96
+    assert Opcode.as_shape().width == commands.OPCODE_WIDTH
+    assert encode(Nop()) == 0 and decode(0) == Nop()
+
+
+def test_known_encoding():
+    """The bit positions of the default configuration (what docs/datapath.md shows)."""
+    word = encode(Matmul(act_addr=1, weight_addr=2, acc_addr=3, count=4, accumulate=True))
+    assert word == 1 | 1 << 4 | 2 << 15 | 3 << 26 | 4 << 35 | 1 << 51
+    assert encode(Requant(acc_addr=5, count=6, load_params=True)) == 2 | 5 << 4 | 6 << 13 | 1 << 29
+    assert encode(Fence()) == 3
+
+
+def test_weight_lines():
+    assert weight_lines_per_row(DatapathConfig(rows=4, cols=8)) == 2
+    assert weight_lines_per_row(DatapathConfig(rows=4, cols=9)) == 3
+    assert weight_lines_per_row(DatapathConfig(rows=8, cols=4)) == 1
+    assert weight_tile_lines(DatapathConfig(rows=4, cols=8)) == 8
+    assert weight_tile_lines(DatapathConfig()) == 16
+
+
+@pytest.mark.parametrize("cmd, error, message", [
+    (Matmul(0, 0, 0, 70000), CommandError, "MATMUL count 70000 does not fit in 16 bits"),
+    (Matmul(4096, 0, 0, 1), CommandError, "MATMUL act_addr 4096 does not fit in 11 bits"),
+    (Matmul(0, 0, 512, 1), CommandError, "MATMUL acc_addr 512 does not fit in 9 bits"),
+    (Matmul(-1, 0, 0, 1), CommandError, "MATMUL act_addr must not be negative, not -1"),
+    (Matmul(0, 0, 0, 0), CommandError, "MATMUL count must be at least 1, not 0"),
+    (Matmul(2040, 0, 0, 20), CommandError,
+     "MATMUL activations would use lines 2040..2059, past the end of the scratchpad (2048 lines)"),
+    (Matmul(0, 2040, 0, 1), CommandError,
+     "MATMUL weight tile would use lines 2040..2055, past the end of the scratchpad (2048 lines)"),
+    (Matmul(0, 0, 500, 20), CommandError,
+     "MATMUL results would use lines 500..519, past the end of the accumulator (512 lines)"),
+    (Requant(510, 5), CommandError,
+     "REQUANT read-out would use lines 510..514, past the end of the accumulator (512 lines)"),
+    (Requant(0, 1 << COUNT_WIDTH), CommandError, "REQUANT count 65536 does not fit in 16 bits"),
+    (Matmul(0, 0, 0, "3"), TypeError, "MATMUL count must be an integer, not '3'"),
+    (Matmul(0, 0, 0, True), TypeError, "MATMUL count must be an integer, not True"),
+    (Matmul(0, 0, 0, 1, accumulate=2), TypeError, "MATMUL accumulate must be a bool, not 2"),
+    ("MATMUL", TypeError, "Command must be one of Nop, Matmul, Requant, Fence, not 'MATMUL'"),
+])
+def test_encode_errors(cmd, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        encode(cmd)
+
+
+def test_command_error_is_a_haneul_error():
+    assert issubclass(CommandError, HaneulError) and issubclass(CommandError, ValueError)
+
+
+def test_decode_errors():
+    with pytest.raises(CommandError, match=re.escape("Illegal opcode 15 in command word 0x1f")):
+        decode(0x1F)
+    with pytest.raises(CommandError, match="does not fit in 64 bits"):
+        decode(1 << 64)
+    with pytest.raises(TypeError, match="Command word must be an integer"):
+        decode("0")
+    # Argument bits of commands without arguments are ignored.
+    assert decode(0xFFFF_0003) == Fence()
+
+
+def test_docs_table_is_current():
+    """docs/datapath.md holds command_table() of the default configuration between its markers."""
+    doc = (ROOT / "docs" / "datapath.md").read_text()
+    begin, end = "<!-- command-table: begin -->\n", "<!-- command-table: end -->"
+    assert begin in doc and end in doc
+    table = doc.split(begin, 1)[1].split(end, 1)[0]
+    assert table.strip() == command_table().strip(), (
+        "docs/datapath.md is out of date: replace the table with haneul.rtl.commands.command_table()")
+
+
+def test_every_field_documented():
+    table = command_table(DatapathConfig(rows=4, cols=8))
+    fmt = CommandFormat(DatapathConfig(rows=4, cols=8))
+    for opcode, name, lsb, width in fmt.fields():
+        if name != "opcode":
+            assert f"| `{opcode.name}` | `{name}` |" in table
+    for opcode in Opcode:
+        assert f"| `{opcode.name}` | {opcode.value} |" in table
+
+
+# The hardware's checks agree with CommandFormat.check ------------------------------------------------------------
+
+def hardware_verdicts(cfg, words):
+    """Feed each word to a fresh Sequencer whose engines accept everything; return its error code after it."""
+    verdicts = []
+    for word in words:
+        dut = Sequencer(cfg, Params(cfg.cols))
+        result = []
+
+        async def tb(ctx):
+            for run in (dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd):
+                ctx.set(run.ready, 1)
+            ctx.set(dut.drained, 1)
+            ctx.set(dut.cmd.payload.as_value(), word)
+            ctx.set(dut.cmd.valid, 1)
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+            await ctx.tick().repeat(3)
+            result.append(ErrorCode(ctx.get(dut.error_code)))
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tb)
+        sim.run()
+        verdicts.append(result[0])
+    return verdicts
+
+
+def test_hardware_checks_match_encoder(rng):
+    cfg = DatapathConfig(rows=4, cols=8, spad_depth=64, acc_depth=16)
+    fmt = CommandFormat(cfg)
+    layout = fmt.layout
+    words = [0x5, 0xF]                                      # illegal opcodes
+    for _ in range(14):
+        member = ("matmul", "requant")[int(rng.integers(2))]
+        args = {name: int(rng.integers(0, 1 << field.width)) if name != "count" else int(rng.integers(0, 24))
+                for name, field in layout["args"].shape[member].shape}
+        opcode = Opcode.MATMUL if member == "matmul" else Opcode.REQUANT
+        words.append(layout.const({"opcode": opcode, "args": {member: args}}).as_value().value)
+    words += [fmt.encode(Matmul(56, 56, 0, 8)), fmt.encode(Requant(15, 1)), fmt.encode(Nop()), fmt.encode(Fence())]
+    words += [layout.const({"opcode": Opcode.REQUANT, "args": {"requant": {"acc_addr": 3, "count": 0}}})
+              .as_value().value]
+
+    expected = []
+    for word in words:
+        try:
+            fmt.check(fmt.decode(word))
+            expected.append(ErrorCode.NONE)
+        except CommandError as e:
+            text = str(e)
+            expected.append(ErrorCode.ILLEGAL_OPCODE if "Illegal opcode" in text else
+                            ErrorCode.BAD_COUNT if "at least 1" in text else ErrorCode.BAD_RANGE)
+    assert set(expected) == set(ErrorCode)
+    assert hardware_verdicts(cfg, words) == expected
