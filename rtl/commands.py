@@ -6,14 +6,14 @@ is the single definition of that format, used by three parties:
 * the hardware: the sequencer matches :class:`Opcode` and reads the argument fields through the
   :class:`CommandWord` layout;
 * the compiler and the tests: :func:`encode` turns a command (one dataclass per command: :class:`Nop`,
-  :class:`Matmul`, :class:`Requant`, :class:`Fence`) into the integer the hardware reads, and :func:`decode` turns
-  it back. Both use the same layouts as the hardware, so the two cannot disagree about a bit;
+  :class:`Matmul`, :class:`Requant`, :class:`Fence`, :class:`Add`, :class:`Pool`) into the integer the hardware
+  reads, and :func:`decode` turns it back. Both use the same layouts as the hardware, so the two cannot disagree about a bit;
 * the documentation: :func:`command_table` renders the command set (``docs/datapath.md`` holds its output for the
   default configuration, and a test checks that it is current).
 
 A command word is a :class:`CommandWord`: the opcode in the low :data:`OPCODE_WIDTH` bits, then the arguments, a
 :class:`Arguments` union of one :class:`~amaranth.lib.data.StructLayout` per command (:class:`MatmulArgs`,
-:class:`RequantArgs`). Address fields are as wide as the memory they address (``DatapathConfig.spad_addr_width``,
+:class:`RequantArgs`, :class:`AddArgs`, :class:`PoolArgs`). Address fields are as wide as the memory they address (``DatapathConfig.spad_addr_width``,
 ``DatapathConfig.acc_addr_width``); the word is padded to a multiple of :data:`WORD_ALIGN` bits, so its width
 depends on the configuration: 64 bits for every configuration up to 4096-line memories (the default is 2048
 scratchpad lines and 512 accumulator lines). The all-zero word is a ``NOP``.
@@ -27,17 +27,18 @@ import dataclasses
 import re
 from typing import ClassVar
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
 from haneul.errors import HaneulError
 
 from .config import DatapathConfig
+from .pool import Mode as PoolMode
 
 __all__ = [
-    "OPCODE_WIDTH", "COUNT_WIDTH", "WORD_ALIGN",
-    "Opcode", "ErrorCode", "MatmulArgs", "RequantArgs", "Arguments", "CommandWord",
-    "CommandError", "Nop", "Matmul", "Requant", "Fence", "COMMANDS",
+    "OPCODE_WIDTH", "COUNT_WIDTH", "WORD_ALIGN", "POOL_MAX_WINDOW",
+    "Opcode", "ErrorCode", "MatmulArgs", "RequantArgs", "AddArgs", "PoolArgs", "Arguments", "CommandWord",
+    "CommandError", "Nop", "Matmul", "Requant", "Fence", "Add", "Pool", "PoolMode", "COMMANDS",
     "weight_lines_per_row", "weight_tile_lines", "word_width",
     "CommandFormat", "encode", "decode", "command_table",
 ]
@@ -48,6 +49,8 @@ OPCODE_WIDTH = 4
 COUNT_WIDTH = 16
 #: Command words are padded to a multiple of this many bits (the width of a bus word of the command fetcher).
 WORD_ALIGN = 32
+#: Largest pooling window (lines per window) of ``POOL``.
+POOL_MAX_WINDOW = 256
 
 
 class Opcode(enum.Enum, shape=OPCODE_WIDTH):
@@ -65,11 +68,19 @@ class Opcode(enum.Enum, shape=OPCODE_WIDTH):
     FENCE
         Wait until every earlier command has completed: all results written to the accumulator, all output lines
         accepted on ``out``.
+    ADD
+        Add ``count`` pairs of scratchpad lines element-wise with TFLite's int8 ADD arithmetic and send the sums to
+        the output stream (:class:`AddArgs`).
+    POOL
+        Max- or average-pool ``count`` scratchpad lines in windows of ``window`` lines and send one line per window
+        to the output stream (:class:`PoolArgs`).
     """
     NOP     = 0
     MATMUL  = 1
     REQUANT = 2
     FENCE   = 3
+    ADD     = 4
+    POOL    = 5
 
 
 class ErrorCode(enum.Enum, shape=4):
@@ -82,14 +93,17 @@ class ErrorCode(enum.Enum, shape=4):
     ILLEGAL_OPCODE
         The opcode is not one of :class:`Opcode`.
     BAD_COUNT
-        A ``count`` field is zero.
+        A ``count`` field is zero, or a ``POOL`` window is not in ``1 .. POOL_MAX_WINDOW``.
     BAD_RANGE
         A line range runs past the end of its memory (for example ``act_addr + count > spad_depth``).
+    UNSUPPORTED
+        The datapath was built without the unit the command needs (``ADD``, ``POOL``).
     """
     NONE           = 0
     ILLEGAL_OPCODE = 1
     BAD_COUNT      = 2
     BAD_RANGE      = 3
+    UNSUPPORTED    = 4
 
 
 def weight_lines_per_row(config):
@@ -175,8 +189,86 @@ class RequantArgs(data.StructLayout):
         })
 
 
+class AddArgs(data.StructLayout):
+    """Arguments of ``ADD``: element-wise int8 addition of two runs of scratchpad lines, to the ``out`` stream.
+
+    Output line ``i`` is ``add(line[a_addr + i], line[b_addr + i])`` computed per element with the parameters of
+    the adder (input offsets, multipliers and shifts, output multiplier, shift and zero point, clamp bounds:
+    :class:`haneul.rtl.eltwise.Params`), exactly as :func:`haneul.sim.golden.kernels.add`. A scratchpad line has
+    ``rows`` elements; on ``out`` (``cols`` lanes) they are lanes ``0 .. rows - 1`` and the other lanes are zero.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Address widths.
+
+    Members
+    -------
+    a_addr : unsigned(spad_addr_width)
+        Scratchpad line of the first element of the first operand.
+    b_addr : unsigned(spad_addr_width)
+        Scratchpad line of the first element of the second operand.
+    count : unsigned(COUNT_WIDTH)
+        Number of line pairs (and output lines), at least 1.
+    load_params : unsigned(1)
+        1: first take the next beat of the ``add_param`` stream and load it into the adder; 0: keep its parameters.
+    """
+
+    def __init__(self, config):
+        super().__init__({
+            "a_addr":      unsigned(config.spad_addr_width),
+            "b_addr":      unsigned(config.spad_addr_width),
+            "count":       unsigned(COUNT_WIDTH),
+            "load_params": unsigned(1),
+        })
+
+
+class PoolArgs(data.StructLayout):
+    """Arguments of ``POOL``: max or average pooling of consecutive scratchpad lines, to the ``out`` stream.
+
+    Lines ``addr .. addr + count - 1`` are split into consecutive windows of ``window`` lines (the last window is
+    shorter when ``window`` does not divide ``count``); each window becomes one output line, per element the maximum
+    or the rounded average of its lines (``kernels.max_pool_2d`` / ``kernels.average_pool_2d`` for one window),
+    clamped to ``[act_min, act_max]``. The lines of a window are the input positions it covers, laid out one after
+    the other by whoever loads the scratchpad. Lanes ``rows .. cols - 1`` of the output lines are zero.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Address widths.
+
+    Members
+    -------
+    addr : unsigned(spad_addr_width)
+        Scratchpad line of the first line of the first window.
+    count : unsigned(COUNT_WIDTH)
+        Number of input lines, at least 1.
+    window : unsigned(9)
+        Lines per window, ``1 .. POOL_MAX_WINDOW``.
+    mode : PoolMode
+        ``MAX`` or ``AVERAGE``.
+    act_min : signed(8)
+        Lower clamp bound of the fused activation.
+    act_max : signed(8)
+        Upper clamp bound of the fused activation.
+    """
+
+    def __init__(self, config):
+        super().__init__({
+            "addr":    unsigned(config.spad_addr_width),
+            "count":   unsigned(COUNT_WIDTH),
+            "window":  unsigned(POOL_MAX_WINDOW.bit_length()),
+            "mode":    PoolMode,
+            "act_min": signed(8),
+            "act_max": signed(8),
+        })
+
+
+_ARGS = (MatmulArgs, RequantArgs, AddArgs, PoolArgs)
+
+
 def _args_width(config):
-    return max(MatmulArgs(config).size, RequantArgs(config).size)
+    return max(layout(config).size for layout in _ARGS)
 
 
 def word_width(config):
@@ -199,6 +291,10 @@ class Arguments(data.UnionLayout):
         Arguments of ``MATMUL``.
     requant : RequantArgs
         Arguments of ``REQUANT``.
+    add : AddArgs
+        Arguments of ``ADD``.
+    pool : PoolArgs
+        Arguments of ``POOL``.
     raw : unsigned(word_width - OPCODE_WIDTH)
         All argument bits, including the padding (zero in words made by :func:`encode`).
     """
@@ -207,6 +303,8 @@ class Arguments(data.UnionLayout):
         super().__init__({
             "matmul":  MatmulArgs(config),
             "requant": RequantArgs(config),
+            "add":     AddArgs(config),
+            "pool":    PoolArgs(config),
             "raw":     unsigned(word_width(config) - OPCODE_WIDTH),
         })
 
@@ -303,8 +401,58 @@ class Fence:
     member: ClassVar[str | None] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Add:
+    """``ADD``: element-wise int8 addition of two runs of ``count`` scratchpad lines (see :class:`AddArgs`).
+
+    Parameters
+    ----------
+    a_addr, b_addr : int
+        Scratchpad lines of the first elements of the two operands.
+    count : int
+        Number of line pairs, ``1 .. 2**COUNT_WIDTH - 1``.
+    load_params : bool
+        Load the next ``add_param`` beat into the adder first.
+    """
+    a_addr: int
+    b_addr: int
+    count: int
+    load_params: bool = False
+
+    opcode: ClassVar[Opcode] = Opcode.ADD
+    member: ClassVar[str | None] = "add"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """``POOL``: pooling of ``count`` scratchpad lines in windows of ``window`` lines (see :class:`PoolArgs`).
+
+    Parameters
+    ----------
+    addr : int
+        Scratchpad line of the first input line.
+    count : int
+        Number of input lines, ``1 .. 2**COUNT_WIDTH - 1``.
+    window : int
+        Lines per window, ``1 .. POOL_MAX_WINDOW``.
+    mode : PoolMode
+        ``PoolMode.MAX`` or ``PoolMode.AVERAGE``.
+    act_min, act_max : int
+        Clamp bounds, int8. Default: no clamping.
+    """
+    addr: int
+    count: int
+    window: int
+    mode: PoolMode = PoolMode.MAX
+    act_min: int = -128
+    act_max: int = 127
+
+    opcode: ClassVar[Opcode] = Opcode.POOL
+    member: ClassVar[str | None] = "pool"
+
+
 #: The command classes, by opcode.
-COMMANDS = {cls.opcode: cls for cls in (Nop, Matmul, Requant, Fence)}
+COMMANDS = {cls.opcode: cls for cls in (Nop, Matmul, Requant, Fence, Add, Pool)}
 
 _FLAGS = {"accumulate", "load_params"}
 
@@ -345,9 +493,10 @@ class CommandFormat:
     def check(self, cmd):
         """Check that ``cmd`` can be encoded and is legal; raise :class:`CommandError` (or ``TypeError``) if not.
 
-        Legal means: every field fits its width, counts are at least 1, and every line range lies inside its
-        memory (activations and results ``count`` lines, a weight tile :func:`weight_tile_lines` lines). These are
-        exactly the checks the hardware makes (:class:`ErrorCode`).
+        Legal means: every field fits its width, counts are at least 1, a pooling window is in
+        ``1 .. POOL_MAX_WINDOW``, and every line range lies inside its memory (``count`` lines from each address, a
+        weight tile :func:`weight_tile_lines` lines). These are exactly the checks the hardware makes
+        (:class:`ErrorCode`), except :attr:`ErrorCode.UNSUPPORTED`, which depends on the units the hardware has.
         """
         cls = type(cmd)
         if cls not in COMMANDS.values():
@@ -362,22 +511,40 @@ class CommandFormat:
                 if not isinstance(value, (bool, int)) or value not in (0, 1):
                     raise TypeError(f"{name} {field_name} must be a bool, not {value!r}")
                 continue
+            if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
+                if not isinstance(value, field.shape):
+                    raise TypeError(f"{name} {field_name} must be a {field.shape.__name__}, not {value!r}")
+                continue
             if not _is_int(value):
                 raise TypeError(f"{name} {field_name} must be an integer, not {value!r}")
+            shape = Shape.cast(field.shape)
+            if shape.signed:
+                low, high = -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+                if not low <= value <= high:
+                    raise CommandError(f"{name} {field_name} {value} is not in the range {low} .. {high}")
+                continue
             if value < 0:
                 raise CommandError(f"{name} {field_name} must not be negative, not {value}")
             if value >> field.width:
                 raise CommandError(f"{name} {field_name} {value} does not fit in {field.width} bits")
         if cmd.count < 1:
             raise CommandError(f"{name} count must be at least 1, not {cmd.count}")
+        if cls is Pool and not 1 <= cmd.window <= POOL_MAX_WINDOW:
+            raise CommandError(f"POOL window must be in 1 .. {POOL_MAX_WINDOW}, not {cmd.window}")
 
         cfg = self.config
         ranges = []
         if cls is Matmul:
             ranges += [("activations", cmd.act_addr, cmd.count, "scratchpad", cfg.spad_depth),
                        ("weight tile", cmd.weight_addr, weight_tile_lines(cfg), "scratchpad", cfg.spad_depth)]
-        ranges.append(("results" if cls is Matmul else "read-out", cmd.acc_addr, cmd.count, "accumulator",
-                       cfg.acc_depth))
+        if cls in (Matmul, Requant):
+            ranges.append(("results" if cls is Matmul else "read-out", cmd.acc_addr, cmd.count, "accumulator",
+                           cfg.acc_depth))
+        if cls is Add:
+            ranges += [("first operand", cmd.a_addr, cmd.count, "scratchpad", cfg.spad_depth),
+                       ("second operand", cmd.b_addr, cmd.count, "scratchpad", cfg.spad_depth)]
+        if cls is Pool:
+            ranges.append(("input", cmd.addr, cmd.count, "scratchpad", cfg.spad_depth))
         for what, first, count, memory, depth in ranges:
             if first + count > depth:
                 raise CommandError(f"{name} {what} would use lines {first}..{first + count - 1}, past the end of "
@@ -389,7 +556,9 @@ class CommandFormat:
         self.check(cmd)
         init = {"opcode": cmd.opcode}
         if cmd.member is not None:
-            init["args"] = {cmd.member: {name: int(getattr(cmd, name)) for name, _ in self._member_layout(type(cmd))}}
+            init["args"] = {cmd.member: {name: getattr(cmd, name) if isinstance(getattr(cmd, name), enum.Enum)
+                                         else int(getattr(cmd, name))
+                                         for name, _ in self._member_layout(type(cmd))}}
         return self.layout.const(init).as_value().value
 
     def decode(self, word):
@@ -410,8 +579,12 @@ class CommandFormat:
         args = self.layout.from_bits(word).args[cls.member]
         values = {}
         for name, _ in self._member_layout(cls):
-            value = int(args[name])
-            values[name] = bool(value) if name in _FLAGS else value
+            value = args[name]
+            if name in _FLAGS:
+                value = bool(value)
+            elif not isinstance(value, enum.Enum):
+                value = int(value)
+            values[name] = value
         return cls(**values)
 
     def fields(self):
@@ -475,7 +648,7 @@ def command_table(config=None):
     out = [f"Command word: {fmt.width} bits (`rows={cfg.rows}, cols={cfg.cols}, spad_depth={cfg.spad_depth}, "
            f"acc_depth={cfg.acc_depth}`); unused bits are zero.", "",
            "| opcode | value | arguments | what it does |", "|---|---|---|---|"]
-    arg_docs = {"matmul": MatmulArgs, "requant": RequantArgs}
+    arg_docs = {"matmul": MatmulArgs, "requant": RequantArgs, "add": AddArgs, "pool": PoolArgs}
     opcode_docs = _member_docs(Opcode)
     for opcode, cls in COMMANDS.items():
         args = f"`{arg_docs[cls.member].__name__}`" if cls.member else "none"

@@ -1,34 +1,36 @@
-"""The datapath top of Haneul: memories, systolic array, requantiser and the sequencer that runs them.
+"""The datapath top of Haneul: memories, systolic array, post-processing units and the sequencer that runs them.
 
 ::
 
     spad_wr ──> scratchpad ──rd 1──> weight packer ──> weight ┐
                 (int8, rows) ──rd 0────────────────────> act  ├ systolic array ──> result writer ──> accumulator
-                    ^   ^                                     ┘  rows x cols        (addr, accumulate)  (int32, cols)
-                    |   |                                                                                   |
-                 weight  activation                                                                     read-out
-                 reader  reader          <── runs ── sequencer <── cmd                                      |
-                                                       |   ^                                                v
-                                                       |   └── ppu_param                  out <── requantiser
-                                                       └─> busy, error, counters
+                    │                                         ┘  rows x cols        (addr, accumulate)  (int32, cols)
+                    └─rd 2, 3──> adder / pooling unit (rows lanes) ─┐                                       │ read-out
+                                                                    │                                       v
+                 cmd ──> sequencer ──> runs, read-out commands,     └──────────> out <──────────── requantiser
+                           │    ^      parameters, out_sel                       (int8, cols)      ^
+                           │    └── ppu_param, add_param ──────────────────────────────────────────┘
+                           └──> busy, idle, error, error_code; counters
 
 The sequencer (:mod:`haneul.rtl.sequencer`) executes the command words of :mod:`haneul.rtl.commands`:
 ``MATMUL`` streams a weight tile and ``count`` activation lines from the scratchpad through the array into
 consecutive accumulator lines (overwriting or accumulating), ``REQUANT`` streams accumulator lines through the
-requantiser to ``out``. See ``docs/datapath.md`` for the timing and the tiling of large GEMMs
+requantiser to ``out``, ``ADD`` and ``POOL`` stream scratchpad lines through the adder or the pooling unit to
+``out``. See ``docs/datapath.md`` for the timing and the tiling of large GEMMs
 (:func:`haneul.firmware.gemm.plan_gemm`).
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import eltwise, pool
 from .accumulator import Accumulator
-from .commands import CommandFormat, CommandWord, ErrorCode
+from .commands import POOL_MAX_WINDOW, CommandFormat, CommandWord, ErrorCode, Opcode
 from .config import DatapathConfig
 from .ppu import Params, Requantizer
 from .scratchpad import Scratchpad, WriteRequest
-from .sequencer import LineReader, LineRun, Queue, ResultRun, ResultWriter, Sequencer, WeightPacker
+from .sequencer import WINDOW_WIDTH, LineReader, LineRun, Queue, ResultRun, ResultWriter, Sequencer, WeightPacker
 from .systolic import SystolicArray
 
 __all__ = ["Datapath"]
@@ -46,10 +48,19 @@ class Datapath(wiring.Component):
     what was loaded are ordered by whoever drives both (the DMA and the command processor), for example by loading
     one half of the scratchpad while the commands work on the other.
 
+    The vector units (:class:`~haneul.rtl.eltwise.Adder` for ``ADD``, :class:`~haneul.rtl.pool.Pool` for ``POOL``)
+    read int8 scratchpad lines of ``rows`` elements and send lines of ``cols`` lanes, so they need ``rows <= cols``;
+    a datapath built without one flags its command with :attr:`~haneul.rtl.commands.ErrorCode.UNSUPPORTED`. The
+    adder costs three multipliers per lane (8 ECP5 DSP blocks), the pooling unit one (2 DSP blocks).
+
     Parameters
     ----------
     config : DatapathConfig, optional
         Default: ``DatapathConfig()``. ``input_width`` must be 8 and ``acc_width`` 32 (the requantiser's formats).
+    add : bool, optional
+        Build the element-wise adder (``ADD``). Default: when ``rows <= cols``.
+    pool : bool, optional
+        Build the pooling unit (``POOL``). Default: when ``rows <= cols``.
 
     Members
     -------
@@ -59,8 +70,11 @@ class Datapath(wiring.Component):
         Scratchpad line writes (``addr``, ``data``); always ready.
     ppu_param : In(stream.Signature(Params(cols)))
         Requantiser parameters: one beat is taken for every ``REQUANT`` with ``load_params`` set, in command order.
+    add_param : In(stream.Signature(eltwise.Params))
+        Only with the adder: its parameters, one beat for every ``ADD`` with ``load_params`` set, in command order.
     out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
-        Requantised lines, one per accumulator line read by ``REQUANT``, in command and address order.
+        Output lines in command order: one per accumulator line read by ``REQUANT``, one per line pair of ``ADD``
+        and one per window of ``POOL`` (the vector units fill lanes ``0 .. rows - 1``, the others are zero).
     busy : Out(1)
         A command is being executed or data is in flight.
     idle : Out(1)
@@ -84,13 +98,15 @@ class Datapath(wiring.Component):
     config : DatapathConfig
     format : CommandFormat
         Encoder and decoder of the command words.
+    has_add, has_pool : bool
+        Whether the adder and the pooling unit are built.
     """
 
     #: Entries of the queues of weight and activation runs between the sequencer and the line readers: how many
     #: ``MATMUL`` s the sequencer may hand out ahead of the array (besides the one each reader holds).
     RUN_QUEUE_DEPTH = 2
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, *, add=None, pool=None):
         if config is None:
             config = DatapathConfig()
         elif not isinstance(config, DatapathConfig):
@@ -101,12 +117,25 @@ class Datapath(wiring.Component):
         if config.acc_width != 32:
             raise ValueError(f"The requantiser takes int32 accumulators: accumulator width must be 32, "
                              f"not {config.acc_width}")
+        fits = config.rows <= config.cols
+        for name, value in (("add", add), ("pool", pool)):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"Option {name} must be a bool or None, not {value!r}")
+            if value and not fits:
+                raise ValueError(f"The {'adder' if name == 'add' else 'pooling unit'} needs rows <= cols (its "
+                                 f"lines of {config.rows} elements go out on {config.cols} lanes)")
         self.config = config
         self.format = CommandFormat(config)
-        super().__init__({
+        self.has_add = fits if add is None else add
+        self.has_pool = fits if pool is None else pool
+        ports = {
             "cmd":           In(stream.Signature(CommandWord(config))),
             "spad_wr":       In(stream.Signature(WriteRequest(config, config.rows, config.spad_addr_width))),
             "ppu_param":     In(stream.Signature(Params(config.cols))),
+        }
+        if self.has_add:
+            ports["add_param"] = In(stream.Signature(eltwise.Params))
+        ports.update({
             "out":           Out(stream.Signature(data.ArrayLayout(signed(8), config.cols))),
             "busy":          Out(1),
             "idle":          Out(1),
@@ -117,16 +146,21 @@ class Datapath(wiring.Component):
             "active_cycles": Out(32),
             "macs":          Out(48),
         })
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
 
-        m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2)
+        vector_ports = 2 if self.has_add else 1 if self.has_pool else 0
+        m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2 + vector_ports)
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.accumulator = acc = Accumulator(cfg)
         m.submodules.requantizer = requant = Requantizer(cfg.cols)
-        m.submodules.sequencer = seq = Sequencer(cfg, Params(cfg.cols))
+        m.submodules.sequencer = seq = Sequencer(
+            cfg, Params(cfg.cols),
+            add_param_shape=eltwise.Params if self.has_add else None,
+            pool_param_shape=pool.Config if self.has_pool else None)
         m.submodules.weight_reader = weight_reader = LineReader(cfg.spad_addr_width)
         m.submodules.act_reader = act_reader = LineReader(cfg.spad_addr_width)
         m.submodules.weight_queue = weight_queue = Queue(LineRun(cfg.spad_addr_width), self.RUN_QUEUE_DEPTH)
@@ -165,7 +199,6 @@ class Datapath(wiring.Component):
         wiring.connect(m, acc.rd_data, requant.i)
         wiring.connect(m, wiring.flipped(self.ppu_param), seq.param_in)
         wiring.connect(m, seq.param_out, requant.param)
-        wiring.connect(m, requant.o, wiring.flipped(self.out))
 
         # Lines inside the requantiser (its pipeline and its output register).
         inflight = Signal(range(Requantizer.LATENCY + 2))
@@ -175,7 +208,75 @@ class Datapath(wiring.Component):
             m.d.sync += inflight.eq(inflight + 1)
         with m.Elif(gave & ~took):
             m.d.sync += inflight.eq(inflight - 1)
-        m.d.comb += seq.drained.eq(inflight == 0)
+        idle_units = [inflight == 0]
+
+        # Vector units: scratchpad read port 2 feeds the adder's first operand or the pooling unit (whichever the
+        # sequencer selected: they never run at the same time), port 3 the adder's second operand.
+        outputs = {Opcode.REQUANT: requant.o}
+        if vector_ports:
+            m.submodules.vec_reader_a = reader_a = LineReader(cfg.spad_addr_width, window_width=WINDOW_WIDTH)
+            wiring.connect(m, seq.vec_run_a, reader_a.run)
+            wiring.connect(m, reader_a.req, spad.rd_req[2])
+            idle_units += [~reader_a.busy, ~spad.rd_resp[2].valid]
+            resp_a = spad.rd_resp[2]
+        if self.has_add:
+            m.submodules.adder = adder = eltwise.Adder(cfg.rows)
+            m.submodules.vec_reader_b = reader_b = LineReader(cfg.spad_addr_width)
+            wiring.connect(m, seq.vec_run_b, reader_b.run)
+            wiring.connect(m, reader_b.req, spad.rd_req[3])
+            resp_b = spad.rd_resp[3]
+            m.d.comb += [
+                adder.b.valid.eq(resp_b.valid),
+                adder.b.payload.eq(resp_b.payload.data),
+                resp_b.ready.eq(adder.b.ready),
+                adder.a.payload.eq(resp_a.payload.data),
+            ]
+            with m.If(seq.out_sel == Opcode.ADD):
+                m.d.comb += [
+                    adder.a.valid.eq(resp_a.valid),
+                    resp_a.ready.eq(adder.a.ready),
+                ]
+            wiring.connect(m, wiring.flipped(self.add_param), seq.add_param_in)
+            wiring.connect(m, seq.add_param_out, adder.param)
+            pairs = Signal(range(eltwise.Adder.LATENCY + 2))
+            took = adder.a.valid & adder.a.ready
+            gave = adder.o.valid & adder.o.ready
+            with m.If(took & ~gave):
+                m.d.sync += pairs.eq(pairs + 1)
+            with m.Elif(gave & ~took):
+                m.d.sync += pairs.eq(pairs - 1)
+            idle_units += [pairs == 0, ~reader_b.busy, ~resp_b.valid]
+            outputs[Opcode.ADD] = adder.o
+        if self.has_pool:
+            m.submodules.pool = pooler = pool.Pool(cfg.rows, max_count=POOL_MAX_WINDOW)
+            m.d.comb += pooler.i.payload.eq(resp_a.payload)
+            with m.If(seq.out_sel == Opcode.POOL):
+                m.d.comb += [
+                    pooler.i.valid.eq(resp_a.valid),
+                    resp_a.ready.eq(pooler.i.ready),
+                ]
+            wiring.connect(m, seq.pool_param, pooler.param)
+            windows = Signal(range(pool.Pool.LATENCY + 3))
+            took = pooler.i.valid & pooler.i.ready & pooler.i.payload.last
+            gave = pooler.o.valid & pooler.o.ready
+            with m.If(took & ~gave):
+                m.d.sync += windows.eq(windows + 1)
+            with m.Elif(gave & ~took):
+                m.d.sync += windows.eq(windows - 1)
+            idle_units.append(windows == 0)
+            outputs[Opcode.POOL] = pooler.o
+
+        # The output stream: the unit selected by the sequencer; vector lines fill the first `rows` lanes.
+        with m.Switch(seq.out_sel):
+            for opcode, source in outputs.items():
+                with m.Case(opcode):
+                    m.d.comb += [
+                        self.out.valid.eq(source.valid),
+                        source.ready.eq(self.out.ready),
+                    ]
+                    for lane in range(source.payload.shape().length):
+                        m.d.comb += self.out.payload[lane].eq(source.payload[lane])
+        m.d.comb += seq.drained.eq(Cat(*idle_units).all())
 
         # Status and counters.
         m.d.comb += [

@@ -8,9 +8,13 @@
   run (first accumulator line, accumulate flag) to the :class:`ResultWriter`, through small queues. The engines run
   ahead of each other as far as the systolic array lets them: the weights of the next tile stream into the array's
   shadow registers while the current tile's activations stream through it.
-* A ``REQUANT`` goes into a read-out queue. Its head starts once every earlier ``MATMUL`` has written its last
-  result (a per-entry count of the tiles still outstanding when it was queued) and the accumulator's read-out is
-  idle; if ``load_params`` is set it first passes one beat of the parameter stream to the requantiser.
+* A ``REQUANT`` goes into the output queue. It starts once every earlier ``MATMUL`` has written its last result
+  (a per-entry count of the tiles still outstanding when it was queued) and the accumulator's read-out is idle;
+  if ``load_params`` is set it first passes one beat of the parameter stream to the requantiser.
+* An ``ADD`` or a ``POOL`` goes into the same queue, so that the output stream keeps command order; it starts once
+  the output side has drained, and hands line runs to the vector line readers (two operands for ``ADD``, one run
+  with windows for ``POOL``), after its parameters (an adder parameter beat, or the ``POOL`` mode and clamp
+  bounds). ``out_sel`` tells the datapath which unit feeds the output stream.
 * A ``MATMUL`` whose accumulator lines overlap a queued or running read-out waits until that read-out is over
   (write-after-read). Read-after-write (a ``REQUANT`` after the ``MATMUL`` s that compute its lines) is the tile
   count above; write-after-write between ``MATMUL`` s is kept by the accumulator, which applies its write beats in
@@ -21,18 +25,24 @@
   datapath always returns to idle.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulatorWrite, ReadCommand
-from .commands import COUNT_WIDTH, CommandWord, ErrorCode, Opcode, weight_lines_per_row, weight_tile_lines
+from .commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Arguments, CommandWord, ErrorCode, Opcode, weight_lines_per_row,
+                       weight_tile_lines)
 from .config import DatapathConfig
 from .scratchpad import ReadRequest, ReadResponse
 from .systolic import ResultBeat, WeightBeat
 
-__all__ = ["LineRun", "ResultRun", "LineReader", "WeightPacker", "ResultWriter", "Queue", "Sequencer"]
+__all__ = ["WINDOW_WIDTH", "LineRun", "ResultRun", "LineReader", "WeightPacker", "ResultWriter", "Queue", "Sequencer"]
+
+#: Width of the ``window`` of the runs of the vector-unit line reader (``POOL`` windows).
+WINDOW_WIDTH = POOL_MAX_WINDOW.bit_length()
 
 
 class LineRun(data.StructLayout):
@@ -44,6 +54,8 @@ class LineRun(data.StructLayout):
         Width of a line address.
     count_width : int
         Width of the line count. Default :data:`~haneul.rtl.commands.COUNT_WIDTH`.
+    window_width : int
+        Width of the ``window`` member; 0 (default): no ``window`` member.
 
     Members
     -------
@@ -51,13 +63,18 @@ class LineRun(data.StructLayout):
         First line.
     count : unsigned(count_width)
         Number of lines; 0 reads nothing.
+    window : unsigned(window_width)
+        Only with ``window_width``: ``last`` marks every ``window``-th line too (0: only the last line of the run).
     """
 
-    def __init__(self, addr_width, count_width=COUNT_WIDTH):
-        super().__init__({
+    def __init__(self, addr_width, count_width=COUNT_WIDTH, window_width=0):
+        members = {
             "addr":  unsigned(addr_width),
             "count": unsigned(count_width),
-        })
+        }
+        if window_width:
+            members["window"] = unsigned(window_width)
+        super().__init__(members)
 
 
 class ResultRun(data.StructLayout):
@@ -87,9 +104,9 @@ class LineReader(wiring.Component):
     """Address generator: turns each run on ``run`` into read requests for its lines, in order.
 
     A run ``{addr, count}`` becomes the requests ``addr, addr + 1, ..., addr + count - 1`` (modulo the address
-    width), the last one with ``last`` set. One request per cycle while ``req.ready`` is high, also across runs:
-    ``run.ready`` is high while no run is in progress and in the cycle in which the last request of the current run
-    is accepted.
+    width), the last one with ``last`` set (and, with windows, every ``window``-th one). One request per cycle while
+    ``req.ready`` is high, also across runs: ``run.ready`` is high while no run is in progress and in the cycle in
+    which the last request of the current run is accepted.
 
     Parameters
     ----------
@@ -97,21 +114,27 @@ class LineReader(wiring.Component):
         Width of a line address.
     count_width : int
         Width of the line count. Default :data:`~haneul.rtl.commands.COUNT_WIDTH`.
+    window_width : int
+        Width of the run's ``window``; 0 (default): runs have no windows.
 
     Members
     -------
-    run : In(stream.Signature(LineRun(addr_width, count_width)))
+    run : In(stream.Signature(LineRun(addr_width, count_width, window_width)))
         Runs to read.
     req : Out(stream.Signature(ReadRequest(addr_width)))
         Read requests (the scratchpad's ``rd_req`` payload).
+    busy : Out(1)
+        A run is in progress (requests of it remain to be sent).
     """
 
-    def __init__(self, addr_width, count_width=COUNT_WIDTH):
+    def __init__(self, addr_width, count_width=COUNT_WIDTH, window_width=0):
         self.addr_width = addr_width
         self.count_width = count_width
+        self.window_width = window_width
         super().__init__({
-            "run": In(stream.Signature(LineRun(addr_width, count_width))),
-            "req": Out(stream.Signature(ReadRequest(addr_width))),
+            "run":  In(stream.Signature(LineRun(addr_width, count_width, window_width))),
+            "req":  Out(stream.Signature(ReadRequest(addr_width))),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -121,11 +144,13 @@ class LineReader(wiring.Component):
         remaining = Signal(self.count_width)
         issue = Signal()
         final = Signal()
+        boundary = Signal()
         m.d.comb += [
             final.eq(remaining == 1),
+            self.busy.eq(active),
             self.req.valid.eq(active),
             self.req.payload.addr.eq(addr),
-            self.req.payload.last.eq(final),
+            self.req.payload.last.eq(final | boundary),
             issue.eq(self.req.valid & self.req.ready),
             self.run.ready.eq(~active | (issue & final)),
         ]
@@ -136,6 +161,17 @@ class LineReader(wiring.Component):
             ]
             with m.If(final):
                 m.d.sync += active.eq(0)
+        if self.window_width:
+            window = Signal(self.window_width)
+            position = Signal(self.window_width)        # lines of the current window requested so far
+            m.d.comb += boundary.eq((window != 0) & (position == window - 1))
+            with m.If(issue):
+                m.d.sync += position.eq(Mux(boundary, 0, position + 1))
+            with m.If(self.run.valid & self.run.ready):
+                m.d.sync += [
+                    window.eq(self.run.payload.window),
+                    position.eq(0),
+                ]
         with m.If(self.run.valid & self.run.ready):
             m.d.sync += [
                 addr.eq(self.run.payload.addr),
@@ -308,16 +344,41 @@ class Queue(wiring.Component):
         return m
 
 
-class _ReadoutEntry(data.StructLayout):
-    """A queued ``REQUANT``: its arguments and the number of earlier ``MATMUL`` tiles it still waits for."""
+class _OutputEntry(data.StructLayout):
+    """A queued output command (``REQUANT``, ``ADD``, ``POOL``): its opcode and arguments, and for a ``REQUANT``
+    the number of earlier ``MATMUL`` tiles it still waits for."""
 
     def __init__(self, config, pending_shape):
         super().__init__({
-            "addr":        unsigned(config.acc_addr_width),
-            "count":       unsigned(COUNT_WIDTH),
-            "load_params": unsigned(1),
-            "pending":     pending_shape,
+            "opcode":  Opcode,
+            "args":    Arguments(config),
+            "pending": pending_shape,
         })
+
+
+def _hand_out(m, go, streams, name):
+    """Offer one beat on each of ``streams`` while ``go`` is high, each until it is accepted (a fork).
+
+    ``streams`` are objects with ``valid`` and ``ready``. Returns ``(done, fired, committed)``: ``done`` is high
+    in the cycle in which the last of them is accepted, ``fired`` in every cycle in which any is, ``committed``
+    while some but not all have been accepted. ``go`` must stay high until ``done``.
+    """
+    sent = [Signal(name=f"{name}_sent{i}") for i in range(len(streams))]
+    done = Signal(name=f"{name}_done")
+    fired = Signal(name=f"{name}_fired")
+    for stream_, was_sent in zip(streams, sent):
+        m.d.comb += stream_.valid.eq(go & ~was_sent)
+    m.d.comb += [
+        done.eq(go & Cat(*(s | (r.valid & r.ready) for s, r in zip(sent, streams))).all()),
+        fired.eq(Cat(*(r.valid & r.ready for r in streams)).any()),
+    ]
+    with m.If(done):
+        m.d.sync += [s.eq(0) for s in sent]
+    with m.Else():
+        for stream_, was_sent in zip(streams, sent):
+            with m.If(stream_.valid & stream_.ready):
+                m.d.sync += was_sent.eq(1)
+    return done, fired, Cat(sent).any()
 
 
 class Sequencer(wiring.Component):
@@ -325,25 +386,34 @@ class Sequencer(wiring.Component):
 
     See the module documentation for what each command does and the ordering rules. A command word is accepted on
     ``cmd`` into a one-entry command register (one per cycle while the register empties every cycle) and leaves it
-    once it is handed out: a ``MATMUL`` when its three runs are accepted, a ``REQUANT`` when it enters the read-out
-    queue, a ``NOP`` at once, a ``FENCE`` when nothing is in flight, an illegal command at once (with the error).
+    once it is handed out: a ``MATMUL`` when its three runs are accepted, a ``REQUANT``, ``ADD`` or ``POOL`` when it
+    enters the output queue, a ``NOP`` at once, a ``FENCE`` when nothing is in flight, an illegal command at once
+    (with the error).
+
+    The output queue executes in order, one unit at a time on the output stream (``out_sel``): consecutive
+    ``REQUANT`` s follow each other as soon as the accumulator read-out is free; a command for another unit than the
+    one feeding ``out``, and every ``ADD`` and ``POOL``, waits until the output side is drained.
 
     Parameters
     ----------
     config : DatapathConfig
     param_shape : shape-castable
         Payload of the requantiser's parameter stream.
+    add_param_shape : shape-castable, optional
+        Payload of the adder's parameter stream; ``None`` (default): no adder (``ADD`` is unsupported).
+    pool_param_shape : shape-castable, optional
+        Payload of the pooling unit's parameter stream; ``None`` (default): no pooling unit.
     max_tiles : int
         ``MATMUL`` tiles that may be handed out and not yet written (the depth of the result-run queue). Default 8.
-    readout_depth : int
-        Entries of the ``REQUANT`` read-out queue. Default 2.
+    output_depth : int
+        Entries of the output queue. Default 2.
 
     Members
     -------
     cmd : In(stream.Signature(CommandWord(config)))
         Command words.
     weight_run, act_run : Out(stream.Signature(LineRun(config.spad_addr_width)))
-        Weight-tile and activation runs, to the two scratchpad :class:`LineReader` s.
+        Weight-tile and activation runs, to the two scratchpad :class:`LineReader` s of the array.
     result_run : Out(stream.Signature(ResultRun(config.acc_addr_width)))
         Result runs, to the :class:`ResultWriter` (through a queue of ``max_tiles`` entries).
     tile_done : In(1)
@@ -356,8 +426,19 @@ class Sequencer(wiring.Component):
         Requantiser parameters from outside; a beat is passed on only for a ``REQUANT`` with ``load_params``.
     param_out : Out(stream.Signature(param_shape))
         To the requantiser's parameter stream.
+    vec_run_a : Out(stream.Signature(LineRun(config.spad_addr_width, window_width=...)))
+        Only with an adder or a pooling unit: the first operand of ``ADD`` (no windows), or the input of ``POOL``.
+    vec_run_b : Out(stream.Signature(LineRun(config.spad_addr_width)))
+        Only with an adder: the second operand of ``ADD``.
+    add_param_in, add_param_out : In/Out(stream.Signature(add_param_shape))
+        Only with an adder: its parameters, passed on for an ``ADD`` with ``load_params``.
+    pool_param : Out(stream.Signature(pool_param_shape))
+        Only with a pooling unit: the mode and clamp bounds of each ``POOL``.
+    out_sel : Out(Opcode)
+        The unit feeding the output stream: ``REQUANT`` (after reset), ``ADD`` or ``POOL``.
     drained : In(1)
-        No line is in flight between the accumulator's read-out and the end of the output stream.
+        No line is in flight on the output side: in the requantiser, the adder, the pooling unit, their line
+        readers and the output stream (the accumulator read-out is ``acc_busy``).
     busy : Out(1)
         A command is in the command register or work is in flight.
     error : Out(1)
@@ -368,17 +449,20 @@ class Sequencer(wiring.Component):
         Clear ``error`` and ``error_code`` and resume executing commands.
     """
 
-    def __init__(self, config, param_shape, *, max_tiles=8, readout_depth=2):
+    def __init__(self, config, param_shape, *, add_param_shape=None, pool_param_shape=None, max_tiles=8,
+                 output_depth=2):
         if not isinstance(config, DatapathConfig):
             raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
-        for name, value in (("Tile limit", max_tiles), ("Read-out queue depth", readout_depth)):
+        for name, value in (("Tile limit", max_tiles), ("Output queue depth", output_depth)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TypeError(f"{name} must be a positive integer, not {value!r}")
         self.config = config
         self.max_tiles = max_tiles
-        self.readout_depth = readout_depth
+        self.output_depth = output_depth
+        self.has_add = add_param_shape is not None
+        self.has_pool = pool_param_shape is not None
         spad_aw, acc_aw = config.spad_addr_width, config.acc_addr_width
-        super().__init__({
+        ports = {
             "cmd":         In(stream.Signature(CommandWord(config))),
             "weight_run":  Out(stream.Signature(LineRun(spad_aw))),
             "act_run":     Out(stream.Signature(LineRun(spad_aw))),
@@ -388,12 +472,24 @@ class Sequencer(wiring.Component):
             "acc_busy":    In(1),
             "param_in":    In(stream.Signature(param_shape)),
             "param_out":   Out(stream.Signature(param_shape)),
+        }
+        if self.has_add or self.has_pool:
+            ports["vec_run_a"] = Out(stream.Signature(LineRun(spad_aw, window_width=WINDOW_WIDTH)))
+        if self.has_add:
+            ports["vec_run_b"] = Out(stream.Signature(LineRun(spad_aw)))
+            ports["add_param_in"] = In(stream.Signature(add_param_shape))
+            ports["add_param_out"] = Out(stream.Signature(add_param_shape))
+        if self.has_pool:
+            ports["pool_param"] = Out(stream.Signature(pool_param_shape))
+        ports.update({
+            "out_sel":     Out(Opcode, init=Opcode.REQUANT),
             "drained":     In(1),
             "busy":        Out(1),
             "error":       Out(1),
             "error_code":  Out(ErrorCode),
             "error_clear": In(1),
         })
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -402,11 +498,11 @@ class Sequencer(wiring.Component):
         # Tiles handed out whose last result has not been written yet.
         outstanding = Signal(range(self.max_tiles + 1))
 
-        # Read-out queue (entry 0 is the head; valid entries form a prefix) and the read-out in the accumulator.
-        entry_layout = _ReadoutEntry(cfg, outstanding.shape())
-        depth = self.readout_depth
-        q_valid = [Signal(name=f"rq{i}_valid") for i in range(depth)]
-        q = [Signal(entry_layout, name=f"rq{i}") for i in range(depth)]
+        # Output queue (entry 0 is the head; valid entries form a prefix) and the read-out in the accumulator.
+        entry_layout = _OutputEntry(cfg, outstanding.shape())
+        depth = self.output_depth
+        q_valid = [Signal(name=f"oq{i}_valid") for i in range(depth)]
+        q = [Signal(entry_layout, name=f"oq{i}") for i in range(depth)]
         active_addr = Signal(cfg.acc_addr_width)
         active_count = Signal(COUNT_WIDTH)
 
@@ -429,33 +525,43 @@ class Sequencer(wiring.Component):
         with m.Elif(cur_done):
             m.d.sync += cur_valid.eq(0)
 
-        mm, rq = cur.args.matmul, cur.args.requant
+        mm, rq, add, pool = cur.args.matmul, cur.args.requant, cur.args.add, cur.args.pool
 
-        # Legality (the same checks as CommandFormat.check).
-        mm_bad_count = Signal()
-        mm_bad_range = Signal()
-        rq_bad_count = Signal()
-        rq_bad_range = Signal()
-        m.d.comb += [
-            mm_bad_count.eq(mm.count == 0),
-            mm_bad_range.eq((mm.act_addr + mm.count > cfg.spad_depth)
-                            | (mm.weight_addr + weight_tile_lines(cfg) > cfg.spad_depth)
-                            | (mm.acc_addr + mm.count > cfg.acc_depth)),
-            rq_bad_count.eq(rq.count == 0),
-            rq_bad_range.eq(rq.acc_addr + rq.count > cfg.acc_depth),
-        ]
+        # Legality (the same checks as CommandFormat.check), as (condition, error) in priority order per opcode.
+        spad, acc = cfg.spad_depth, cfg.acc_depth
+        checks = {
+            Opcode.MATMUL: [
+                (mm.count == 0, ErrorCode.BAD_COUNT),
+                ((mm.act_addr + mm.count > spad) | (mm.weight_addr + weight_tile_lines(cfg) > spad)
+                 | (mm.acc_addr + mm.count > acc), ErrorCode.BAD_RANGE),
+            ],
+            Opcode.REQUANT: [
+                (rq.count == 0, ErrorCode.BAD_COUNT),
+                (rq.acc_addr + rq.count > acc, ErrorCode.BAD_RANGE),
+            ],
+            Opcode.ADD: [
+                (Const(int(not self.has_add), 1), ErrorCode.UNSUPPORTED),
+                (add.count == 0, ErrorCode.BAD_COUNT),
+                ((add.a_addr + add.count > spad) | (add.b_addr + add.count > spad), ErrorCode.BAD_RANGE),
+            ],
+            Opcode.POOL: [
+                (Const(int(not self.has_pool), 1), ErrorCode.UNSUPPORTED),
+                ((pool.count == 0) | (pool.window == 0) | (pool.window > POOL_MAX_WINDOW), ErrorCode.BAD_COUNT),
+                (pool.addr + pool.count > spad, ErrorCode.BAD_RANGE),
+            ],
+        }
 
         # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running.
         def overlaps(addr, count):
             return (mm.acc_addr < addr + count) & (addr < mm.acc_addr + mm.count)
 
         war = Signal()
-        m.d.comb += war.eq(Cat(*(v & overlaps(e.addr, e.count) for v, e in zip(q_valid, q)),
+        m.d.comb += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr,
+                                                                             e.args.requant.count)
+                                 for v, e in zip(q_valid, q)),
                                self.acc_busy & overlaps(active_addr, active_count)).any())
 
         # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is).
-        runs = (self.weight_run, self.act_run, self.result_run)
-        sent = [Signal(name=f"sent_{name}") for name in ("weight", "act", "result")]
         mm_go = Signal()
         m.d.comb += [
             self.weight_run.payload.addr.eq(mm.weight_addr),
@@ -465,18 +571,9 @@ class Sequencer(wiring.Component):
             self.result_run.payload.addr.eq(mm.acc_addr),
             self.result_run.payload.accumulate.eq(mm.accumulate),
         ]
-        for run, was_sent in zip(runs, sent):
-            m.d.comb += run.valid.eq(mm_go & ~was_sent)
-        mm_all = Signal()
-        m.d.comb += mm_all.eq(Cat(*(s | (r.valid & r.ready) for s, r in zip(sent, runs))).all())
-        with m.If(mm_go & mm_all):
-            m.d.sync += [s.eq(0) for s in sent]
-        with m.Elif(mm_go):
-            for was_sent, run in zip(sent, runs):
-                with m.If(run.valid & run.ready):
-                    m.d.sync += was_sent.eq(1)
+        mm_done, _, _ = _hand_out(m, mm_go, [self.weight_run, self.act_run, self.result_run], "mm")
 
-        rq_push = Signal()
+        oq_push = Signal()
         fault = Signal()
         fault_code = Signal(ErrorCode)
         error = Signal()
@@ -494,26 +591,22 @@ class Sequencer(wiring.Component):
                     m.d.comb += cur_done.eq(1)
                 with m.Case(Opcode.FENCE):
                     m.d.comb += cur_done.eq(~work)
-                with m.Case(Opcode.MATMUL):
-                    with m.If(mm_bad_count):
-                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_COUNT)]
-                    with m.Elif(mm_bad_range):
-                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_RANGE)]
-                    with m.Else():
-                        m.d.comb += [
-                            mm_go.eq(~war & (outstanding < self.max_tiles)),
-                            cur_done.eq(mm_go & mm_all),
-                        ]
-                with m.Case(Opcode.REQUANT):
-                    with m.If(rq_bad_count):
-                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_COUNT)]
-                    with m.Elif(rq_bad_range):
-                        m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.BAD_RANGE)]
-                    with m.Else():
-                        m.d.comb += [
-                            rq_push.eq(~q_valid[-1]),
-                            cur_done.eq(rq_push),
-                        ]
+                for opcode, rules in checks.items():
+                    with m.Case(opcode):
+                        for i, (condition, code) in enumerate(rules):
+                            with (m.Elif(condition) if i else m.If(condition)):
+                                m.d.comb += [fault.eq(1), fault_code.eq(code)]
+                        with m.Else():
+                            if opcode == Opcode.MATMUL:
+                                m.d.comb += [
+                                    mm_go.eq(~war & (outstanding < self.max_tiles)),
+                                    cur_done.eq(mm_done),
+                                ]
+                            else:
+                                m.d.comb += [
+                                    oq_push.eq(~q_valid[-1]),
+                                    cur_done.eq(oq_push),
+                                ]
                 with m.Default():
                     m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.ILLEGAL_OPCODE)]
         with m.If(fault):
@@ -528,64 +621,139 @@ class Sequencer(wiring.Component):
                 error_code.eq(ErrorCode.NONE),
             ]
 
-        mm_handed_out = Signal()
-        m.d.comb += mm_handed_out.eq(mm_go & mm_all)
-        with m.If(mm_handed_out & ~self.tile_done):
+        with m.If(mm_done & ~self.tile_done):
             m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(~mm_handed_out & self.tile_done):
+        with m.Elif(~mm_done & self.tile_done):
             m.d.sync += outstanding.eq(outstanding - 1)
 
-        # Read-out -----------------------------------------------------------------------------------------------
-        # The head's parameters load as soon as the read-out before it is over (the requantiser keeps the old
-        # parameters for the lines still in its pipeline); its read-out starts once its tiles are written.
+        # Output queue head ----------------------------------------------------------------------------------------
+        # A REQUANT after a REQUANT may start once the accumulator read-out is free (the requantiser keeps the old
+        # parameters for the lines still in its pipeline); anything else waits until the output side is drained.
         head = q[0]
-        head_up = Signal()
+        kind = head.opcode
+        hrq, hadd, hpool = head.args.requant, head.args.add, head.args.pool
+        may_start = Signal()
         params_loaded = Signal()
         need_params = Signal()
         start = Signal()
         m.d.comb += [
-            head_up.eq(q_valid[0] & ~self.acc_busy),
-            need_params.eq(head.load_params & ~params_loaded),
+            may_start.eq(q_valid[0] & ~self.acc_busy
+                         & (self.drained | ((kind == Opcode.REQUANT) & (self.out_sel == Opcode.REQUANT)))),
+            need_params.eq(~params_loaded & (((kind == Opcode.REQUANT) & hrq.load_params)
+                                             | ((kind == Opcode.ADD) & hadd.load_params))),
+        ]
+
+        # REQUANT: parameters, then the read-out once its tiles are written.
+        m.d.comb += [
             self.param_out.payload.eq(self.param_in.payload),
-            self.param_out.valid.eq(head_up & need_params & self.param_in.valid),
-            self.param_in.ready.eq(head_up & need_params & self.param_out.ready),
-            self.acc_cmd.valid.eq(head_up & (head.pending == 0) & ~need_params),
-            self.acc_cmd.payload.base.eq(head.addr),
-            self.acc_cmd.payload.count.eq(head.count),
-            start.eq(self.acc_cmd.valid & self.acc_cmd.ready),
+            self.param_out.valid.eq(may_start & (kind == Opcode.REQUANT) & need_params & self.param_in.valid),
+            self.param_in.ready.eq(may_start & (kind == Opcode.REQUANT) & need_params & self.param_out.ready),
+            self.acc_cmd.valid.eq(may_start & (kind == Opcode.REQUANT) & (head.pending == 0) & ~need_params),
+            self.acc_cmd.payload.base.eq(hrq.acc_addr),
+            self.acc_cmd.payload.count.eq(hrq.count),
         ]
         with m.If(self.param_out.valid & self.param_out.ready):
             m.d.sync += params_loaded.eq(1)
-        with m.If(start):
+        m.d.comb += start.eq(self.acc_cmd.valid & self.acc_cmd.ready)
+        with m.If(self.acc_cmd.valid & self.acc_cmd.ready):
             m.d.sync += [
-                params_loaded.eq(0),
-                active_addr.eq(head.addr),
-                active_count.eq(head.count),
+                active_addr.eq(hrq.acc_addr),
+                active_count.eq(hrq.count),
             ]
+
+        # ADD: parameters, then both operand runs. POOL: its configuration and its input run. Once the first beat
+        # is handed out the output side is no longer drained, so `committed` keeps the hand-out going.
+        # vec_run_a is shared by ADD and POOL (only one of them is ever being handed out): each hand-out drives a
+        # proxy of its valid.
+        run_a_users = []
+
+        def run_a_proxy(name):
+            proxy = SimpleNamespace(valid=Signal(name=f"{name}_run_a_valid"), ready=self.vec_run_a.ready)
+            run_a_users.append(proxy)
+            return proxy
+
+        if self.has_add:
+            m.d.comb += [
+                self.add_param_out.payload.eq(self.add_param_in.payload),
+                self.add_param_out.valid.eq(may_start & (kind == Opcode.ADD) & need_params
+                                            & self.add_param_in.valid),
+                self.add_param_in.ready.eq(may_start & (kind == Opcode.ADD) & need_params
+                                           & self.add_param_out.ready),
+            ]
+            with m.If(self.add_param_out.valid & self.add_param_out.ready):
+                m.d.sync += params_loaded.eq(1)
+            add_go = Signal()
+            add_committed = Signal()
+            m.d.comb += add_go.eq(q_valid[0] & (kind == Opcode.ADD) & ~need_params & (may_start | add_committed))
+            add_done, add_fired, add_committed_ = _hand_out(m, add_go, [run_a_proxy("add"), self.vec_run_b], "add")
+            m.d.comb += [
+                add_committed.eq(add_committed_),
+                self.vec_run_b.payload.addr.eq(hadd.b_addr),
+                self.vec_run_b.payload.count.eq(hadd.count),
+            ]
+            with m.If(add_done):
+                m.d.comb += start.eq(1)
+            with m.If(add_fired):
+                m.d.sync += self.out_sel.eq(Opcode.ADD)
+        if self.has_pool:
+            pool_go = Signal()
+            pool_committed = Signal()
+            m.d.comb += pool_go.eq(q_valid[0] & (kind == Opcode.POOL) & (may_start | pool_committed))
+            pool_done, pool_fired, pool_committed_ = _hand_out(m, pool_go, [run_a_proxy("pool"), self.pool_param],
+                                                                "pool")
+            m.d.comb += [
+                pool_committed.eq(pool_committed_),
+                self.pool_param.payload.mode.eq(hpool.mode),
+                self.pool_param.payload.act_min.eq(hpool.act_min),
+                self.pool_param.payload.act_max.eq(hpool.act_max),
+            ]
+            with m.If(pool_done):
+                m.d.comb += start.eq(1)
+            with m.If(pool_fired):
+                m.d.sync += self.out_sel.eq(Opcode.POOL)
+        if self.has_add or self.has_pool:
+            # vec_run_a is shared: its valid is the OR of both hand-outs (only one is ever active).
+            run_a = self.vec_run_a
+            m.d.comb += run_a.valid.eq(Cat(*(proxy.valid for proxy in run_a_users)).any())
+            with m.If(kind == Opcode.POOL):
+                m.d.comb += [
+                    run_a.payload.addr.eq(hpool.addr),
+                    run_a.payload.count.eq(hpool.count),
+                    run_a.payload.window.eq(hpool.window),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    run_a.payload.addr.eq(hadd.a_addr),
+                    run_a.payload.count.eq(hadd.count),
+                    run_a.payload.window.eq(0),
+                ]
+        with m.If(self.acc_cmd.valid & self.acc_cmd.ready):
+            m.d.sync += self.out_sel.eq(Opcode.REQUANT)
+        with m.If(start):
+            m.d.sync += params_loaded.eq(0)
 
         # Queue update: pop the head on start, push at the first free entry, count down the tiles waited for.
         new = Signal(entry_layout)
         m.d.comb += [
-            new.addr.eq(rq.acc_addr),
-            new.count.eq(rq.count),
-            new.load_params.eq(rq.load_params),
-            new.pending.eq(outstanding - self.tile_done),
+            new.opcode.eq(cur.opcode),
+            new.args.eq(cur.args),
+            new.pending.eq(Mux(cur.opcode == Opcode.REQUANT, outstanding - self.tile_done, 0)),
         ]
-        shifted_valid = [Signal(name=f"rq{i}_valid_next") for i in range(depth)]
+        shifted_valid = [Signal(name=f"oq{i}_valid_next") for i in range(depth)]
         for i in range(depth):
             if i + 1 < depth:
                 m.d.comb += shifted_valid[i].eq(Mux(start, q_valid[i + 1], q_valid[i]))
             else:
                 m.d.comb += shifted_valid[i].eq(q_valid[i] & ~start)
         for i in range(depth):
-            shifted = Signal(entry_layout, name=f"rq{i}_shifted")
+            shifted = Signal(entry_layout, name=f"oq{i}_shifted")
             m.d.comb += shifted.eq(Mux(start, q[i + 1], q[i]) if i + 1 < depth else q[i])
-            entry = Signal(entry_layout, name=f"rq{i}_next")
+            entry = Signal(entry_layout, name=f"oq{i}_next")
             m.d.comb += entry.eq(shifted)
             with m.If(self.tile_done & (shifted.pending != 0)):
                 m.d.comb += entry.pending.eq(shifted.pending - 1)
             first_free = ~shifted_valid[i] & (shifted_valid[i - 1] if i else 1)
-            with m.If(rq_push & first_free):
+            with m.If(oq_push & first_free):
                 m.d.sync += [q[i].eq(new), q_valid[i].eq(1)]
             with m.Else():
                 m.d.sync += [q[i].eq(entry), q_valid[i].eq(shifted_valid[i])]

@@ -50,7 +50,17 @@ def test_generate_datapath(rows, cols, extra, tmp_path):
     }
     for name, port in expected.items():
         assert found.get(name) == port, f"{name}: {found.get(name)} != {port}"
-    assert set(found) == set(expected) | {"ppu_param__payload"}
+    assert set(found) == set(expected) | {"ppu_param__payload", "add_param__valid", "add_param__ready",
+                                          "add_param__payload"}
+
+
+def test_generate_without_vector_units(tmp_path):
+    out = tmp_path / "dp.v"
+    r = haneul("generate", "--rows", 2, "--cols", 2, "--spad-depth", 64, "--acc-depth", 16, "--no-add", "--no-pool",
+               "-o", out)
+    assert r.returncode == 0, r.stderr
+    found = ports(out.read_text(), "haneul_datapath")
+    assert "cmd__payload" in found and not any(name.startswith("add_param") for name in found)
 
 
 def test_generate_systolic(tmp_path):

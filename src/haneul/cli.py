@@ -79,10 +79,20 @@ def cmd_run(args):
 
 # Verilog generation ---------------------------------------------------------------------------------------------
 
-#: ``haneul generate --top``: the component to convert and the Verilog module name.
+def _datapath(config, args):
+    from haneul.rtl.datapath import Datapath
+    return Datapath(config, add=False if args.no_add else None, pool=False if args.no_pool else None)
+
+
+def _systolic(config, args):
+    from haneul.rtl.systolic import SystolicArray
+    return SystolicArray(config)
+
+
+#: ``haneul generate --top``: how to build the component, and the Verilog module name.
 GENERATE_TOPS = {
-    "datapath": ("haneul.rtl.datapath", "Datapath", "haneul_datapath"),
-    "systolic": ("haneul.rtl.systolic", "SystolicArray", "haneul_systolic"),
+    "datapath": (_datapath, "haneul_datapath"),
+    "systolic": (_systolic, "haneul_systolic"),
 }
 
 
@@ -94,15 +104,14 @@ def _config_fields():
 
 
 def cmd_generate(args):
-    import importlib
     from amaranth.back import verilog
     from haneul.rtl.config import DatapathConfig
 
     params = {f.name: getattr(args, f.name) for f, _ in _config_fields() if getattr(args, f.name) is not None}
-    module, cls, name = GENERATE_TOPS[args.top]
+    build, name = GENERATE_TOPS[args.top]
     try:
         config = DatapathConfig(**params)
-        top = getattr(importlib.import_module(module), cls)(config)
+        top = build(config, args)
     except (TypeError, ValueError) as e:
         raise HaneulError(f"bad datapath parameters: {e}") from None
     try:
@@ -139,6 +148,8 @@ def build_parser():
         kind = type(field.default)
         p.add_argument(option, dest=field.name, type=kind, metavar="N" if kind is int else "NAME",
                        help=f"DatapathConfig.{field.name} (default {field.default})")
+    p.add_argument("--no-add", action="store_true", help="datapath without the element-wise adder (ADD)")
+    p.add_argument("--no-pool", action="store_true", help="datapath without the pooling unit (POOL)")
     p.add_argument("--top", choices=sorted(GENERATE_TOPS), default="datapath",
                    help="component to convert (default datapath: module haneul_datapath)")
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")

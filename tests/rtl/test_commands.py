@@ -6,13 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Shape
+from amaranth.lib import enum
 from amaranth.sim import Simulator
 
 from haneul.errors import HaneulError
 from haneul.rtl import commands
-from haneul.rtl.commands import (COUNT_WIDTH, CommandError, CommandFormat, CommandWord, ErrorCode, Fence, Matmul, Nop,
-                                 Opcode, Requant, command_table, decode, encode, weight_lines_per_row,
-                                 weight_tile_lines, word_width)
+from haneul.rtl import eltwise, pool
+from haneul.rtl.commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Add, CommandError, CommandFormat, CommandWord, ErrorCode,
+                                 Fence, Matmul, Nop, Opcode, Pool, PoolMode, Requant, command_table, decode, encode,
+                                 weight_lines_per_row, weight_tile_lines, word_width)
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Params
 from haneul.rtl.sequencer import Sequencer
@@ -28,7 +31,18 @@ CONFIGS = [
 
 
 def random_command(cfg, rng):
-    kind = rng.integers(4)
+    kind = rng.integers(6)
+    if kind == 4:
+        count = int(rng.integers(1, cfg.spad_depth + 1))
+        return Add(a_addr=int(rng.integers(0, cfg.spad_depth - count + 1)),
+                   b_addr=int(rng.integers(0, cfg.spad_depth - count + 1)), count=count,
+                   load_params=bool(rng.integers(2)))
+    if kind == 5:
+        count = int(rng.integers(1, min(cfg.spad_depth, 1 << COUNT_WIDTH - 1) + 1))
+        lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+        return Pool(addr=int(rng.integers(0, cfg.spad_depth - count + 1)), count=count,
+                    window=int(rng.integers(1, POOL_MAX_WINDOW + 1)), mode=PoolMode(int(rng.integers(2))),
+                    act_min=lo, act_max=hi)
     if kind == 0:
         return Nop()
     if kind == 1:
@@ -60,7 +74,7 @@ def test_round_trip(cfg, rng):
         if cmd.member:
             args = view.args[cmd.member]
             for name, _ in fmt.layout["args"].shape[cmd.member].shape:
-                assert int(args[name]) == int(getattr(cmd, name))
+                assert args[name] == getattr(cmd, name)
         else:
             assert word == cmd.opcode.value
 
@@ -79,6 +93,9 @@ def test_known_encoding():
     assert word == 1 | 1 << 4 | 2 << 15 | 3 << 26 | 4 << 35 | 1 << 51
     assert encode(Requant(acc_addr=5, count=6, load_params=True)) == 2 | 5 << 4 | 6 << 13 | 1 << 29
     assert encode(Fence()) == 3
+    assert encode(Add(a_addr=1, b_addr=2, count=3, load_params=True)) == 4 | 1 << 4 | 2 << 15 | 3 << 26 | 1 << 42
+    assert (encode(Pool(addr=5, count=12, window=4, mode=PoolMode.AVERAGE, act_min=-5, act_max=100))
+            == 5 | 5 << 4 | 12 << 15 | 4 << 31 | 1 << 40 | (256 - 5) << 41 | 100 << 49)
 
 
 def test_weight_lines():
@@ -107,7 +124,17 @@ def test_weight_lines():
     (Matmul(0, 0, 0, "3"), TypeError, "MATMUL count must be an integer, not '3'"),
     (Matmul(0, 0, 0, True), TypeError, "MATMUL count must be an integer, not True"),
     (Matmul(0, 0, 0, 1, accumulate=2), TypeError, "MATMUL accumulate must be a bool, not 2"),
-    ("MATMUL", TypeError, "Command must be one of Nop, Matmul, Requant, Fence, not 'MATMUL'"),
+    ("MATMUL", TypeError, "Command must be one of Nop, Matmul, Requant, Fence, Add, Pool, not 'MATMUL'"),
+    (Add(0, 2045, 4), CommandError,
+     "ADD second operand would use lines 2045..2048, past the end of the scratchpad (2048 lines)"),
+    (Add(0, 0, 0), CommandError, "ADD count must be at least 1, not 0"),
+    (Pool(0, 4, 0), CommandError, "POOL window must be in 1 .. 256, not 0"),
+    (Pool(0, 4, 257), CommandError, "POOL window must be in 1 .. 256, not 257"),
+    (Pool(0, 4, 512), CommandError, "POOL window 512 does not fit in 9 bits"),
+    (Pool(2000, 100, 4), CommandError,
+     "POOL input would use lines 2000..2099, past the end of the scratchpad (2048 lines)"),
+    (Pool(0, 4, 2, act_max=128), CommandError, "POOL act_max 128 is not in the range -128 .. 127"),
+    (Pool(0, 4, 2, mode=1), TypeError, "POOL mode must be a Mode, not 1"),
 ])
 def test_encode_errors(cmd, error, message):
     with pytest.raises(error, match=re.escape(message)):
@@ -151,15 +178,19 @@ def test_every_field_documented():
 
 # The hardware's checks agree with CommandFormat.check ------------------------------------------------------------
 
-def hardware_verdicts(cfg, words):
+def hardware_verdicts(cfg, words, units=True):
     """Feed each word to a fresh Sequencer whose engines accept everything; return its error code after it."""
     verdicts = []
     for word in words:
-        dut = Sequencer(cfg, Params(cfg.cols))
+        dut = Sequencer(cfg, Params(cfg.cols), add_param_shape=eltwise.Params if units else None,
+                        pool_param_shape=pool.Config if units else None)
         result = []
 
         async def tb(ctx):
-            for run in (dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd):
+            streams = [dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd]
+            if units:
+                streams += [dut.vec_run_a, dut.vec_run_b, dut.pool_param]
+            for run in streams:
                 ctx.set(run.ready, 1)
             ctx.set(dut.drained, 1)
             ctx.set(dut.cmd.payload.as_value(), word)
@@ -182,12 +213,22 @@ def test_hardware_checks_match_encoder(rng):
     fmt = CommandFormat(cfg)
     layout = fmt.layout
     words = [0x5, 0xF]                                      # illegal opcodes
-    for _ in range(14):
-        member = ("matmul", "requant")[int(rng.integers(2))]
-        args = {name: int(rng.integers(0, 1 << field.width)) if name != "count" else int(rng.integers(0, 24))
-                for name, field in layout["args"].shape[member].shape}
-        opcode = Opcode.MATMUL if member == "matmul" else Opcode.REQUANT
-        words.append(layout.const({"opcode": opcode, "args": {member: args}}).as_value().value)
+    opcodes = {"matmul": Opcode.MATMUL, "requant": Opcode.REQUANT, "add": Opcode.ADD, "pool": Opcode.POOL}
+    for _ in range(30):
+        member = list(opcodes)[int(rng.integers(4))]
+        args = {}
+        for name, field in layout["args"].shape[member].shape:
+            if name == "count":
+                args[name] = int(rng.integers(0, 24))
+            elif name == "window":
+                args[name] = int(rng.choice([0, 1, 5, 256, 257, 511]))
+            elif isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
+                args[name] = list(field.shape)[int(rng.integers(len(field.shape)))]
+            elif Shape.cast(field.shape).signed:
+                args[name] = int(rng.integers(-(1 << field.width - 1), 1 << field.width - 1))
+            else:
+                args[name] = int(rng.integers(0, 1 << field.width))
+        words.append(layout.const({"opcode": opcodes[member], "args": {member: args}}).as_value().value)
     words += [fmt.encode(Matmul(56, 56, 0, 8)), fmt.encode(Requant(15, 1)), fmt.encode(Nop()), fmt.encode(Fence())]
     words += [layout.const({"opcode": Opcode.REQUANT, "args": {"requant": {"acc_addr": 3, "count": 0}}})
               .as_value().value]
@@ -200,6 +241,15 @@ def test_hardware_checks_match_encoder(rng):
         except CommandError as e:
             text = str(e)
             expected.append(ErrorCode.ILLEGAL_OPCODE if "Illegal opcode" in text else
-                            ErrorCode.BAD_COUNT if "at least 1" in text else ErrorCode.BAD_RANGE)
-    assert set(expected) == set(ErrorCode)
+                            ErrorCode.BAD_COUNT if "at least 1" in text or "window" in text else
+                            ErrorCode.BAD_RANGE)
+    assert set(expected) == set(ErrorCode) - {ErrorCode.UNSUPPORTED}
     assert hardware_verdicts(cfg, words) == expected
+
+
+def test_hardware_unsupported():
+    cfg = DatapathConfig(rows=4, cols=8, spad_depth=64, acc_depth=16)
+    fmt = CommandFormat(cfg)
+    words = [fmt.encode(Add(0, 8, 4)), fmt.encode(Pool(0, 8, 4)), fmt.encode(Requant(0, 4))]
+    assert hardware_verdicts(cfg, words, units=False) == [ErrorCode.UNSUPPORTED, ErrorCode.UNSUPPORTED,
+                                                          ErrorCode.NONE]

@@ -11,18 +11,19 @@ sequencer's write-after-read ordering.
 """
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from haneul.firmware.gemm import plan_gemm
-from haneul.firmware.ir import Activation
-from haneul.rtl.commands import CommandWord, ErrorCode, Matmul, Opcode, Requant, encode
+from haneul.firmware.ir import Activation, OpType
+from haneul.rtl.commands import Add, CommandWord, ErrorCode, Matmul, Opcode, Pool, PoolMode, Requant, encode
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.datapath import Datapath
-from haneul.sim.golden import kernels
-from haneul.sim.golden.params import activation_range
+from haneul.sim.golden import kernels, params
+from haneul.sim.golden.params import PoolParams, activation_range
 from haneul.sim.golden.quant import quantize_multiplier
 
 CONFIGS = {
@@ -44,10 +45,42 @@ class Job:
     words: list
     params: list
     expected: np.ndarray
+    add_params: list = dataclasses.field(default_factory=list)
 
     @property
     def out_lines(self):
         return self.plan.out_lines
+
+    def mismatch(self, lines):
+        """``None`` if the output lines are right, else a description."""
+        got = self.plan.assemble(lines)
+        if np.array_equal(got, self.expected):
+            return None
+        p = self.plan
+        return (f"GEMM M={p.m} K={p.k} N={p.n} ({p.m_tiles}x{p.k_tiles}x{p.n_tiles} tiles): "
+                f"{np.count_nonzero(got != self.expected)} wrong outputs")
+
+
+@dataclasses.dataclass
+class VectorJob:
+    """An ADD or POOL command list with its scratchpad writes, adder parameter beats and golden output lines."""
+    what: str
+    writes: list
+    words: list
+    expected: np.ndarray                 # out lines x cols
+    add_params: list = dataclasses.field(default_factory=list)
+    params: list = dataclasses.field(default_factory=list)
+    mask: np.ndarray = None              # lanes to compare (default: all)
+
+    @property
+    def out_lines(self):
+        return len(self.expected)
+
+    def mismatch(self, lines):
+        got = np.array(lines, dtype=np.int64).reshape(self.expected.shape)
+        mask = np.ones(self.expected.shape, dtype=bool) if self.mask is None else self.mask
+        wrong = np.count_nonzero((got != self.expected) & mask)
+        return f"{self.what}: {wrong} wrong outputs" if wrong else None
 
 
 def clamp_bounds(kind, rng, zero_point):
@@ -91,6 +124,89 @@ def make_job(cfg, rng, m, k, n, *, half, clamp, single_rounding, m_tile=None, ac
                words=[fmt.encode(c) for c in plan.commands],
                params=plan.param_beats(bias, multiplier, shift, zero_point, act_min, act_max, single_rounding),
                expected=expected)
+
+
+def add_params(rng):
+    """AddParams as the compiler prepares them for random scales, zero points and fused activation."""
+    def tensor(scale, zero_point):
+        return SimpleNamespace(quant=SimpleNamespace(scale=[scale]), scale=scale, zero_point=zero_point)
+    scales = np.float32(2.0) ** rng.uniform(-10, 1, 3)
+    zps = [int(v) for v in rng.integers(-128, 128, 3)]
+    op = SimpleNamespace(type=OpType.ADD, inputs=[tensor(scales[0], zps[0]), tensor(scales[1], zps[1])],
+                         outputs=[tensor(scales[2], zps[2])],
+                         options=SimpleNamespace(activation=list(Activation)[int(rng.integers(len(Activation)))]))
+    return params.prepare(op)
+
+
+def add_payload(p):
+    return {
+        "input1": {"offset": p.input1_offset, "multiplier": p.input1_multiplier, "shift": p.input1_shift},
+        "input2": {"offset": p.input2_offset, "multiplier": p.input2_multiplier, "shift": p.input2_shift},
+        "output_offset": p.output_offset, "output_multiplier": p.output_multiplier, "output_shift": p.output_shift,
+        "act_min": p.act_min, "act_max": p.act_max,
+    }
+
+
+def widen(lines, cfg):
+    """Vector-unit lines (``rows`` lanes) as they appear on ``out`` (``cols`` lanes, the rest zero)."""
+    out = np.zeros((len(lines), cfg.cols), dtype=np.int64)
+    out[:, :cfg.rows] = lines
+    return out
+
+
+def make_add_job(cfg, rng, *, half, pieces, offset=0):
+    """ADD commands over ``pieces`` (line counts), each with new parameters or not, golden from kernels.add."""
+    base = half * (cfg.spad_depth // 2) + offset
+    writes, words, beats, expected = [], [], [], []
+    p = None
+    addr = base
+    for count in pieces:
+        a = rng.integers(-128, 128, (count, cfg.rows), dtype=np.int8)
+        b = rng.integers(-128, 128, (count, cfg.rows), dtype=np.int8)
+        load = p is None or rng.random() < 0.6
+        if load:
+            p = add_params(rng)
+            beats.append(add_payload(p))
+        writes += [(addr + i, a[i]) for i in range(count)] + [(addr + count + i, b[i]) for i in range(count)]
+        words.append(encode(Add(a_addr=addr, b_addr=addr + count, count=count, load_params=load), cfg))
+        expected.append(kernels.add(a, b, p))
+        addr += 2 * count
+    assert addr <= (half + 1) * (cfg.spad_depth // 2)
+    return VectorJob(what=f"ADD {pieces}", writes=writes, words=words, add_params=beats,
+                     expected=widen(np.concatenate(expected), cfg))
+
+
+def pool_windows(x, window, mode, act_min, act_max):
+    """The golden pooling of consecutive windows of ``window`` lines of ``x`` (the last one may be shorter)."""
+    out = []
+    for start in range(0, len(x), window):
+        win = x[start:start + window]
+        n = len(win)
+        p = PoolParams(filter=(1, n), stride=(1, n), padding=((0, 0), (0, 0)), output_size=(1, 1),
+                       act_min=act_min, act_max=act_max)
+        kernel = kernels.max_pool_2d if mode is PoolMode.MAX else kernels.average_pool_2d
+        out.append(kernel(win.reshape(1, 1, n, -1), p).reshape(-1))
+    return np.array(out)
+
+
+def make_pool_job(cfg, rng, *, half, pieces, offset=0):
+    """POOL commands over ``pieces`` ((lines, window)), random mode and clamp, golden from the pooling kernels."""
+    base = half * (cfg.spad_depth // 2) + offset
+    writes, words, expected = [], [], []
+    addr = base
+    for count, window in pieces:
+        x = rng.integers(-128, 128, (count, cfg.rows), dtype=np.int8)
+        if rng.random() < 0.3:
+            x[rng.random(x.shape) < 0.5] = int(rng.choice([-128, 127]))
+        mode = PoolMode(int(rng.integers(2)))
+        act_min, act_max = clamp_bounds(CLAMPS[int(rng.integers(len(CLAMPS)))], rng, int(rng.integers(-20, 20)))
+        writes += [(addr + i, x[i]) for i in range(count)]
+        words.append(encode(Pool(addr=addr, count=count, window=window, mode=mode, act_min=act_min,
+                                 act_max=act_max), cfg))
+        expected.append(pool_windows(x, window, mode, act_min, act_max))
+        addr += count
+    assert addr <= (half + 1) * (cfg.spad_depth // 2)
+    return VectorJob(what=f"POOL {pieces}", writes=writes, words=words, expected=widen(np.concatenate(expected), cfg))
 
 
 def fits(cfg, m, k, n, m_tile=None):
@@ -179,6 +295,11 @@ class Harness:
             for beat in job.params:
                 await self._send(ctx, self.dut.ppu_param, beat, "param")
 
+    async def add_param_driver(self, ctx):
+        for job in self.jobs:
+            for beat in job.add_params:
+                await self._send(ctx, self.dut.add_param, beat, "param")
+
     async def sink(self, ctx):
         dut, cols = self.dut, self.cfg.cols
         total = int(self.cum[-1])
@@ -207,24 +328,25 @@ class Harness:
                 break
         self.done = True
 
+    def testbenches(self):
+        benches = [self.loader, self.commander, self.param_driver, self.sink]
+        if any(job.add_params for job in self.jobs):
+            benches.append(self.add_param_driver)
+        return benches
+
     def run(self):
         sim = Simulator(self.dut)
         sim.add_clock(1e-8)
-        for tb in (self.loader, self.commander, self.param_driver, self.sink):
+        for tb in self.testbenches():
             sim.add_testbench(tb)
         sim.run()
         return self
 
-    def results(self):
-        return [job.plan.assemble(self.out[self.cum[g]:self.cum[g + 1]]) for g, job in enumerate(self.jobs)]
-
 
 def check(harness):
-    for g, (job, got) in enumerate(zip(harness.jobs, harness.results())):
-        p = job.plan
-        assert np.array_equal(got, job.expected), (
-            f"GEMM {g} (M={p.m} K={p.k} N={p.n}, {p.m_tiles}x{p.k_tiles}x{p.n_tiles} tiles): "
-            f"{np.count_nonzero(got != job.expected)} wrong outputs")
+    for g, job in enumerate(harness.jobs):
+        problem = job.mismatch(harness.out[harness.cum[g]:harness.cum[g + 1]])
+        assert problem is None, f"job {g}: {problem}"
 
 
 # Tests ------------------------------------------------------------------------------------------------------------
@@ -391,13 +513,78 @@ def test_fence_and_nop(rng):
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    for tb in (h.loader, h.commander, h.param_driver, h.sink, watch):
+    for tb in h.testbenches() + [watch]:
         sim.add_testbench(tb)
     sim.run()
     check(h)
     # The NOP after the FENCE entered the command register only after the FENCE left it, i.e. after the last
     # output line (at most one more line can be in the sink's sampling window).
     assert fence_seen and fence_seen[0] >= job.out_lines - 1
+
+
+@pytest.mark.parametrize("name", ["4x4", "4x8"])
+def test_vector_units(name, rng):
+    """ADD and POOL (with new or kept adder parameters, windows that do not divide the lines, windows longer than
+    the lines, all clamp modes), interleaved with GEMMs: each output line in command order, bit-exact."""
+    cfg = CONFIGS[name]
+    jobs = [
+        make_add_job(cfg, rng, half=0, pieces=[5, 1, 8]),
+        make_pool_job(cfg, rng, half=1, pieces=[(12, 4), (7, 3), (3, 5), (6, 1)]),
+        make_job(cfg, rng, *random_shape(cfg, rng), half=0, clamp="relu6", single_rounding=True),
+        make_pool_job(cfg, rng, half=1, pieces=[(9, 9), (10, 4)]),
+        make_add_job(cfg, rng, half=0, pieces=[3, 6]),
+        make_job(cfg, rng, *random_shape(cfg, rng), half=1, clamp="none", single_rounding=False),
+    ]
+    h = Harness(cfg, jobs, rng).run()
+    check(h)
+    assert not h.trace[-1][2]
+
+
+def test_vector_units_back_to_back(rng):
+    """ADD and POOL commands mixed into a GEMM's commands, sent without waiting: the output keeps command order
+    across every switch between the requantiser, the adder and the pooling unit."""
+    cfg = CONFIGS["4x8"]
+    gemm = make_job(cfg, rng, 6, 5, 17, half=0, clamp="none", single_rounding=False)
+    add = make_add_job(cfg, rng, half=1, pieces=[4, 2])
+    pool = make_pool_job(cfg, rng, half=1, pieces=[(8, 2)], offset=12)
+    split = [type(c) for c in gemm.plan.commands].index(Requant) + 1       # after the first REQUANT
+    gemm_lines, gemm_mask = gemm_out_lines(gemm)
+    first = gemm.plan.readouts[0].rows
+    parts = [add.expected[:4], gemm_lines[:first], pool.expected, gemm_lines[first:], add.expected[4:]]
+    masks = [np.ones_like(add.expected[:4], dtype=bool), gemm_mask[:first], np.ones_like(pool.expected, dtype=bool),
+             gemm_mask[first:], np.ones_like(add.expected[4:], dtype=bool)]
+    mixed = VectorJob(what="mixed", writes=gemm.writes + add.writes + pool.writes,
+                      words=add.words[:1] + gemm.words[:split] + pool.words + gemm.words[split:] + add.words[1:],
+                      expected=np.concatenate(parts), mask=np.concatenate(masks),
+                      add_params=add.add_params, params=gemm.params)
+    check(Harness(cfg, [mixed], rng, cmd_gap=0.1).run())
+
+
+def gemm_out_lines(job):
+    """The lines a GEMM job sends on ``out``, in order, from its golden result, and the mask of their lanes that
+    hold output channels (the others are zero padding)."""
+    cols = job.plan.config.cols
+    lines, mask = [], []
+    for r in job.plan.readouts:
+        for i in range(r.rows):
+            chunk = job.expected[r.m0 + i, r.n_tile * cols:(r.n_tile + 1) * cols]
+            lines.append(np.pad(chunk.astype(np.int64), (0, cols - len(chunk))))
+            mask.append(np.arange(cols) < len(chunk))
+    return np.array(lines), np.array(mask)
+
+
+def test_without_vector_units(rng):
+    """A datapath built without the adder and the pooling unit flags ADD and POOL as unsupported."""
+    cfg = CONFIGS["2x2"]
+    dut = Datapath(cfg, add=False, pool=False)
+    assert not hasattr(dut, "add_param")
+    job = make_job(cfg, rng, 3, 3, 3, half=0, clamp="none", single_rounding=False)
+    job.words = job.words + [encode(Pool(0, 4, 2), cfg)]
+    h = Harness(cfg, [job], rng)
+    h.dut = dut
+    h.run()
+    check(h)
+    assert h.trace[-1][2] and h.trace[-1][3] == ErrorCode.UNSUPPORTED
 
 
 def test_constructor_checks():
@@ -407,3 +594,10 @@ def test_constructor_checks():
         Datapath(DatapathConfig(rows=2, cols=2, acc_width=24))
     with pytest.raises(ValueError, match="input width must be 8"):
         Datapath(DatapathConfig(rows=2, cols=2, input_width=6))
+    with pytest.raises(ValueError, match=r"The adder needs rows <= cols"):
+        Datapath(DatapathConfig(rows=4, cols=2), add=True)
+    with pytest.raises(TypeError, match="Option pool must be a bool or None"):
+        Datapath(DatapathConfig(rows=2, cols=2), pool="yes")
+    wide = Datapath(DatapathConfig(rows=4, cols=2))
+    assert not wide.has_add and not wide.has_pool
+    assert Datapath(DatapathConfig(rows=2, cols=4)).has_add
