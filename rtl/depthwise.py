@@ -1,0 +1,620 @@
+"""Depthwise convolution: a vector unit beside the systolic array, and the sliding-window buffer that feeds it.
+
+DEPTHWISE_CONV_2D computes every output channel from its own input channel only. The weight-stationary systolic
+array broadcasts each activation element along a row to all of its columns, so a depthwise layer can use one column
+per activation vector (9 of 256 multipliers for a 3 x 3 kernel). :class:`DepthwiseUnit` is shaped for the operator
+instead: ``lanes`` channels side by side, each with ``taps`` multipliers and an adder tree, one output pixel of
+``lanes`` channels per cycle::
+
+    acc[l] = sum(w[t][l] * (x[t][l] - zero_point) for every tap t whose mask bit is set)      (int32, per lane l)
+
+where ``x[t]`` is the input line (one pixel, ``lanes`` channels) under tap ``t`` of the kernel and ``w[t]`` the
+weight line of that tap. Taps outside the image (padding) have their mask bit cleared and contribute 0, exactly as
+TFLite's zero-point padding does after the input offset. The accumulators go to the requantiser
+(:class:`haneul.rtl.ppu.Requantizer`), whose input stream has exactly the signature of :attr:`DepthwiseUnit.result`.
+
+Kernels with more than ``taps`` taps are computed in *passes*: the weight set holds up to ``passes * taps`` weight
+lines, and an output pixel is sent as several consecutive window beats (pass ``p`` multiplies with weight lines
+``p * taps .. p * taps + taps - 1``), summed inside the unit; only the final pass produces an output.
+
+:class:`WindowBuffer` turns a stream of *columns* (``kh`` lines of one input column) into windows of ``kh x kw``
+lines, keeping the last ``kw`` columns: at stride 1 each output pixel needs one new column (``kh`` line reads)
+instead of a whole window (``kh * kw`` reads). :func:`column_schedule` is the loop nest the sequencer runs to
+produce those columns (and the reference the tests drive the hardware with). See ``docs/depthwise.md``.
+"""
+
+import dataclasses
+from math import ceil, log2
+
+from amaranth.hdl import EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import DatapathConfig
+
+__all__ = ["WindowBeat", "WeightBeat", "ColumnBeat", "DepthwiseUnit", "WindowBuffer", "Column", "column_schedule"]
+
+
+def _check_count(value, what):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be a positive integer, not {value!r}")
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+
+
+def _kept(m, value, name):
+    """``value`` through a wire Yosys keeps, so that consecutive additions stay separate two-input adders (carry
+    chains on ECP5) instead of being merged into one multi-operand ``$macc`` cell mapped to LUT full adders."""
+    wire = Signal(value.shape(), name=name, attrs={"keep": 1})
+    m.d.comb += wire.eq(value)
+    return wire
+
+
+def _shift_add(m, x, w, name):
+    """``x * w`` (both signed) as a shift-and-add multiplier in LUTs and carry chains.
+
+    ``w = -2**(n-1) w[n-1] + sum(2**i w[i])``: the rows ``(x if w[i] else 0) << i`` are summed pairwise, the sign row
+    subtracted (always the right operand of its adder).
+    """
+    n = len(w)
+    rows = [(Mux(w[i], x, 0).as_signed() << i, i == n - 1) for i in range(n)]
+    level = 0
+    while len(rows) > 1:
+        paired = []
+        for k in range(0, len(rows) - 1, 2):
+            (a, _), (b, negate) = rows[k], rows[k + 1]
+            paired.append((_kept(m, a - b if negate else a + b, f"{name}_r{level}_{k // 2}"), False))
+        if len(rows) % 2:
+            paired.append(rows[-1])
+        rows = paired
+        level += 1
+    (value, negate), = rows
+    return -value if negate else value
+
+
+def _config(config, lanes):
+    if config is None:
+        config = DatapathConfig()
+    elif not isinstance(config, DatapathConfig):
+        raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
+    if lanes is None:
+        lanes = config.cols
+    _check_count(lanes, "Lane count")
+    return config, lanes
+
+
+# Stream payloads ------------------------------------------------------------------------------------------------
+
+class WindowBeat(data.StructLayout):
+    """Payload of the window stream: the input lines under the kernel for one output pixel (or one pass of it).
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Element shape (``config.input_shape``).
+    lanes : int
+        Channels per line.
+    taps : int
+        Lines per window.
+
+    Members
+    -------
+    data : ArrayLayout(ArrayLayout(signed(input_width), lanes), taps)
+        ``data[t][l]`` is channel ``l`` of the input pixel under tap ``t``. For a ``kh x kw`` kernel tap
+        ``t = i * kw + j`` is kernel row ``i``, column ``j`` (the order of TFLite's ``[1, KH, KW, C]`` filter).
+    mask : unsigned(taps)
+        Bit ``t`` set: tap ``t`` is inside the image. A cleared bit makes the tap contribute 0 whatever ``data[t]``
+        and its weight are (zero-point padding without materialised padding lines).
+    final : unsigned(1)
+        Final (or only) pass of its output pixel: the accumulated sum is output. A pixel of ``P`` passes is ``P``
+        consecutive beats, the last with ``final`` set.
+    last : unsigned(1)
+        Last window of the channel group: the next window uses the next weight set. Set it only with ``final``.
+    """
+
+    def __init__(self, config, lanes, taps):
+        super().__init__({
+            "data":  data.ArrayLayout(data.ArrayLayout(config.input_shape, lanes), taps),
+            "mask":  unsigned(taps),
+            "final": unsigned(1),
+            "last":  unsigned(1),
+        })
+
+
+class WeightBeat(data.StructLayout):
+    """Payload of the weight stream: one weight line of a channel group's weight set.
+
+    A weight set is 1 to ``passes * taps`` beats, line 0 first, the last with ``last`` set (the set also closes by
+    itself after ``passes * taps`` beats). Lines that a set does not send are zero.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Element shape (``config.input_shape``).
+    lanes : int
+        Channels per line.
+
+    Members
+    -------
+    data : ArrayLayout(signed(input_width), lanes)
+        ``data[l]`` is the weight of channel ``l`` of the group at this line's tap (``filter[0, i, j, c]``).
+    zero_point : signed(input_width)
+        Zero point of the input tensor (TFLite's ``-input_offset``), subtracted from every element of the windows
+        that use this weight set. The value of the set's last beat counts.
+    last : unsigned(1)
+        Last line of the set.
+    """
+
+    def __init__(self, config, lanes):
+        super().__init__({
+            "data":       data.ArrayLayout(config.input_shape, lanes),
+            "zero_point": config.input_shape,
+            "last":       unsigned(1),
+        })
+
+
+class ColumnBeat(data.StructLayout):
+    """Payload of the column stream of :class:`WindowBuffer`: the ``kh`` input lines of one input column.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Element shape (``config.input_shape``).
+    lanes : int
+        Channels per line.
+    kh : int
+        Lines per column (kernel height).
+
+    Members
+    -------
+    data : ArrayLayout(ArrayLayout(signed(input_width), lanes), kh)
+        ``data[i]`` is the input pixel under kernel row ``i`` in this column.
+    mask : unsigned(kh)
+        Bit ``i`` set: line ``i`` is inside the image (cleared: padding; ``data[i]`` is ignored and need not be read).
+    start : unsigned(1)
+        First column of a row of windows: the ``kw - 1`` older columns in the buffer become padding (mask 0) as this
+        column shifts in, so left padding costs no column beats.
+    emit : unsigned(1)
+        After this column has shifted in, the buffer holds a complete window: output it.
+    last : unsigned(1)
+        Copied to ``last`` of the emitted window (last window of the channel group).
+    """
+
+    def __init__(self, config, lanes, kh):
+        super().__init__({
+            "data":  data.ArrayLayout(data.ArrayLayout(config.input_shape, lanes), kh),
+            "mask":  unsigned(kh),
+            "start": unsigned(1),
+            "emit":  unsigned(1),
+            "last":  unsigned(1),
+        })
+
+
+# The vector unit ------------------------------------------------------------------------------------------------
+
+class DepthwiseUnit(wiring.Component):
+    """Depthwise convolution vector unit: ``lanes`` channels x ``taps`` int8 multipliers, int32 accumulation.
+
+    A *channel group* is a weight set on ``weight`` (the kernel of ``lanes`` channels and the input zero point) and
+    ``M >= 1`` output pixels on ``window``, the last beat with ``last`` set. Every output pixel yields one beat on
+    ``result`` with the ``lanes`` int32 sums (bias and requantisation follow in the requantiser)::
+
+        result[l] = sum(weight_line[p * taps + t][l] * (window_p.data[t][l] - zero_point)
+                        for each pass p of the pixel, for t in range(taps) if window_p.mask[t])
+
+    computed exactly (the int32 sum wraps only beyond ``2**31``, as TFLite's int32 accumulator would). The ``n``-th
+    beat of a pixel uses weight slice ``p = n`` (beats beyond ``passes`` reuse the last slice).
+
+    Weight sets are double-buffered: the *shadow* set is loaded while the *active* set computes.
+
+    * ``weight.ready`` is high until a whole set is in the shadow registers (a beat with ``last``, or
+      ``weight_lines`` beats), and again from the cycle after the first window of the set before it was accepted.
+    * ``window.ready`` is low for the first window of a group (the first after reset or after a ``last``) until its
+      weight set is complete; accepting that window makes the shadow set active.
+    * After reset the active set is zero; every group brings its own set.
+
+    The datapath is a pipeline with one stall enable, ``~result.valid | result.ready``: when a result is offered and
+    not taken, nothing moves and ``window.ready`` is low. A cycle without ``window.valid`` is a bubble.
+
+    Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when not stalled
+    (``latency = 3 + ceil(ceil(log2(taps)) / 2)``: 5 for 9 taps): stage 1 subtracts the zero point and applies the
+    mask, stage 2 registers the products, then two adder-tree levels per stage, then the pass accumulator, which is
+    the output register. Throughput: one window beat per cycle, also across groups when each group has more window
+    beats than the next group's weight set has lines (the next set loads, one line per cycle, from the cycle after
+    the current group's first window).
+
+    Parameters
+    ----------
+    config : DatapathConfig, optional
+        Input and accumulator widths (``input_width``, ``acc_width``) and the default lane count (``cols``).
+    lanes : int, optional
+        Channels computed in parallel. Default ``config.cols`` (16).
+    taps : int
+        Multipliers per lane, i.e. lines per window beat. Default 9 (a 3 x 3 kernel in one pass).
+    passes : int
+        Passes per output pixel the weight set has room for: kernels up to ``passes * taps`` taps. Default 2
+        (18 taps: every depthwise kernel of the MLPerf Tiny models, up to sww01's 15 x 1).
+    multiplier : str
+        ``"lut"`` (default): shift-and-add multipliers in LUTs and carry chains, since the systolic array takes the
+        DSP blocks; ``"dsp"``: ``$mul`` cells, which Yosys maps to DSP blocks (one ``MULT18X18D`` each on ECP5).
+
+    Members
+    -------
+    window : In(stream.Signature(WindowBeat(config, lanes, taps)))
+        Input windows.
+    weight : In(stream.Signature(WeightBeat(config, lanes)))
+        Weight lines and the input zero point.
+    result : Out(stream.Signature(ArrayLayout(signed(acc_width), lanes)))
+        One int32 sum per lane and output pixel.
+
+    Attributes
+    ----------
+    config : DatapathConfig
+    lanes, taps, passes : int
+    multiplier : str
+    weight_lines : int
+        Lines of one weight set, ``passes * taps``.
+    latency : int
+        Cycles from accepting a final window to its result, ``3 + ceil(ceil(log2(taps)) / 2)``.
+    """
+
+    #: Multiplier implementations: ``"lut"`` (shift-and-add in LUTs and carry chains) or ``"dsp"`` (``$mul`` cells,
+    #: one DSP multiplier each).
+    MULTIPLIERS = ("lut", "dsp")
+
+    def __init__(self, config=None, *, lanes=None, taps=9, passes=2, multiplier="lut"):
+        config, lanes = _config(config, lanes)
+        _check_count(taps, "Tap count")
+        _check_count(passes, "Pass count")
+        if multiplier not in self.MULTIPLIERS:
+            raise ValueError(f"Multiplier must be one of {', '.join(map(repr, self.MULTIPLIERS))}, "
+                             f"not {multiplier!r}")
+        # A product of (x - zero_point), 9 bits, and a weight: at most 2**(2w-1) - 2**(w-1) in magnitude.
+        worst = passes * taps * (2 * (1 << (config.input_width - 1)) - 1) * (1 << (config.input_width - 1))
+        if worst > (1 << (config.acc_width - 1)) - 1:
+            raise ValueError(f"Accumulator width {config.acc_width} cannot hold {passes * taps} products of "
+                             f"{config.input_width}-bit inputs (up to {worst})")
+        self.config = config
+        self.lanes = lanes
+        self.taps = taps
+        self.passes = passes
+        self.multiplier = multiplier
+        self.weight_lines = passes * taps
+        self.tree_levels = ceil(log2(taps)) if taps > 1 else 0
+        self.latency = 3 + ceil(self.tree_levels / 2)
+        super().__init__({
+            "window": In(stream.Signature(WindowBeat(config, lanes, taps))),
+            "weight": In(stream.Signature(WeightBeat(config, lanes))),
+            "result": Out(stream.Signature(data.ArrayLayout(config.acc_shape, lanes))),
+        })
+
+    def elaborate(self, platform):
+        cfg, lanes, taps, passes = self.config, self.lanes, self.taps, self.passes
+        lines = self.weight_lines
+        m = Module()
+
+        # Everything in `pipe` advances together, only when the output register is empty or being accepted.
+        pipe = Module()
+        en = Signal()
+        m.d.comb += en.eq(~self.result.valid | self.result.ready)
+        m.submodules.pipe = EnableInserter(en)(pipe)
+
+        # Weight sets: shadow (loading) and active (computing) -----------------------------------------------------
+
+        set_layout = data.ArrayLayout(data.ArrayLayout(cfg.input_shape, lanes), lines)
+        shadow = Signal(set_layout)
+        active = Signal(set_layout)
+        shadow_zp = Signal(cfg.input_shape)
+        active_zp = Signal(cfg.input_shape)
+        # Which lines the set sent: a line it did not send acts as zero, through the window mask (cheaper than
+        # clearing the weight registers: they then load with a clock enable and no data multiplexer).
+        shadow_sent = Signal(lines)
+        active_sent = Signal(lines)
+        count = Signal(range(lines))             # lines of the shadow set received so far (while not full)
+        shadow_full = Signal()
+        need_swap = Signal(init=1)               # the next accepted window starts a group
+
+        m.d.comb += [
+            self.weight.ready.eq(~shadow_full),
+            self.window.ready.eq(en & (~need_swap | shadow_full)),
+        ]
+        accept = Signal()
+        swap = Signal()
+        m.d.comb += [
+            accept.eq(self.window.valid & self.window.ready),
+            swap.eq(accept & need_swap),
+        ]
+        w_fire = self.weight.valid & self.weight.ready
+
+        with m.If(accept):
+            m.d.sync += need_swap.eq(self.window.payload.last)
+        # A swap needs a full shadow set and a weight line a non-full one: never both in one cycle.
+        with m.If(swap):
+            m.d.sync += [
+                active.eq(shadow),
+                active_zp.eq(shadow_zp),
+                active_sent.eq(shadow_sent),
+                shadow_full.eq(0),
+                count.eq(0),
+            ]
+        with m.Elif(w_fire):
+            for line in range(lines):
+                with m.If(count == line):
+                    m.d.sync += [
+                        shadow[line].eq(self.weight.payload.data),
+                        shadow_sent[line].eq(1),
+                    ]
+                with m.Elif(count == 0):          # the first line of a new set
+                    m.d.sync += shadow_sent[line].eq(0)
+            m.d.sync += [
+                shadow_zp.eq(self.weight.payload.zero_point),
+                shadow_full.eq(self.weight.payload.last | (count == lines - 1)),
+                count.eq(count + 1),
+            ]
+
+        # Pass counter: the n-th beat of an output pixel uses weight lines n * taps ... -------------------------------
+
+        step = Signal(range(passes))
+        in_pixel = Signal()                      # the next beat continues an output pixel (not its first pass)
+        with m.If(accept):
+            m.d.sync += in_pixel.eq(~self.window.payload.final)
+        if passes > 1:
+            with m.If(accept):
+                with m.If(self.window.payload.final):
+                    m.d.sync += step.eq(0)
+                with m.Elif(step != passes - 1):
+                    m.d.sync += step.eq(step + 1)
+
+        # Stage 1: zero point and mask (the window's own weight set is active from the cycle after its acceptance,
+        # so the zero point and the sent lines are taken from the shadow set when this window swaps) ----------------
+
+        zero_point = Mux(swap, shadow_zp, active_zp)
+        sent = Mux(swap, shadow_sent, active_sent)
+        x1 = []
+        for t in range(taps):
+            tap_sent = sent[t]
+            for p in range(1, passes):
+                tap_sent = Mux(step == p, sent[p * taps + t], tap_sent)
+            use = Signal(name=f"use_t{t}")
+            m.d.comb += use.eq(self.window.payload.mask[t] & tap_sent)
+            row = []
+            for lane in range(lanes):
+                reg = Signal(signed(cfg.input_width + 1), name=f"x_t{t}_l{lane}")
+                element = self.window.payload.data[t][lane]
+                pipe.d.sync += reg.eq(Mux(use, element - zero_point, 0))
+                row.append(reg)
+            x1.append(row)
+        valid1 = Signal()
+        first1 = Signal()
+        final1 = Signal()
+        step1 = Signal.like(step)
+        pipe.d.sync += [
+            valid1.eq(accept),
+            first1.eq(~in_pixel),
+            final1.eq(self.window.payload.final),
+            step1.eq(step),
+        ]
+
+        # Stage 2: products. Only this stage reads the active weights: the window in stage 1 always belongs to the
+        # active set (the next group's first window swaps it in the same edge that moves this one to stage 2) -------
+
+        sums = []                                # sums[lane]: the terms of the current tree level
+        for lane in range(lanes):
+            terms = []
+            for t in range(taps):
+                w = active[t][lane]
+                for p in range(1, passes):
+                    w = Mux(step1 == p, active[p * taps + t][lane], w)
+                prod = Signal(signed(2 * cfg.input_width + 1), name=f"prod_t{t}_l{lane}")
+                if self.multiplier == "dsp":
+                    pipe.d.sync += prod.eq(x1[t][lane] * w)
+                else:
+                    pipe.d.sync += prod.eq(_shift_add(pipe, x1[t][lane], w, f"mul_t{t}_l{lane}"))
+                terms.append(prod)
+            sums.append(terms)
+
+        def delay(value, name):
+            reg = Signal.like(value, name=name)
+            pipe.d.sync += reg.eq(value)
+            return reg
+
+        valid, first, final = (delay(valid1, "valid_s2"), delay(first1, "first_s2"), delay(final1, "final_s2"))
+
+        # Adder tree: two levels of pairwise additions per stage ----------------------------------------------------
+
+        for stage in range(ceil(self.tree_levels / 2)):
+            for lane in range(lanes):
+                terms = sums[lane]
+                for level in range(min(2, self.tree_levels - 2 * stage)):
+                    terms = [_kept(pipe, terms[k] + terms[k + 1], f"sum{2 * stage + level}_{k // 2}_l{lane}")
+                             if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
+                regs = []
+                for k, value in enumerate(terms):
+                    reg = Signal(value.shape(), name=f"tree{stage + 1}_{k}_l{lane}")
+                    pipe.d.sync += reg.eq(value)
+                    regs.append(reg)
+                sums[lane] = regs
+            valid = delay(valid, f"valid_t{stage + 1}")
+            first = delay(first, f"first_t{stage + 1}")
+            final = delay(final, f"final_t{stage + 1}")
+
+        # Pass accumulator = output register --------------------------------------------------------------------------
+
+        out_valid = Signal()
+        acc = Signal(data.ArrayLayout(cfg.acc_shape, lanes))
+        pipe.d.sync += out_valid.eq(valid & final)
+        with pipe.If(valid):
+            for lane in range(lanes):
+                total = Mux(first, 0, acc[lane]) + sums[lane][0]
+                pipe.d.sync += acc[lane].eq(total[:cfg.acc_width])
+        m.d.comb += [
+            self.result.valid.eq(out_valid),
+            self.result.payload.eq(acc),
+        ]
+        return m
+
+
+# Sliding-window buffer --------------------------------------------------------------------------------------------
+
+class WindowBuffer(wiring.Component):
+    """Sliding window of ``kh x kw`` input lines, built from a stream of ``kh``-line columns.
+
+    The buffer holds the last ``kw`` columns. A column beat shifts in as the newest (rightmost) column; with
+    ``start`` the older ``kw - 1`` columns become padding first; with ``emit`` the ``kh x kw`` window the buffer then
+    holds is output on ``window``, as tap ``t = i * kw + j`` (kernel row ``i``, column ``j``, ``j = 0`` the oldest
+    column). Along a row of output pixels at stride ``s`` each window needs only ``s`` new columns, so a 3 x 3
+    stride-1 window costs 3 line reads instead of 9 (see :func:`column_schedule`).
+
+    The window is read straight from the column registers (no copy): ``column.ready = ~window.valid |
+    window.ready``, so a column shifts in only when the previous window has been taken. A column accepted in cycle
+    ``t`` with ``emit`` makes ``window`` valid from cycle ``t + 1``; one column per cycle.
+
+    ``window`` has the layout :class:`WindowBeat` ``(config, lanes, kh * kw)`` with ``final`` set, so it connects to
+    a :class:`DepthwiseUnit` of ``taps = kh * kw`` with :func:`wiring.connect`.
+
+    Parameters
+    ----------
+    config : DatapathConfig, optional
+        Element shape and the default lane count (``cols``).
+    lanes : int, optional
+        Channels per line. Default ``config.cols``.
+    kh, kw : int
+        Window height (lines per column) and width (columns). Default 3 x 3.
+
+    Members
+    -------
+    column : In(stream.Signature(ColumnBeat(config, lanes, kh)))
+    window : Out(stream.Signature(WindowBeat(config, lanes, kh * kw)))
+    """
+
+    def __init__(self, config=None, *, lanes=None, kh=3, kw=3):
+        config, lanes = _config(config, lanes)
+        _check_count(kh, "Window height")
+        _check_count(kw, "Window width")
+        self.config = config
+        self.lanes = lanes
+        self.kh = kh
+        self.kw = kw
+        self.taps = kh * kw
+        self.latency = 1
+        super().__init__({
+            "column": In(stream.Signature(ColumnBeat(config, lanes, kh))),
+            "window": Out(stream.Signature(WindowBeat(config, lanes, kh * kw))),
+        })
+
+    def elaborate(self, platform):
+        kh, kw = self.kh, self.kw
+        m = Module()
+        col_layout = data.ArrayLayout(data.ArrayLayout(self.config.input_shape, self.lanes), kh)
+        cols = [Signal(col_layout, name=f"col{j}") for j in range(kw)]
+        masks = [Signal(kh, name=f"mask{j}") for j in range(kw)]
+        out_valid = Signal()
+        out_last = Signal()
+
+        beat = self.column.payload
+        m.d.comb += self.column.ready.eq(~self.window.valid | self.window.ready)
+        with m.If(self.column.valid & self.column.ready):
+            for j in range(kw - 1):
+                m.d.sync += [
+                    cols[j].eq(cols[j + 1]),
+                    masks[j].eq(Mux(beat.start, 0, masks[j + 1])),
+                ]
+            m.d.sync += [
+                cols[kw - 1].eq(beat.data),
+                masks[kw - 1].eq(beat.mask),
+                out_valid.eq(beat.emit),
+                out_last.eq(beat.last),
+            ]
+        with m.Elif(self.window.ready):
+            m.d.sync += out_valid.eq(0)
+
+        for i in range(kh):
+            for j in range(kw):
+                t = i * kw + j
+                m.d.comb += [
+                    self.window.payload.data[t].eq(cols[j][i]),
+                    self.window.payload.mask[t].eq(masks[j][i]),
+                ]
+        m.d.comb += [
+            self.window.valid.eq(out_valid),
+            self.window.payload.final.eq(1),
+            self.window.payload.last.eq(out_last),
+        ]
+        return m
+
+
+# The sequencer's loop nest ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column beat of :func:`column_schedule`.
+
+    Attributes
+    ----------
+    iw : int or None
+        Input column, or ``None`` for a padding column (nothing is read; the mask is 0).
+    rows : tuple of (int or None)
+        Input row under each kernel row, ``None`` where it is padding (not read; mask bit 0).
+    start, emit : bool
+        The :class:`ColumnBeat` flags.
+    ow : int or None
+        Output column of the window emitted after this column (``None`` without ``emit``).
+    """
+    iw: object
+    rows: tuple
+    start: bool
+    emit: bool
+    ow: object
+
+    @property
+    def reads(self):
+        """Scratchpad lines this column reads."""
+        return 0 if self.iw is None else sum(r is not None for r in self.rows)
+
+
+def column_schedule(in_size, kernel, stride, padding, out_size):
+    """The column beats that make :class:`WindowBuffer` emit every window of a convolution, in output order.
+
+    This is the loop nest of the sequencer for one channel group (dilation 1). For each output row ``oh`` the input
+    rows ``oh * sh - pt + i`` (``i < kh``) are fixed; the columns ``ow * sw - pl + j`` are pushed left to right,
+    each one once, the first of the row with ``start`` (so left padding is free) and the last column of each window
+    with ``emit``. Columns left of the image are never pushed; columns right of it are padding beats (no read).
+
+    Parameters
+    ----------
+    in_size : (int, int)
+        Input height and width.
+    kernel : (int, int)
+        Kernel height and width (``kh x kw`` of the buffer).
+    stride : (int, int)
+    padding : ((int, int), (int, int))
+        ``((top, bottom), (left, right))``, as in :class:`haneul.sim.golden.params.ConvParams`.
+    out_size : (int, int)
+        Output height and width.
+
+    Returns
+    -------
+    list of (int, list of Column)
+        For every output row ``oh``: ``(oh, columns)``; the columns emit ``out_size[1]`` windows in order.
+    """
+    (h, w), (kh, kw), (sh, sw) = in_size, kernel, stride
+    (pt, _), (pl, _) = padding
+    oh_count, ow_count = out_size
+    plan = []
+    for oh in range(oh_count):
+        rows = tuple(r if 0 <= r < h else None for r in (oh * sh - pt + i for i in range(kh)))
+        columns = []
+        pushed = None                            # the last column pushed in this row
+        for ow in range(ow_count):
+            left = ow * sw - pl
+            right = left + kw - 1
+            first = max(left, 0) if pushed is None else max(left, pushed + 1)
+            if pushed is None and right < 0:
+                raise ValueError("a window entirely inside the left padding")
+            for c in range(first, right + 1):
+                iw = c if c < w else None
+                columns.append(Column(iw=iw, rows=rows, start=pushed is None, emit=c == right,
+                                      ow=ow if c == right else None))
+                pushed = c
+        plan.append((oh, columns))
+    return plan

@@ -1,0 +1,590 @@
+# amaranth: UnusedElaboratable=no
+"""Depthwise vector unit and sliding-window buffer: bit-exact against numpy and the golden model's
+``depthwise_conv_2d``, under random valid and ready gaps.
+
+Run with ``pytest -W error::DeprecationWarning tests/rtl/test_depthwise.py``.
+"""
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil, verilog
+from amaranth.hdl import Module, signed
+from amaranth.lib import data, wiring
+from amaranth.sim import Simulator
+
+from haneul.rtl import ppu
+from haneul.rtl.config import DatapathConfig
+from haneul.rtl.depthwise import DepthwiseUnit, WindowBuffer, column_schedule
+from haneul.sim.golden import kernels
+from haneul.sim.golden.params import DepthwiseParams, compute_padding
+from haneul.sim.golden.quant import quantize_multiplier, wrap_int32
+
+# Traffic patterns: (probability of an idle cycle before each input beat, probability of ready low per cycle).
+TRAFFIC = {
+    "smooth":       dict(in_gap=0.0, weight_gap=0.0, out_gap=0.0),
+    "gaps":         dict(in_gap=0.3, weight_gap=0.3, out_gap=0.3),
+    "slow_weights": dict(in_gap=0.0, weight_gap=0.8, out_gap=0.0),
+    "backpressure": dict(in_gap=0.1, weight_gap=0.1, out_gap=0.7),
+}
+
+
+# -- stream helpers -------------------------------------------------------------------------------------------------
+
+async def drive(ctx, stream, payloads, rng, gap):
+    """Send ``payloads`` in order; ``valid`` rises after a random number of idle cycles and holds until accepted."""
+    for payload in payloads:
+        while rng.random() < gap:
+            await ctx.tick()
+        ctx.set(stream.payload, payload)
+        ctx.set(stream.valid, 1)
+        await ctx.tick().until(stream.ready)
+        ctx.set(stream.valid, 0)
+
+
+async def collect(ctx, stream, count, rng, gap, *, max_cycles, lanes=None):
+    """Take ``count`` beats from ``stream`` (``ready`` low with probability ``gap``), checking that an offered beat
+    stays offered, unchanged, until it is taken. Returns the payloads (lists of lane values when ``lanes``)."""
+    got = []
+    held = None
+    for _ in range(max_cycles):
+        if len(got) == count:
+            return got
+        ctx.set(stream.ready, int(rng.random() >= gap))
+        _, _, valid, ready, payload = await ctx.tick().sample(stream.valid, stream.ready, stream.payload)
+        raw = payload.as_value().value
+        if held is not None:
+            assert valid, "valid dropped before the handshake"
+            assert raw == held, "payload changed before the handshake"
+        held = None
+        if valid and ready:
+            got.append([payload[k] for k in range(lanes)] if lanes is not None else payload)
+        elif valid:
+            held = raw
+    raise AssertionError(f"only {len(got)} of {count} beats after {max_cycles} cycles")
+
+
+def simulate(dut, *testbenches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    sim.run()
+
+
+def zero_point(rng):
+    return int(rng.choice([-128, 127, 0, int(rng.integers(-128, 128))]))
+
+
+# -- the unit on its own: random groups ------------------------------------------------------------------------------
+
+def random_groups(rng, lanes, taps, passes, count):
+    """Channel groups: a weight set (1 .. passes * taps lines), a zero point, and output pixels of 1 .. passes
+    passes, each pass a window (data, mask)."""
+    groups = []
+    for _ in range(count):
+        lines = int(rng.integers(1, passes * taps + 1)) if rng.random() < 0.5 else passes * taps
+        weights = rng.integers(-128, 128, (lines, lanes))
+        if rng.random() < 0.2:
+            weights[:] = rng.choice([-128, 127])
+        pixels = []
+        for _ in range(int(rng.integers(1, 12))):
+            # now and then one beat more than the weight set has slices: it reuses the last slice
+            n_passes = int(rng.integers(1, passes + 1)) if rng.random() < 0.9 else passes + 1
+            windows = []
+            for _ in range(n_passes):
+                win = rng.integers(-128, 128, (taps, lanes))
+                mask = int(rng.integers(0, 1 << taps)) if rng.random() < 0.5 else (1 << taps) - 1
+                windows.append((win, mask))
+            pixels.append(windows)
+        # a full-length set may leave out `last`: it closes by itself after passes * taps lines
+        unclosed = lines == passes * taps and rng.random() < 0.5
+        groups.append(dict(weights=weights, zp=zero_point(rng), pixels=pixels, unclosed=unclosed))
+    return groups
+
+
+def unit_model(groups, lanes, taps, passes):
+    """Expected result beats: per pixel and lane, the sum over its passes of masked (x - zp) * w, int32 wrapped
+    (pass ``p`` uses weight slice ``min(p, passes - 1)``)."""
+    out = []
+    for g in groups:
+        w = np.zeros((passes * taps, lanes), dtype=np.int64)
+        w[:len(g["weights"])] = g["weights"]
+        for windows in g["pixels"]:
+            acc = np.zeros(lanes, dtype=np.int64)
+            for p, (win, mask) in enumerate(windows):
+                bits = np.array([(mask >> t) & 1 for t in range(taps)], dtype=np.int64)[:, None]
+                q = min(p, passes - 1)
+                acc += ((win - g["zp"]) * bits * w[q * taps:(q + 1) * taps]).sum(axis=0)
+            out.append(wrap_int32(acc))
+    return out
+
+
+def unit_streams(groups, taps):
+    """The weight-stream and window-stream payloads of ``groups``."""
+    weights, windows = [], []
+    for g in groups:
+        lines = g["weights"]
+        for k, line in enumerate(lines):
+            last = k == len(lines) - 1 and not g.get("unclosed", False)
+            weights.append({"data": [int(v) for v in line], "zero_point": g["zp"], "last": int(last)})
+        for n, pixel in enumerate(g["pixels"]):
+            for p, (win, mask) in enumerate(pixel):
+                final = p == len(pixel) - 1
+                windows.append({"data": [[int(v) for v in row] for row in win], "mask": mask, "final": int(final),
+                                "last": int(final and n == len(g["pixels"]) - 1)})
+    return weights, windows
+
+
+def check_unit(dut, groups, rng, traffic):
+    expected = unit_model(groups, dut.lanes, dut.taps, dut.passes)
+    weights, windows = unit_streams(groups, dut.taps)
+    got = []
+
+    async def weight_tb(ctx):
+        await drive(ctx, dut.weight, weights, rng, traffic["weight_gap"])
+
+    async def window_tb(ctx):
+        await drive(ctx, dut.window, windows, rng, traffic["in_gap"])
+
+    async def result_tb(ctx):
+        got.extend(await collect(ctx, dut.result, len(expected), rng, traffic["out_gap"], lanes=dut.lanes,
+                                 max_cycles=40 * (len(windows) + len(weights)) + 100))
+
+    simulate(dut, weight_tb, window_tb, result_tb)
+    for n, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert list(g) == list(e), f"result {n}: got {list(g)}, expected {list(e)}"
+
+
+@pytest.mark.parametrize("traffic", sorted(TRAFFIC))
+def test_unit_random(traffic, rng):
+    dut = DepthwiseUnit(lanes=4, taps=9, passes=2)
+    check_unit(dut, random_groups(rng, 4, 9, 2, 6), rng, TRAFFIC[traffic])
+
+
+@pytest.mark.parametrize("lanes, taps, passes, multiplier", [(2, 3, 3, "lut"), (3, 1, 1, "lut"), (1, 4, 1, "dsp"),
+                                                             (2, 5, 2, "lut"), (16, 9, 1, "lut"), (4, 9, 2, "dsp"),
+                                                             (1, 2, 2, "lut"), (1, 17, 1, "lut")])
+def test_unit_shapes(lanes, taps, passes, multiplier, rng):
+    dut = DepthwiseUnit(lanes=lanes, taps=taps, passes=passes, multiplier=multiplier)
+    check_unit(dut, random_groups(rng, lanes, taps, passes, 4), rng, TRAFFIC["gaps"])
+
+
+def test_unit_extremes(rng):
+    """The largest sums of both signs (2 passes x 9 taps of 255 * 128) and the mixed corners, every lane."""
+    lanes, taps, passes = 4, 9, 2
+    full = (1 << taps) - 1
+    groups = []
+    for x, zp, w in [(-128, 127, -128), (127, -128, -128), (127, -128, 127), (-128, 127, 127), (-128, -128, -128),
+                     (127, 127, 127)]:
+        windows = [(np.full((taps, lanes), x), full)] * passes
+        groups.append(dict(weights=np.full((passes * taps, lanes), w), zp=zp, pixels=[windows, windows[:1]]))
+    expected = unit_model(groups, lanes, taps, passes)
+    assert expected[0][0] == 18 * 255 * 128 and expected[2][0] == -18 * 255 * 128    # sanity of the model
+    check_unit(DepthwiseUnit(lanes=lanes, taps=taps, passes=passes), groups, rng, TRAFFIC["gaps"])
+
+
+def test_unit_timing():
+    """Latency ``3 + ceil(ceil(log2(taps)) / 2)`` and one window per cycle across groups: groups of weight-set
+    lines + 1 windows follow each other without a bubble."""
+    rng = np.random.default_rng(7)
+    dut = DepthwiseUnit(lanes=2, taps=9, passes=1)
+    assert dut.latency == 5
+    lines = dut.weight_lines
+    groups = []
+    for _ in range(3):
+        pixels = [[(rng.integers(-128, 128, (9, 2)), (1 << 9) - 1)] for _ in range(lines + 1)]
+        groups.append(dict(weights=rng.integers(-128, 128, (lines, 2)), zp=zero_point(rng), pixels=pixels))
+    weights, windows = unit_streams(groups, 9)
+    expected = unit_model(groups, 2, 9, 1)
+    accepted, results = [], []
+
+    async def weight_tb(ctx):
+        for payload in weights:
+            ctx.set(dut.weight.payload, payload)
+            ctx.set(dut.weight.valid, 1)
+            await ctx.tick().until(dut.weight.ready)
+        ctx.set(dut.weight.valid, 0)
+
+    async def window_tb(ctx):
+        cycle = 0
+        ctx.set(dut.result.ready, 1)
+        pending = list(windows)
+        while len(results) < len(expected):
+            if pending:
+                ctx.set(dut.window.payload, pending[0])
+            ctx.set(dut.window.valid, int(bool(pending)))
+            _, _, w_ok, r_valid, r_payload = await ctx.tick().sample(
+                dut.window.valid & dut.window.ready, dut.result.valid, dut.result.payload)
+            if w_ok:
+                accepted.append(cycle)
+                pending.pop(0)
+            if r_valid:
+                results.append((cycle, [r_payload[k] for k in range(2)]))
+            cycle += 1
+
+    simulate(dut, weight_tb, window_tb)
+    # First set: lines 0 .. lines-1 accepted in cycles 0 .. lines-1, the first window in cycle `lines`, then one per
+    # cycle with no bubble, each result `latency` cycles after its window.
+    assert accepted == list(range(lines, lines + len(windows)))
+    assert [c for c, _ in results] == [c + dut.latency for c in accepted]
+    assert [v for _, v in results] == [list(e) for e in expected]
+
+
+def test_unit_stall_holds_result(rng):
+    """While the output is stalled the offered result stays, and nothing is accepted."""
+    dut = DepthwiseUnit(lanes=2, taps=3, passes=1)
+    groups = random_groups(rng, 2, 3, 1, 1)
+    groups[0]["pixels"] = [[p[0]] for p in groups[0]["pixels"]]
+    weights, windows = unit_streams(groups, 3)
+
+    async def tb(ctx):
+        for payload in weights:
+            ctx.set(dut.weight.payload, payload)
+            ctx.set(dut.weight.valid, 1)
+            await ctx.tick().until(dut.weight.ready)
+        ctx.set(dut.weight.valid, 0)
+        ctx.set(dut.window.payload, windows[0])
+        ctx.set(dut.window.valid, 1)
+        await ctx.tick().until(dut.window.ready)
+        ctx.set(dut.window.payload, windows[1] if len(windows) > 1 else windows[0])
+        await ctx.tick().repeat(dut.latency + 2)
+        assert ctx.get(dut.result.valid)
+        held = ctx.get(dut.result.payload).as_value().value
+        for _ in range(10):
+            assert not ctx.get(dut.window.ready)
+            await ctx.tick()
+            assert ctx.get(dut.result.valid)
+            assert ctx.get(dut.result.payload).as_value().value == held
+
+    simulate(dut, tb)
+
+
+# -- the window buffer ------------------------------------------------------------------------------------------------
+
+def buffer_model(columns, kh, kw, lanes):
+    """The windows (data, mask, last) a WindowBuffer emits for ``columns``."""
+    cols = [np.zeros((kh, lanes), dtype=np.int64)] * kw
+    masks = [0] * kw
+    out = []
+    for c in columns:
+        masks = ([0] * (kw - 1) if c["start"] else masks[1:]) + [c["mask"]]
+        cols = cols[1:] + [np.array(c["data"])]
+        if c["emit"]:
+            data = np.array([cols[j][i] for i in range(kh) for j in range(kw)])
+            mask = sum(((masks[j] >> i) & 1) << (i * kw + j) for i in range(kh) for j in range(kw))
+            out.append((data, mask, c["last"]))
+    return out
+
+
+@pytest.mark.parametrize("kh, kw, traffic", [(3, 3, "gaps"), (3, 3, "backpressure"), (1, 3, "gaps"),
+                                             (2, 1, "smooth")])
+def test_window_buffer_random(kh, kw, traffic, rng):
+    lanes = 2
+    dut = WindowBuffer(lanes=lanes, kh=kh, kw=kw)
+    columns = [{"data": rng.integers(-128, 128, (kh, lanes)).tolist(), "mask": int(rng.integers(0, 1 << kh)),
+                "start": int(rng.random() < 0.2), "emit": int(rng.random() < 0.6), "last": int(rng.random() < 0.3)}
+               for _ in range(80)]
+    expected = buffer_model(columns, kh, kw, lanes)
+    got = []
+    flow = TRAFFIC[traffic]
+
+    async def column_tb(ctx):
+        await drive(ctx, dut.column, columns, rng, flow["in_gap"])
+
+    async def window_tb(ctx):
+        got.extend(await collect(ctx, dut.window, len(expected), rng, flow["out_gap"], max_cycles=2000))
+
+    simulate(dut, column_tb, window_tb)
+    for n, (g, (data, mask, last)) in enumerate(zip(got, expected, strict=True)):
+        assert [[g.data[t][k] for k in range(lanes)] for t in range(kh * kw)] == data.tolist(), f"window {n}"
+        assert (g.mask, g.final, g.last) == (mask, 1, last), f"window {n}"
+
+
+@pytest.mark.parametrize("h, w, k, s, same", [(5, 4, 3, 1, True), (5, 4, 3, 2, True), (48, 48, 3, 2, True),
+                                              (25, 5, 3, 1, True), (7, 6, 3, 2, False), (3, 3, 3, 1, True),
+                                              (1, 30, 3, 1, False), (6, 6, 3, 2, True), (9, 9, 5, 2, True),
+                                              (6, 7, 2, 3, False)])
+def test_column_schedule(h, w, k, s, same):
+    """Replaying the schedule through the buffer model gives every window of the layer, in order, with padding
+    masked; a line is read once per output row at stride <= kernel width."""
+    oh, ow = ((-(-h // s), -(-w // s)) if same else ((h - k) // s + 1, (w - k) // s + 1))
+    pad = (compute_padding(h, k, s, 1, oh), compute_padding(w, k, s, 1, ow)) if same else ((0, 0), (0, 0))
+    image = np.arange(h * w).reshape(h, w)
+    plan = column_schedule((h, w), (k, k), (s, s), pad, (oh, ow))
+    assert [r for r, _ in plan] == list(range(oh))
+    for r, columns in plan:
+        beats = [{"data": [[image[ih, c.iw] if ih is not None and c.iw is not None else -1] for ih in c.rows],
+                  "mask": sum(1 << i for i, ih in enumerate(c.rows) if ih is not None and c.iw is not None),
+                  "start": c.start, "emit": c.emit, "last": 0} for c in columns]
+        windows = buffer_model(beats, k, k, 1)
+        assert [c.ow for c in columns if c.emit] == list(range(ow))
+        assert len(windows) == ow
+        for col, (data, mask, _) in enumerate(windows):
+            for i in range(k):
+                for j in range(k):
+                    ih, iw = r * s - pad[0][0] + i, col * s - pad[1][0] + j
+                    inside = 0 <= ih < h and 0 <= iw < w
+                    assert (mask >> (i * k + j)) & 1 == inside
+                    if inside:
+                        assert data[i * k + j][0] == image[ih, iw]
+        reads = sum(c.reads for c in columns)
+        if s <= k:
+            rows_in = sum(ih is not None for ih in columns[0].rows)
+            assert reads <= rows_in * w
+
+
+# -- whole layers against the golden model -----------------------------------------------------------------------------
+
+def random_layer(rng, h, w, c, kernel, stride, same):
+    kh, kw = kernel
+    oh = -(-h // stride) if same else (h - kh) // stride + 1
+    ow = -(-w // stride) if same else (w - kw) // stride + 1
+    pad = ((compute_padding(h, kh, stride, 1, oh), compute_padding(w, kw, stride, 1, ow)) if same
+           else ((0, 0), (0, 0)))
+    zp_in, zp_out = zero_point(rng), zero_point(rng)
+    mult, shift = zip(*(quantize_multiplier(float(m)) for m in rng.uniform(0.0005, 0.02, c)))
+    act_min, act_max = (-128, 127) if rng.random() < 0.5 else (max(-128, zp_out), 127)
+    p = DepthwiseParams(input_offset=-zp_in, output_offset=zp_out, output_multiplier=np.array(mult),
+                        output_shift=np.array(shift), stride=(stride, stride), dilation=(1, 1), padding=pad,
+                        output_size=(oh, ow), act_min=act_min, act_max=act_max, depth_multiplier=1)
+    x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8)
+    filters = rng.integers(-127, 128, (1, kh, kw, c)).astype(np.int8)
+    if rng.random() < 0.3:
+        x[0, 0, 0, :] = -128
+        filters[0, 0, 0, :] = -127
+    bias = rng.integers(-5000, 5000, c).astype(np.int32)
+    return x, filters, bias, p, zp_in
+
+
+def exact_acc(x, filters, zp_in, p):
+    """int64 depthwise sums (no bias) by direct loops over the padded input."""
+    _, h, w, c = x.shape
+    _, kh, kw, _ = filters.shape
+    (pt, _), (pl, _) = p.padding
+    oh, ow = p.output_size
+    acc = np.zeros((oh, ow, c), dtype=np.int64)
+    for r in range(oh):
+        for q in range(ow):
+            for i in range(kh):
+                for j in range(kw):
+                    ih, iw = r * p.stride[0] - pt + i, q * p.stride[1] - pl + j
+                    if 0 <= ih < h and 0 <= iw < w:
+                        acc[r, q] += (x[0, ih, iw].astype(np.int64) - zp_in) * filters[0, i, j]
+    return acc
+
+
+def layer_weight_beats(filters, zp_in, lanes, groups):
+    _, kh, kw, c = filters.shape
+    beats = []
+    for g in range(groups):
+        for t in range(kh * kw):
+            line = np.zeros(lanes, dtype=np.int64)
+            chans = filters[0, t // kw, t % kw, g * lanes:(g + 1) * lanes]
+            line[:len(chans)] = chans
+            beats.append({"data": line.tolist(), "zero_point": zp_in, "last": int(t == kh * kw - 1)})
+    return beats
+
+
+def layer_column_beats(x, kernel, p, lanes, groups, rng):
+    """What the sequencer sends to the WindowBuffer: for every channel group the schedule's columns, with the lines
+    read from the input (channels beyond the tensor and padding lines are garbage: the mask must hide them)."""
+    _, h, w, c = x.shape
+    kh, kw = kernel
+    plan = column_schedule((h, w), kernel, p.stride, p.padding, p.output_size)
+    beats = []
+    for g in range(groups):
+        group_beats = []
+        for _, columns in plan:
+            for col in columns:
+                data = rng.integers(-128, 128, (kh, lanes))
+                mask = 0
+                for i, ih in enumerate(col.rows):
+                    if ih is not None and col.iw is not None:
+                        chans = x[0, ih, col.iw, g * lanes:(g + 1) * lanes]
+                        data[i, :len(chans)] = chans
+                        mask |= 1 << i
+                group_beats.append({"data": data.tolist(), "mask": mask, "start": int(col.start),
+                                    "emit": int(col.emit), "last": 0})
+        group_beats[-1]["last"] = 1
+        beats += group_beats
+    return beats
+
+
+def layer_results(got, lanes, groups, p, c):
+    """Result beats (group-major, then output pixels in raster order) as an [OH, OW, C] int64 array."""
+    oh, ow = p.output_size
+    arr = np.array(got, dtype=np.int64).reshape(groups, oh, ow, lanes)
+    return arr.transpose(1, 2, 0, 3).reshape(oh, ow, groups * lanes)[:, :, :c]
+
+
+@pytest.mark.parametrize("stride, same, traffic", [(1, True, "gaps"), (2, True, "backpressure"),
+                                                   (1, False, "smooth"), (2, False, "gaps")])
+def test_layer_vs_golden(stride, same, traffic, rng):
+    """A 5 x 4 x 6 layer, 3 x 3 kernel, through WindowBuffer -> DepthwiseUnit (lanes 4: two channel groups, the second
+    half empty): the int32 sums match numpy exactly, and requantised by the golden ``requantize`` (what the
+    Requantizer computes) match ``kernels.depthwise_conv_2d``."""
+    lanes, c = 4, 6
+    groups = -(-c // lanes)
+    x, filters, bias, p, zp_in = random_layer(rng, 5, 4, c, (3, 3), stride, same)
+    top = Module()
+    top.submodules.buf = buf = WindowBuffer(lanes=lanes)
+    top.submodules.unit = unit = DepthwiseUnit(lanes=lanes)
+    wiring.connect(top, buf.window, unit.window)
+    columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
+    weights = layer_weight_beats(filters, zp_in, lanes, groups)
+    count = groups * p.output_size[0] * p.output_size[1]
+    flow = TRAFFIC[traffic]
+    got = []
+
+    async def weight_tb(ctx):
+        await drive(ctx, unit.weight, weights, rng, flow["weight_gap"])
+
+    async def column_tb(ctx):
+        await drive(ctx, buf.column, columns, rng, flow["in_gap"])
+
+    async def result_tb(ctx):
+        got.extend(await collect(ctx, unit.result, count, rng, flow["out_gap"], lanes=lanes,
+                                 max_cycles=40 * len(columns) + 200))
+
+    simulate(top, weight_tb, column_tb, result_tb)
+    acc = layer_results(got, lanes, groups, p, c)
+    assert np.array_equal(acc, exact_acc(x, filters, zp_in, p))
+    out = kernels.requantize(acc + bias, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max)
+    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0])
+
+
+def test_layer_through_requantizer(rng):
+    """The unit's ``result`` connected to the PPU's Requantizer with ``wiring.connect``: the int8 output of a
+    5 x 4 x 8 SAME stride-1 layer (two groups, new requantiser parameters per group) equals the golden model."""
+    lanes, c = 4, 8
+    groups = c // lanes
+    x, filters, bias, p, zp_in = random_layer(rng, 5, 4, c, (3, 3), 1, True)
+    top = Module()
+    top.submodules.buf = buf = WindowBuffer(lanes=lanes)
+    top.submodules.unit = unit = DepthwiseUnit(lanes=lanes)
+    top.submodules.rq = rq = ppu.Requantizer(lanes)
+    wiring.connect(top, buf.window, unit.window)
+    wiring.connect(top, unit.result, rq.i)
+    columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
+    weights = layer_weight_beats(filters, zp_in, lanes, groups)
+    per_group = p.output_size[0] * p.output_size[1]
+    params = [{"config": {"output_offset": p.output_offset, "act_min": p.act_min, "act_max": p.act_max,
+                          "rounding": ppu.Rounding.DOUBLE},
+               "lanes": [{"bias": int(bias[ch]), "multiplier": int(p.output_multiplier[ch]),
+                          "shift": int(p.output_shift[ch])} for ch in range(g * lanes, (g + 1) * lanes)]}
+              for g in range(groups)]
+    got = []
+
+    async def weight_tb(ctx):
+        await drive(ctx, unit.weight, weights, rng, 0.3)
+
+    async def column_tb(ctx):
+        await drive(ctx, buf.column, columns, rng, 0.3)
+
+    async def param_tb(ctx):
+        # A group's parameters go in right after the previous group's last accumulator entered the requantiser
+        # (param.valid holds off the requantiser's input, so no beat of the new group slips in before them).
+        for g in range(groups):
+            ctx.set(rq.param.payload, params[g])
+            ctx.set(rq.param.valid, 1)
+            await ctx.tick()
+            ctx.set(rq.param.valid, 0)
+            taken = 0
+            while taken < per_group:
+                _, _, fire = await ctx.tick().sample(rq.i.valid & rq.i.ready)
+                taken += fire
+
+    async def out_tb(ctx):
+        got.extend(await collect(ctx, rq.o, groups * per_group, rng, 0.3, lanes=lanes,
+                                 max_cycles=40 * len(columns) + 200))
+
+    simulate(top, weight_tb, column_tb, param_tb, out_tb)
+    out = layer_results(got, lanes, groups, p, c)
+    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0].astype(np.int64))
+
+
+@pytest.mark.parametrize("k, same", [(5, False), (5, True), (3, False)])
+def test_long_kernel_passes(k, same, rng):
+    """sww01-style Kx1 kernels on a 3-tap unit: windows fed directly (no window buffer), ``ceil(K / 3)`` passes per
+    output pixel accumulated in the unit, against ``kernels.depthwise_conv_2d``."""
+    lanes, taps, c, h = 4, 3, 5, 11
+    passes = -(-k // taps)
+    groups = -(-c // lanes)
+    x, filters, bias, p, zp_in = random_layer(rng, h, 1, c, (k, 1), 1, same)
+    dut = DepthwiseUnit(lanes=lanes, taps=taps, passes=2)
+    weights = layer_weight_beats(filters, zp_in, lanes, groups)
+    (pt, _), _ = p.padding
+    windows = []
+    for g in range(groups):
+        for r in range(p.output_size[0]):
+            for q in range(passes):
+                data = rng.integers(-128, 128, (taps, lanes))
+                mask = 0
+                for t in range(taps):
+                    i = q * taps + t
+                    ih = r - pt + i
+                    if i < k and 0 <= ih < h:
+                        chans = x[0, ih, 0, g * lanes:(g + 1) * lanes]
+                        data[t, :len(chans)] = chans
+                        mask |= 1 << t
+                final = q == passes - 1
+                windows.append({"data": data.tolist(), "mask": mask, "final": int(final),
+                                "last": int(final and r == p.output_size[0] - 1)})
+    count = groups * p.output_size[0]
+    got = []
+
+    async def weight_tb(ctx):
+        await drive(ctx, dut.weight, weights, rng, 0.3)
+
+    async def window_tb(ctx):
+        await drive(ctx, dut.window, windows, rng, 0.3)
+
+    async def result_tb(ctx):
+        got.extend(await collect(ctx, dut.result, count, rng, 0.3, lanes=lanes, max_cycles=40 * len(windows) + 200))
+
+    simulate(dut, weight_tb, window_tb, result_tb)
+    acc = layer_results(got, lanes, groups, p, c)
+    assert np.array_equal(acc, exact_acc(x, filters, zp_in, p))
+    out = kernels.requantize(acc + bias, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max)
+    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0])
+
+
+# -- construction ------------------------------------------------------------------------------------------------------
+
+def test_signatures_connect():
+    """The unit's result is the Requantizer's input; the buffer's window is the unit's window (default sizes)."""
+    unit, buf, rq = DepthwiseUnit(), WindowBuffer(), ppu.Requantizer(DatapathConfig().cols)
+    assert unit.lanes == 16 and unit.taps == 9 and unit.passes == 2 and unit.weight_lines == 18
+    assert unit.result.payload.shape() == rq.i.payload.shape() == data.ArrayLayout(signed(32), 16)
+    assert buf.window.payload.shape() == unit.window.payload.shape()
+    m = Module()
+    wiring.connect(m, unit.result, rq.i)            # raises if the signatures do not match
+    wiring.connect(m, buf.window, unit.window)
+
+
+def test_validation():
+    with pytest.raises(TypeError, match="Lane count must be a positive integer"):
+        DepthwiseUnit(lanes=2.0)
+    with pytest.raises(ValueError, match="Tap count must be a positive integer"):
+        DepthwiseUnit(taps=0)
+    with pytest.raises(TypeError, match="Pass count must be a positive integer"):
+        DepthwiseUnit(passes=True)
+    with pytest.raises(TypeError, match="Configuration must be a DatapathConfig"):
+        DepthwiseUnit({"rows": 4})
+    with pytest.raises(ValueError, match="Accumulator width 17 cannot hold"):
+        DepthwiseUnit(DatapathConfig(rows=1, cols=1, acc_width=17), taps=9)
+    with pytest.raises(ValueError, match="Multiplier must be one of 'lut', 'dsp', not 'booth'"):
+        DepthwiseUnit(multiplier="booth")
+    with pytest.raises(ValueError, match="Window width must be a positive integer"):
+        WindowBuffer(kw=0)
+
+
+def test_conversion():
+    """The default 16-lane buffer and unit elaborate to RTLIL (the LUT-multiplier unit at 16 lanes is simulated in
+    ``test_unit_shapes``); a small unit converts to Verilog with the usual port names."""
+    for dut in (DepthwiseUnit(multiplier="dsp"), WindowBuffer()):
+        assert "window__payload" in rtlil.convert(dut, name="top")
+    text = verilog.convert(DepthwiseUnit(lanes=2, taps=3), name="top")
+    for port in ("window__payload", "window__valid", "window__ready", "weight__payload", "result__payload",
+                 "result__valid", "result__ready"):
+        assert port in text
