@@ -7,16 +7,18 @@ is the single definition of that format, used by three parties:
   :class:`CommandWord` layout;
 * the compiler and the tests: :func:`encode` turns a command (one dataclass per command: :class:`Nop`,
   :class:`Matmul`, :class:`Requant`, :class:`Fence`, :class:`Add`, :class:`Pool`) into the integer the hardware
-  reads, and :func:`decode` turns it back. Both use the same layouts as the hardware, so the two cannot disagree about a bit;
+  reads, and :func:`decode` turns it back. Both use the same layouts as the hardware, so the two cannot disagree
+  about a bit;
 * the documentation: :func:`command_table` renders the command set (``docs/datapath.md`` holds its output for the
   default configuration, and a test checks that it is current).
 
 A command word is a :class:`CommandWord`: the opcode in the low :data:`OPCODE_WIDTH` bits, then the arguments, a
 :class:`Arguments` union of one :class:`~amaranth.lib.data.StructLayout` per command (:class:`MatmulArgs`,
-:class:`RequantArgs`, :class:`AddArgs`, :class:`PoolArgs`). Address fields are as wide as the memory they address (``DatapathConfig.spad_addr_width``,
-``DatapathConfig.acc_addr_width``); the word is padded to a multiple of :data:`WORD_ALIGN` bits, so its width
-depends on the configuration: 64 bits for every configuration up to 4096-line memories (the default is 2048
-scratchpad lines and 512 accumulator lines). The all-zero word is a ``NOP``.
+:class:`RequantArgs`, :class:`AddArgs`, :class:`PoolArgs`). Address fields are as wide as the memory they address
+(``DatapathConfig.spad_addr_width``, ``DatapathConfig.acc_addr_width``); the word is padded to a multiple of
+:data:`WORD_ALIGN` bits, so its width depends on the configuration: 64 bits for every configuration up to
+16384-line memories (the default is 2048 scratchpad lines and 512 accumulator lines). The all-zero word is a
+``NOP``.
 
 Besides the field widths, a command must be *legal* (see :meth:`CommandFormat.check`): counts are at least 1, and
 every line range it touches lies inside its memory (no wrap-around). The encoder raises :class:`CommandError` for

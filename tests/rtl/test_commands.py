@@ -4,18 +4,16 @@
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from amaranth.hdl import Shape
 from amaranth.lib import enum
 from amaranth.sim import Simulator
 
 from haneul.errors import HaneulError
-from haneul.rtl import commands
-from haneul.rtl import eltwise, pool
-from haneul.rtl.commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Add, CommandError, CommandFormat, CommandWord, ErrorCode,
-                                 Fence, Matmul, Nop, Opcode, Pool, PoolMode, Requant, command_table, decode, encode,
-                                 weight_lines_per_row, weight_tile_lines, word_width)
+from haneul.rtl import commands, eltwise, pool
+from haneul.rtl.commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Add, CommandError, CommandFormat, CommandWord,
+                                 ErrorCode, Fence, Matmul, Nop, Opcode, Pool, PoolMode, Requant, command_table,
+                                 decode, encode, weight_lines_per_row, weight_tile_lines, word_width)
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Params
 from haneul.rtl.sequencer import Sequencer
@@ -179,32 +177,48 @@ def test_every_field_documented():
 # The hardware's checks agree with CommandFormat.check ------------------------------------------------------------
 
 def hardware_verdicts(cfg, words, units=True):
-    """Feed each word to a fresh Sequencer whose engines accept everything; return its error code after it."""
+    """Feed the words one by one to a Sequencer whose engines accept everything at once; return the error code after
+    each (and clear it)."""
+    dut = Sequencer(cfg, Params(cfg.cols), add_param_shape=eltwise.Params if units else None,
+                    pool_param_shape=pool.Config if units else None)
     verdicts = []
-    for word in words:
-        dut = Sequencer(cfg, Params(cfg.cols), add_param_shape=eltwise.Params if units else None,
-                        pool_param_shape=pool.Config if units else None)
-        result = []
 
-        async def tb(ctx):
-            streams = [dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd]
-            if units:
-                streams += [dut.vec_run_a, dut.vec_run_b, dut.pool_param]
-            for run in streams:
-                ctx.set(run.ready, 1)
-            ctx.set(dut.drained, 1)
+    async def engines(ctx):
+        # Every result run is a tile whose last result is written two cycles later.
+        done = []
+        async for _, _, valid, ready in ctx.tick().sample(dut.result_run.valid, dut.result_run.ready):
+            done.append(valid and ready)
+            ctx.set(dut.tile_done, len(done) > 2 and done[-3])
+
+    async def tb(ctx):
+        streams = [dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd]
+        if units:
+            streams += [dut.vec_run_a, dut.vec_run_b, dut.pool_param]
+        for run in streams:
+            ctx.set(run.ready, 1)
+        ctx.set(dut.drained, 1)
+        ctx.set(dut.param_in.valid, 1)                   # parameters whenever a command asks for them
+        ctx.set(dut.param_out.ready, 1)
+        if units:
+            ctx.set(dut.add_param_in.valid, 1)
+            ctx.set(dut.add_param_out.ready, 1)
+        for word in words:
             ctx.set(dut.cmd.payload.as_value(), word)
             ctx.set(dut.cmd.valid, 1)
             await ctx.tick().until(dut.cmd.ready)
             ctx.set(dut.cmd.valid, 0)
             await ctx.tick().repeat(3)
-            result.append(ErrorCode(ctx.get(dut.error_code)))
+            verdicts.append(ErrorCode(ctx.get(dut.error_code)))
+            ctx.set(dut.error_clear, 1)
+            await ctx.tick()
+            ctx.set(dut.error_clear, 0)
+            await ctx.tick().until(~dut.busy)
 
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(tb)
-        sim.run()
-        verdicts.append(result[0])
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(engines, background=True)
+    sim.add_testbench(tb)
+    sim.run()
     return verdicts
 
 

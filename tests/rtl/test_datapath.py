@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 
 from haneul.firmware.gemm import plan_gemm
 from haneul.firmware.ir import Activation, OpType
-from haneul.rtl.commands import Add, CommandWord, ErrorCode, Matmul, Opcode, Pool, PoolMode, Requant, encode
+from haneul.rtl.commands import Add, CommandWord, ErrorCode, Fence, Nop, Opcode, Pool, PoolMode, Requant, encode
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.datapath import Datapath
 from haneul.sim.golden import kernels, params
@@ -495,7 +495,6 @@ def test_fence_and_nop(rng):
     cfg = CONFIGS["2x2"]
     job = make_job(cfg, rng, 4, 3, 3, half=0, clamp="none", single_rounding=False)
     fmt = Datapath(cfg).format
-    from haneul.rtl.commands import Fence, Nop
     job.words = [fmt.encode(Nop())] + job.words + [fmt.encode(Fence()), fmt.encode(Nop())]
     h = Harness(cfg, [job], rng, cmd_gap=0, wr_gap=0, param_gap=0, out_gap=0.7)
     dut = h.dut
