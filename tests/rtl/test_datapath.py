@@ -15,13 +15,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from haneul.firmware.gemm import plan_gemm
 from haneul.firmware.ir import Activation, OpType
 from haneul.rtl.commands import Add, CommandWord, ErrorCode, Fence, Nop, Opcode, Pool, PoolMode, Requant, encode
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.datapath import Datapath
+from haneul.sim.datapath_driver import DatapathDriver
 from haneul.sim.golden import kernels, params
 from haneul.sim.golden.params import PoolParams, activation_range
 from haneul.sim.golden.quant import quantize_multiplier
@@ -232,114 +232,25 @@ def random_shape(cfg, rng):
 
 # Simulation harness ---------------------------------------------------------------------------------------------
 
-class Harness:
-    """Runs jobs through a :class:`Datapath` with random gaps on every input stream and random ``out`` stalls.
-
-    Testbenches: a loader (scratchpad writes of job ``g`` once the output of job ``g - 2``, which used the same
-    scratchpad half, is complete), a commander (the command words of job ``g`` once its data is loaded), a parameter
-    driver and an output sink that also checks the stream rules of ``out``. The sink samples the status outputs in
-    every cycle.
+class Harness(DatapathDriver):
+    """:class:`~haneul.sim.datapath_driver.DatapathDriver` with the tests' gap settings: random gaps on every
+    input stream (``param_gap`` for both parameter streams) and random ``out`` stalls, all drawn from the test's
+    ``rng``. The driver's testbenches: a loader (scratchpad writes of job ``g`` once the output of job ``g - 2``,
+    which used the same scratchpad half, is complete), a commander (the command words of job ``g`` once its data is
+    loaded), the parameter drivers and an output sink that checks the stream rules of ``out`` and samples the
+    status outputs in every cycle (``trace``). :meth:`run` returns the harness itself (``out``, ``trace``, ``cum``
+    and the driver's measurements in ``measured``).
     """
 
     def __init__(self, cfg, jobs, rng, *, cmd_gap=0.3, wr_gap=0.3, param_gap=0.3, out_gap=0.3, extra_words=(),
-                 max_cycles=20000):
-        self.cfg = cfg
-        self.dut = Datapath(cfg)
-        self.jobs = jobs
-        self.rng = rng
-        self.gaps = dict(cmd=cmd_gap, wr=wr_gap, param=param_gap, out=out_gap)
-        self.extra_words = list(extra_words)
-        self.max_cycles = max_cycles
-        self.loaded = 0
-        self.out = []
-        self.cycles = 0
-        self.trace = []                 # per cycle: (busy, active_cycles, error, error_code)
-        self.done = False
-        self.first_cmd_cycle = None
-        self.cum = np.cumsum([0] + [j.out_lines for j in jobs])
+                 max_cycles=20000, datapath=None):
+        gaps = dict(cmd=cmd_gap, spad_wr=wr_gap, ppu_param=param_gap, add_param=param_gap, out=out_gap)
+        super().__init__(cfg, jobs, gaps=gaps, rng=rng, extra_words=extra_words, max_cycles=max_cycles,
+                         datapath=datapath)
+        self.measured = None
 
-    def _gap(self, kind):
-        return self.rng.random() < self.gaps[kind]
-
-    async def _send(self, ctx, stream, payload, kind, raw=False):
-        while self._gap(kind):
-            await ctx.tick()
-        ctx.set(stream.payload.as_value() if raw else stream.payload, payload)
-        ctx.set(stream.valid, 1)
-        await ctx.tick().until(stream.ready)
-        ctx.set(stream.valid, 0)
-
-    async def _wait(self, ctx, condition):
-        while not condition():
-            assert not self.done, "the simulation ended while a testbench was waiting"
-            await ctx.tick()
-
-    async def loader(self, ctx):
-        for g, job in enumerate(self.jobs):
-            if g >= 2:
-                await self._wait(ctx, lambda: len(self.out) >= self.cum[g - 1])
-            for addr, line in job.writes:
-                await self._send(ctx, self.dut.spad_wr, {"addr": addr, "data": [int(v) for v in line]}, "wr")
-            self.loaded = g + 1
-
-    async def commander(self, ctx):
-        for g, job in enumerate(self.jobs):
-            await self._wait(ctx, lambda: self.loaded > g)
-            for word in job.words:
-                await self._send(ctx, self.dut.cmd, word, "cmd", raw=True)
-        for word in self.extra_words:
-            await self._send(ctx, self.dut.cmd, word, "cmd", raw=True)
-
-    async def param_driver(self, ctx):
-        for job in self.jobs:
-            for beat in job.params:
-                await self._send(ctx, self.dut.ppu_param, beat, "param")
-
-    async def add_param_driver(self, ctx):
-        for job in self.jobs:
-            for beat in job.add_params:
-                await self._send(ctx, self.dut.add_param, beat, "param")
-
-    async def sink(self, ctx):
-        dut, cols = self.dut, self.cfg.cols
-        total = int(self.cum[-1])
-        held = None
-        idle_run = 0
-        status = [dut.busy, dut.active_cycles, dut.error, dut.error_code, dut.idle]
-        while True:
-            assert self.cycles < self.max_cycles, f"timeout: {len(self.out)} of {total} lines"
-            ctx.set(dut.out.ready, int(not self._gap("out")))
-            sampled = await ctx.tick().sample(dut.out.valid, dut.out.ready, dut.out.payload, *status)
-            valid, ready, payload, busy, active, error, code, idle = sampled[-8:]
-            assert idle == (not busy)
-            self.trace.append((busy, active, error, code))
-            value = payload.as_value().value
-            if held is not None:
-                assert valid, "out: valid dropped before the handshake"
-                assert value == held, "out: payload changed before the handshake"
-            held = value if valid and not ready else None
-            if valid and ready:
-                assert len(self.out) < total, "out: more lines than the commands produce"
-                self.out.append([int(payload[i]) for i in range(cols)])
-            self.cycles += 1
-            # Finish once every line is out and the datapath has been idle for a while.
-            idle_run = idle_run + 1 if (len(self.out) == total and not busy) else 0
-            if idle_run >= 8:
-                break
-        self.done = True
-
-    def testbenches(self):
-        benches = [self.loader, self.commander, self.param_driver, self.sink]
-        if any(job.add_params for job in self.jobs):
-            benches.append(self.add_param_driver)
-        return benches
-
-    def run(self):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-8)
-        for tb in self.testbenches():
-            sim.add_testbench(tb)
-        sim.run()
+    def run(self, extra_testbenches=()):
+        self.measured = super().run(extra_testbenches)
         return self
 
 
@@ -473,8 +384,8 @@ def test_error_clear(rng):
     orig_commander = h.commander
 
     async def commander(ctx):
-        await h._send(ctx, dut.cmd, 0xE, "cmd", raw=True)          # illegal opcode 14
-        await h._send(ctx, dut.cmd, job.words[0], "cmd", raw=True)  # discarded
+        await h.send(ctx, dut.cmd, 0xE, "cmd", raw=True)          # illegal opcode 14
+        await h.send(ctx, dut.cmd, job.words[0], "cmd", raw=True)  # discarded
         await ctx.tick().until(dut.idle)
         assert ctx.get(dut.error) == 1 and ctx.get(dut.error_code) == ErrorCode.ILLEGAL_OPCODE
         assert ctx.get(dut.active_cycles) == 0
@@ -510,11 +421,7 @@ def test_fence_and_nop(rng):
                 if accepted == len(job.words):
                     fence_seen.append(len(h.out))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for tb in h.testbenches() + [watch]:
-        sim.add_testbench(tb)
-    sim.run()
+    h.run(extra_testbenches=[watch])
     check(h)
     # The NOP after the FENCE entered the command register only after the FENCE left it, i.e. after the last
     # output line (at most one more line can be in the sink's sampling window).
@@ -579,8 +486,7 @@ def test_without_vector_units(rng):
     assert not hasattr(dut, "add_param")
     job = make_job(cfg, rng, 3, 3, 3, half=0, clamp="none", single_rounding=False)
     job.words = job.words + [encode(Pool(0, 4, 2), cfg)]
-    h = Harness(cfg, [job], rng)
-    h.dut = dut
+    h = Harness(cfg, [job], rng, datapath=dut)
     h.run()
     check(h)
     assert h.trace[-1][2] and h.trace[-1][3] == ErrorCode.UNSUPPORTED
