@@ -6,11 +6,16 @@ nextpnr-ecp5 ``--out-of-context`` (no I/O buffers, no global clock routing), bot
     python benchmarks/synth_ecp5.py systolic                      # the default 16 x 16 array
     python benchmarks/synth_ecp5.py systolic --rows 8 --cols 8
     python benchmarks/synth_ecp5.py systolic --dsp-pes 0          # every multiplier in LUTs
+    python benchmarks/synth_ecp5.py systolic --rows 8 --cols 8 --dsp-pes 0 --lut-mult booth
 
 It prints the achieved Fmax against the target (100 MHz by default), the utilisation of LUT4s (``TRELLIS_COMB``),
 flip-flops (``TRELLIS_FF``), DSP multipliers (``MULT18X18D``) and block RAMs (``DP16KD``), the run time of each
 step, and the worst path nextpnr found. ``--json`` writes the same figures to a file. The tool outputs (``top.il``,
 ``top.json``, ``report.json``, both logs) stay in ``--workdir`` (default ``build/synth/<target>-<rows>x<cols>``).
+
+The design is elaborated for the ULX3S-85F platform of ``amaranth-boards`` (an LFE5U-85F in a CABGA381 package), so
+blocks that instantiate ECP5 primitives when ``platform.family == "ecp5"`` do (the DSP processing elements use the
+``MULT18X18D`` output register); ``--generic`` elaborates without a platform, as a simulation would.
 
 The YoWASP tools run as WebAssembly, several times slower than native builds: a 16 x 16 array takes many minutes.
 
@@ -48,14 +53,21 @@ RESOURCES = [
 # Targets --------------------------------------------------------------------------------------------------------
 
 def datapath_config(args):
-    """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes``."""
-    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes") if getattr(args, name) is not None}
+    """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes/--lut-mult``."""
+    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult")
+                 if getattr(args, name) is not None}
     return dataclasses.replace(DatapathConfig(), **overrides)
 
 
 def systolic(args):
     from haneul.rtl.systolic import SystolicArray
     return SystolicArray(datapath_config(args))
+
+
+def ecp5_platform():
+    """The platform the design is elaborated for: ULX3S with an LFE5U-85F (CABGA381), as the board build uses."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
 
 
 #: Target name -> factory taking the parsed arguments and returning the component to synthesise.
@@ -136,10 +148,13 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, help="DatapathConfig.rows (default: the DatapathConfig default)")
     parser.add_argument("--cols", type=int, help="DatapathConfig.cols (default: the DatapathConfig default)")
     parser.add_argument("--dsp-pes", type=int, help="DatapathConfig.dsp_pes: PEs whose multiplier is a DSP")
+    parser.add_argument("--lut-mult", help="DatapathConfig.lut_mult: multiplier type of the other PEs (lut, booth)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="per-tool timeout in seconds")
+    parser.add_argument("--generic", action="store_true",
+                        help="elaborate without the ECP5 platform (no vendor primitives)")
     parser.add_argument("--synth-only", action="store_true", help="stop after Yosys (cell counts only)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -149,14 +164,15 @@ def main(argv=None):
     label = args.target if config is None else f"{args.target}-{config.rows}x{config.cols}"
     workdir = args.workdir or ROOT / "build" / "synth" / label
     workdir.mkdir(parents=True, exist_ok=True)
+    platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "time_s": {}}
+               "seed": args.seed, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     if config is not None:
         figures["config"] = dataclasses.asdict(config)
     print(f"{label}: {workdir}")
 
     start = time.monotonic()
-    (workdir / "top.il").write_text(rtlil.convert(dut, name="top"))
+    (workdir / "top.il").write_text(rtlil.convert(dut, name="top", platform=platform))
     figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
     print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
 

@@ -24,7 +24,9 @@ multiplier reads registers only.
 *PE types.* How the product is built is a :class:`Multiplier`, chosen per PE by name from :data:`MULTIPLIERS`:
 
 ``"dsp"``
-    ``act * weight``: Yosys maps the ``$mul`` cell to a DSP block (``MULT18X18D`` on ECP5).
+    ``act * weight``: Yosys maps the ``$mul`` cell to a DSP block. When elaborated for an ECP5 platform (any
+    ``platform`` with ``family == "ecp5"``) the PE instantiates ``MULT18X18D`` itself, with its output register as
+    the product register, so that no fabric routing sits between the multiplier and that register.
 ``"lut"``
     Shift-and-add: one row ``act << i`` per weight bit ``i``, the sign row (weight ``-2**(width-1)``) subtracted,
     summed in a balanced tree of adders (carry chains). No ``$mul`` cell: it always lands in LUTs.
@@ -36,7 +38,7 @@ multiplier reads registers only.
 The PE has no stall input: the array never stalls its pipeline (see :mod:`haneul.rtl.systolic`).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,6 +69,11 @@ class ActivationLayout(data.StructLayout):
 
 # Multiplier types ---------------------------------------------------------------------------------------------------
 
+def is_ecp5(platform):
+    """Whether ``platform`` (as passed to ``elaborate``) is a Lattice ECP5 device."""
+    return getattr(platform, "family", None) == "ecp5"
+
+
 def _kept(m, value, name):
     """``value`` through a wire Yosys must keep.
 
@@ -79,13 +86,14 @@ def _kept(m, value, name):
     return wire
 
 
-def _adder_tree(m, terms, name):
-    """Sum of ``terms`` (a list of ``(value, negate)``), as a balanced tree of two-input adders and subtractors.
+def _reduce(m, terms, name, until=1):
+    """Add adjacent terms (a list of ``(value, negate)``) pairwise, level by level, until ``until`` or fewer remain.
 
-    Only the last term may be negated; adjacent terms are paired, so it is always the right operand of its adder.
+    Each two-input adder or subtractor is one carry chain. Only the last term may be negated; adjacent terms are
+    paired, so it is always the right operand of its subtractor (or stays last).
     """
     level = 0
-    while len(terms) > 1:
+    while len(terms) > until:
         paired = []
         for i in range(0, len(terms) - 1, 2):
             (a, neg_a), (b, neg_b) = terms[i], terms[i + 1]
@@ -95,7 +103,12 @@ def _adder_tree(m, terms, name):
             paired.append(terms[-1])
         terms = paired
         level += 1
-    (value, negate), = terms
+    return terms
+
+
+def _total(m, terms, name):
+    """Sum of ``terms`` (a list of ``(value, negate)``) as a balanced adder tree."""
+    (value, negate), = _reduce(m, terms, name)
     return -value if negate else value
 
 
@@ -105,7 +118,8 @@ class Multiplier:
     A type decides how a weight is stored in the PE (``weight_shape``, ``encode``: any recoding is done once, when
     the weight is loaded into the shadow register, off the multiply path) and how the product is built from an
     activation and a stored weight (``product``). The PE registers both operands before the product and the product
-    after it, so ``product`` has a whole clock cycle.
+    after it (``registered_product``, which a type may override to use a register inside a hard block), so
+    ``product`` has a whole clock cycle.
 
     Subclass it and add an instance to :data:`MULTIPLIERS` to add a PE type; ``docs/fpga.md`` walks through it.
 
@@ -143,12 +157,34 @@ class Multiplier:
         """
         raise NotImplementedError
 
+    def registered_product(self, m, act, stored, platform):
+        """The product through one register: in each cycle, ``act * weight`` of the operands of the cycle before.
+
+        The PE calls this one. The default registers :meth:`product` in fabric flip-flops (without reset); a type can
+        override it to use a register inside a hard block for some ``platform``.
+
+        Returns
+        -------
+        Value, signed(2 * width)
+        """
+        width = len(act)
+        register = Signal(signed(2 * width), name="product", reset_less=True)
+        m.d.sync += register.eq(self.product(m, act, stored)[:2 * width].as_signed())
+        return register
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
 class DSPMultiplier(Multiplier):
-    """``act * weight`` as one ``$mul`` cell, which Yosys maps to a DSP block (``MULT18X18D`` on ECP5)."""
+    """``act * weight`` as one ``$mul`` cell, which Yosys maps to a DSP block (``MULT18X18D`` on ECP5).
+
+    Yosys maps ``$mul`` to a combinational ``MULT18X18D`` and leaves the product register in the fabric: on an
+    ECP5-85F the routing into and out of the DSP row then costs about 6 ns of the 10 ns cycle. For an ECP5 platform
+    :meth:`registered_product` therefore instantiates the ``MULT18X18D`` with its output register enabled
+    (``REG_OUTPUT_CLK = "CLK0"``, no reset, always enabled), which is the same register in the same place of the
+    pipeline. Operands wider than 18 bits fall back to ``*``.
+    """
 
     name = "dsp"
     uses_dsp = True
@@ -156,26 +192,74 @@ class DSPMultiplier(Multiplier):
     def product(self, m, act, stored):
         return act * stored
 
+    def registered_product(self, m, act, stored, platform):
+        width = len(act)
+        if not is_ecp5(platform) or width > 18 or len(stored) > 18:
+            return super().registered_product(m, act, stored, platform)
+        a, b = act.as_signed(), stored.as_signed()
+        p = Signal(36, name="dsp_p")
+        ports = {}
+        for i in range(18):
+            ports[f"i_A{i}"] = a[min(i, len(a) - 1)]          # sign-extended to 18 bits (SIGNEDA)
+            ports[f"i_B{i}"] = b[min(i, len(b) - 1)]
+            ports[f"i_C{i}"] = Const(0, 1)
+        for i in range(36):
+            ports[f"o_P{i}"] = p[i]
+        m.submodules.dsp = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="NONE", p_REG_INPUTB_CLK="NONE", p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+            p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+            i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+            i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+            **ports)
+        return p[:2 * width].as_signed()
 
-class ShiftAddMultiplier(Multiplier):
+
+class _TreeMultiplier(Multiplier):
+    """A LUT multiplier whose rows are summed by a tree of two-input adders.
+
+    :meth:`_partial` reduces the rows to two terms; :meth:`registered_product` registers those and adds them after
+    the register. That last adder shares the third PE stage with the accumulation (two carry chains there, two or
+    three before the register), which balances the two stages instead of putting the whole tree before the register.
+    """
+
+    def _partial(self, m, act, stored):
+        """The product as one or two terms ``(value, negate)``."""
+        raise NotImplementedError
+
+    def product(self, m, act, stored):
+        return _total(m, self._partial(m, act, stored), f"{self.name}_sum")
+
+    def registered_product(self, m, act, stored, platform):
+        registered = []
+        for i, (value, negate) in enumerate(self._partial(m, act, stored)):
+            register = Signal(value.shape(), name=f"{self.name}_q{i}", reset_less=True)
+            m.d.sync += register.eq(value)
+            registered.append((register, negate))
+        return _total(m, registered, f"{self.name}_sum")
+
+
+class ShiftAddMultiplier(_TreeMultiplier):
     """Signed shift-and-add multiplier in LUTs and carry chains.
 
     With the weight in two's complement, ``w = -2**(n-1) w[n-1] + sum(2**i w[i] for i < n-1)``, so the product is
     the sum of the rows ``(act if w[i] else 0) << i`` with the last (sign) row subtracted. The ``n`` rows are summed
     by a balanced tree of ``n - 1`` adders (``ceil(log2 n)`` carry chains deep; 3 for int8); the subtraction's
-    ``+1`` is the carry input of its chain. The selection ``act & w[i]`` is one LUT4 per bit.
+    ``+1`` is the carry input of its chain. The selection ``act & w[i]`` is one LUT4 per bit. In the PE, the tree is
+    registered before its last adder (2 chains before the register, 1 after, for int8).
     """
 
     name = "lut"
 
-    def product(self, m, act, stored):
+    def _partial(self, m, act, stored):
         width = len(stored)
         act = act.as_signed()
         rows = [(Mux(stored[i], act, 0).as_signed() << i, i == width - 1) for i in range(width)]
-        return _adder_tree(m, rows, "shift_add")
+        return _reduce(m, rows, "shift_add", until=2)
 
 
-class BoothMultiplier(Multiplier):
+class BoothMultiplier(_TreeMultiplier):
     """Radix-4 Booth multiplier in LUTs and carry chains, with the weight recoded when it is loaded.
 
     The weight ``w`` (``n`` bits, sign-extended to an even width) is the sum of ``ceil(n/2)`` digits
@@ -185,8 +269,8 @@ class BoothMultiplier(Multiplier):
 
     Each cycle, row ``i`` is ``X[i] = (|d[i]| * act) XOR neg[i]`` (``n + 1`` bits, one 5-input LUT per bit), which is
     ``d[i] * act - neg[i]``; the missing ``neg[i]`` is put in a vacant low bit of row ``i + 1`` (which starts two bits
-    higher) and the last one added at the end. Half as many rows as :class:`ShiftAddMultiplier`, but wider ones
-    and one more adder for that last correction.
+    higher) and the last one added to the last partial sum. Half as many rows as :class:`ShiftAddMultiplier`, but
+    wider ones and one more adder for that last correction.
     """
 
     name = "booth"
@@ -209,7 +293,7 @@ class BoothMultiplier(Multiplier):
             digits.append(Cat(one, two, neg))
         return Cat(*digits)
 
-    def product(self, m, act, stored):
+    def _partial(self, m, act, stored):
         width = len(act)
         act = act.as_signed()
         double = Cat(Const(0, 1), act).as_signed()          # 2 * act, width + 1 bits
@@ -221,7 +305,10 @@ class BoothMultiplier(Multiplier):
             # Row i lives at bit 2i; rows after the first carry the previous row's +neg in their vacant bit 2i - 2.
             rows.append((x if i == 0 else Cat(negs[-1], Const(0, 1), x).as_signed() << (2 * i - 2), False))
             negs.append(neg)
-        return _kept(m, _adder_tree(m, rows, "booth"), "booth_rows") + (negs[-1] << (2 * len(negs) - 2))
+        terms = _reduce(m, rows, "booth", until=2)
+        last, _ = terms[-1]
+        terms[-1] = (_kept(m, last + (negs[-1] << (2 * len(negs) - 2)), "booth_last"), False)
+        return terms
 
 
 #: The PE types by name. ``"dsp"`` is the only one that uses DSP blocks.
@@ -328,8 +415,7 @@ class ProcessingElement(wiring.Component):
             m.d.sync += self.shadow.eq(self.mult.encode(self.w_data))
 
         # Stage 2: the product, from registers to a register.
-        product = Signal(signed(2 * self.input_width), reset_less=True)
-        m.d.sync += product.eq(self.mult.product(m, value, self.active)[:len(product)].as_signed())
+        product = self.mult.registered_product(m, value, self.active, platform)
 
         # Stage 3: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
         psum = Signal(signed(self.acc_width), reset_less=True)

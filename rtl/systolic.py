@@ -33,9 +33,9 @@ unskewed vectors. Each PE's multiplier is a DSP block or LUTs, as ``DatapathConf
 
 import dataclasses
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
@@ -192,10 +192,9 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
-        # Output FIFO and credits ----------------------------------------------------------------------------------
-        # The pipeline never stalls. A vector is accepted only if the FIFO will have room for its result: `used`
-        # counts the vectors accepted and not yet taken from `result`, in flight or in the FIFO.
-        fifo = m.submodules.fifo = SyncFIFO(width=ResultBeat(cfg).size, depth=self.fifo_depth)
+        # Credits --------------------------------------------------------------------------------------------------
+        # The pipeline never stalls. A vector is accepted only if the output FIFO will have room for its result:
+        # `used` counts the vectors accepted and not yet taken from `result`, in flight or in the FIFO.
         used = Signal(range(self.fifo_depth + 1))
         credit = Signal()
         m.d.comb += credit.eq(used != self.fifo_depth)
@@ -277,12 +276,33 @@ class SystolicArray(wiring.Component):
         pipe_latency = self.latency - 1
         valid = delay(act_fire, 1, pipe_latency, "valid", reset_less=False)
         m.d.comb += beat.last.eq(delay(self.act.payload.last, 1, pipe_latency, "last"))
+
+        # Output FIFO ----------------------------------------------------------------------------------------------
+        # First-word-fall-through, in LUT RAM (asynchronous read). Every result is written: `used` reserved its
+        # entry when the vector was accepted. So the write enable is the `valid` register itself, with no full
+        # check in front of its fan-out (every LUT-RAM cell of the FIFO).
+        depth = self.fifo_depth
+        m.submodules.fifo = fifo = Memory(shape=ResultBeat(cfg), depth=depth, init=[])
+        write = fifo.write_port()
+        read = fifo.read_port(domain="comb")
+        produce = Signal(range(depth))
+        consume = Signal(range(depth))
+        level = Signal(range(depth + 1))
         m.d.comb += [
-            fifo.w_data.eq(beat),
-            fifo.w_en.eq(valid),   # never refused: `used` reserved the entry when the vector was accepted
-            self.result.valid.eq(fifo.r_rdy),
-            self.result.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.result.ready),
+            write.addr.eq(produce),
+            write.data.eq(beat),
+            write.en.eq(valid),
+            read.addr.eq(consume),
+            self.result.payload.eq(read.data),
+            self.result.valid.eq(level != 0),
         ]
+        with m.If(valid):
+            m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
+        with m.If(result_fire):
+            m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
+        with m.If(valid & ~result_fire):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(~valid & result_fire):
+            m.d.sync += level.eq(level - 1)
 
         return m

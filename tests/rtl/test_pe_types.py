@@ -34,12 +34,15 @@ class AllProducts(wiring.Component):
     """``mult``'s product of one weight with each of the ``2**width`` activations, side by side.
 
     ``acts`` is an input (not constants) so that the simulated logic is the logic synthesised; ``products`` packs
-    the ``2**width`` products of ``2 * width`` bits, activation ``i - 2**(width-1)`` at index ``i``.
+    the ``2**width`` products of ``2 * width`` bits, activation ``i - 2**(width-1)`` at index ``i``. With
+    ``registered``, the products come from :meth:`~haneul.rtl.pe.Multiplier.registered_product` (the path the PE
+    uses), one cycle after the inputs; otherwise from the combinational :meth:`~haneul.rtl.pe.Multiplier.product`.
     """
 
-    def __init__(self, mult, width):
+    def __init__(self, mult, width, *, registered):
         self.mult = get_multiplier(mult)
         self.width = width
+        self.registered = registered
         count = 1 << width
         super().__init__({
             "weight":   In(signed(width)),
@@ -55,14 +58,18 @@ class AllProducts(wiring.Component):
         products = []
         for i in range(1 << width):
             act = self.acts[i * width:(i + 1) * width].as_signed()
-            products.append(self.mult.product(m, act, stored)[:2 * width])
+            if self.registered:
+                product = self.mult.registered_product(m, act, stored, platform)
+            else:
+                product = self.mult.product(m, act, stored)
+            products.append(product[:2 * width])
         m.d.comb += self.products.eq(Cat(*products))
         return m
 
 
-def all_products(mult, width):
+def all_products(mult, width, *, registered):
     """``table[w + 2**(width-1)][a + 2**(width-1)]``: the simulated product of every weight and activation."""
-    dut = AllProducts(mult, width)
+    dut = AllProducts(mult, width, registered=registered)
     count = 1 << width
     values = range(-(count // 2), count // 2)
     table = []
@@ -72,24 +79,31 @@ def all_products(mult, width):
         mask = (1 << 2 * width) - 1
         for w in values:
             ctx.set(dut.weight, w)
+            if registered:
+                await ctx.tick()
             packed = ctx.get(dut.products)
             row = [(packed >> (2 * width * i)) & mask for i in range(count)]
             table.append([p - (1 << 2 * width) if p >> (2 * width - 1) else p for p in row])
 
     sim = Simulator(dut)
+    if registered:
+        sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
     return np.array(table, dtype=np.int64)
 
 
-# The DSP type is Amaranth's own `*`: one width is enough for it.
-@pytest.mark.parametrize("mult, width", [(mult, width) for mult in LUT_TYPES for width in (3, 4, 5, 6, 8)]
-                         + [("dsp", 8)])
-def test_multiplier_exhaustive(mult, width):
+# The registered product is what the PE uses: every type, on every int8 pair. The combinational `product` of the LUT
+# types (the same rows and adders, registered nowhere) at the narrow widths; the DSP type needs one width only.
+@pytest.mark.parametrize("mult, width, registered",
+                         [(mult, width, True) for mult in LUT_TYPES for width in (3, 4, 5, 6, 8)]
+                         + [(mult, width, False) for mult in LUT_TYPES for width in (3, 4, 5, 6)]
+                         + [("dsp", 8, True)])
+def test_multiplier_exhaustive(mult, width, registered):
     half = 1 << (width - 1)
     values = np.arange(-half, half, dtype=np.int64)
     expected = np.outer(values, values)              # expected[w][a] = w * a
-    got = all_products(mult, width)
+    got = all_products(mult, width, registered=registered)
     mismatch = np.argwhere(got != expected)
     assert mismatch.size == 0, (f"{len(mismatch)} wrong products, first {values[mismatch[0][1]]} * "
                                 f"{values[mismatch[0][0]]} = {got[tuple(mismatch[0])]}")
@@ -248,6 +262,29 @@ def test_pe_type_placement():
     assert DatapathConfig(rows=8, cols=8).dsp_count == 64    # the budget is an upper bound
     with pytest.raises(IndexError, match=r"^PE \(4, 0\) is outside the 4 x 4 array$"):
         cfg.pe_mult(4, 0)
+
+
+class ECP5:
+    """Stands in for an ECP5 platform: ``elaborate`` only looks at ``family``."""
+    family = "ecp5"
+
+
+def test_ecp5_dsp_uses_output_register():
+    # For ECP5 the DSP PE instantiates MULT18X18D with its output register as the product register; LUT PEs and the
+    # generic (simulation) elaboration are unchanged.
+    text = rtlil.convert(ProcessingElement(mult="dsp"), name="top", platform=ECP5())
+    assert text.count("cell \\MULT18X18D ") == 1 and text.count("cell $mul ") == 0
+    cell = text[text.index("cell \\MULT18X18D "):]
+    cell = cell[:cell.index("\n  end\n")]
+    for line in ('parameter \\REG_OUTPUT_CLK "CLK0"', 'parameter \\REG_INPUTA_CLK "NONE"',
+                 'parameter \\REG_INPUTB_CLK "NONE"', 'parameter \\REG_PIPELINE_CLK "NONE"',
+                 "connect \\CLK0 \\clk", "connect \\CE0 1'1", "connect \\RST0 1'0",
+                 "connect \\SIGNEDA 1'1", "connect \\SIGNEDB 1'1"):
+        assert line in cell, line
+    for mult in LUT_TYPES:
+        assert "MULT18X18D" not in rtlil.convert(ProcessingElement(mult=mult), name="top", platform=ECP5())
+    cfg = DatapathConfig(rows=4, cols=4, dsp_pes=6)
+    assert rtlil.convert(SystolicArray(cfg), name="top", platform=ECP5()).count("cell \\MULT18X18D ") == 6
 
 
 # Arrays mixing PE types -----------------------------------------------------------------------------------------------
