@@ -72,7 +72,8 @@ class FaultyDatapath(wiring.Component):
     partial N tile is as wrong as any other), ``"drop"`` swallows the beat, ``"duplicate"`` offers it twice.
     ``"error"`` hides the error (``error`` stays low, ``error_code`` reads ``NONE``). On ``ppu_param``: ``"shift"``
     flips bit 0 of lane 0's shift in every beat (that channel's scale doubles or halves), ``"rounding"`` swaps double
-    and single rounding (the results differ by one in a few outputs).
+    and single rounding (results differ by one where the two roundings disagree, and by much more with positive
+    shifts, where double rounding wraps the left-shifted accumulator and single rounding does not).
     """
 
     FAULTS = ("data", "drop", "duplicate", "error", "shift", "rounding")
