@@ -81,6 +81,9 @@ class Codec:
 # Each shape compiles to a pair of closures, so per-beat packing does no layout inspection.
 
 def _compile(shape):
+    if isinstance(shape, type) and issubclass(shape, data.View):
+        # A ``data.Struct``/``data.Union`` class (e.g. ``ppu.Config``): pack it by its layout.
+        shape = data.Layout.cast(shape)
     if isinstance(shape, data.ArrayLayout):
         return _compile_array(shape)
     if isinstance(shape, data.Layout):

@@ -66,6 +66,10 @@ VERILATOR_OPT = "-O0"
 
 #: Verilator options for Amaranth output: its width warnings are harmless; lint/style warnings are noise.
 VERILATOR_BUILD_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+# cocotb builds Icarus with -g2012, where Yosys's `reg x = 0` initialisers give no time-0 event: `always @*` blocks
+# whose inputs never change stay X (seen on the scratchpad's bank grants, which then hung the datapath). -g2005 keeps
+# the initialisers' events.
+ICARUS_BUILD_ARGS = ("-g2005",)
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -327,6 +331,8 @@ def run(dut, *, test_module, simulator, build_name, params=None, toplevel="top",
         env["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), VERILATOR_MAKEFLAGS,
                                                   f"OPT_FAST={opt} OPT_SLOW=-O0"]))
         build_args = list(VERILATOR_BUILD_ARGS) + build_args
+    elif simulator == "icarus":
+        build_args = list(ICARUS_BUILD_ARGS) + build_args
 
     stamp_text = json.dumps({
         "verilog": hashlib.sha256(verilog_text.encode()).hexdigest(),

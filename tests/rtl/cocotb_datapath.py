@@ -312,28 +312,6 @@ class Stimulus:
 
 # Payload layouts -----------------------------------------------------------------------------------------------------
 
-def plain_layout(shape):
-    """``shape`` with every ``data.Struct`` class in it replaced by its layout.
-
-    :class:`~haneul.sim.cocotb.payload.Codec` walks ``data.Layout`` objects, and would treat a ``data.Struct``
-    class (``ppu.Config``, ``ppu.LaneParams``, ``eltwise.Params``) as a plain vector. The fields and their offsets
-    are unchanged (checked).
-    """
-    if isinstance(shape, type) and issubclass(shape, data.View):
-        shape = data.Layout.cast(shape)
-    if isinstance(shape, data.ArrayLayout):
-        plain = data.ArrayLayout(plain_layout(shape.elem_shape), shape.length)
-    elif isinstance(shape, data.StructLayout):
-        plain = data.StructLayout({name: plain_layout(field.shape) for name, field in shape})
-    elif isinstance(shape, data.UnionLayout):
-        plain = data.UnionLayout({name: plain_layout(field.shape) for name, field in shape})
-    else:
-        return shape
-    assert plain.size == shape.size and all(
-        plain[name].offset == field.offset for name, field in shape), f"layout changed: {shape!r}"
-    return plain
-
-
 # Testbench -----------------------------------------------------------------------------------------------------------
 
 class TB:
@@ -369,9 +347,9 @@ class TB:
         kw = dict(reset=dut.rst, rng=self.prng)
         self.cmd = StreamDriver(dut, "cmd", dut.clk, self.cmd_codec, **kw)
         self.spad_wr = StreamDriver(dut, "spad_wr", dut.clk, payload_shape(model, "spad_wr"), **kw)
-        self.ppu_param = StreamDriver(dut, "ppu_param", dut.clk, plain_layout(payload_shape(model, "ppu_param")),
+        self.ppu_param = StreamDriver(dut, "ppu_param", dut.clk, payload_shape(model, "ppu_param"),
                                       **kw)
-        self.add_param = (StreamDriver(dut, "add_param", dut.clk, plain_layout(payload_shape(model, "add_param")),
+        self.add_param = (StreamDriver(dut, "add_param", dut.clk, payload_shape(model, "add_param"),
                                        **kw)
                           if model.has_add else None)
         self.scoreboard = Scoreboard("out")

@@ -34,7 +34,6 @@ DEFAULT = {("icarus", "4x4"), ("verilator", "4x4")}
 # block whose inputs never change (the scratchpad's bank grants while nothing reads) keeps X forever, and the X
 # spreads through registers and survives reset. Verilog-2005 mode makes the initialisers time-0 events, which is
 # what Yosys's `$auto$verilog_backend` trigger register relies on.
-BUILD_ARGS = {"icarus": ("-g2005",), "verilator": ()}
 # Amount of random work (the cocotb module's `scale`): Icarus slows down with the size, Verilator much less.
 SCALE = {("icarus", "4x4"): 3, ("verilator", "4x4"): 8}
 DEFAULT_SCALE = {"icarus": 1, "verilator": 4}
@@ -60,7 +59,7 @@ def test_datapath_cocotb(request, simulator, size):
     _require(request, simulator)
     params = dict(SIZES[size], scale=SCALE.get((simulator, size), DEFAULT_SCALE[simulator]))
     run(Datapath(DatapathConfig(**SIZES[size])), simulator=simulator, build_name=f"datapath-{size}",
-        test_module=TEST_MODULE, params=params, build_args=BUILD_ARGS[simulator], expect_tests=COCOTB_TESTS)
+        test_module=TEST_MODULE, params=params, expect_tests=COCOTB_TESTS)
 
 
 # The testbench must fail on a wrong DUT ---------------------------------------------------------------------------
@@ -161,7 +160,7 @@ def test_catches_faults(request, fault):
     _require(request, "icarus")
     dut = FaultyDatapath(DatapathConfig(**SIZES["4x4"]), fault)
     results = run(dut, simulator="icarus", build_name=f"datapath-fault-{fault}", test_module=TEST_MODULE,
-                  params=dict(SIZES["4x4"], scale=1), testcase=FAULT_TESTS[fault], build_args=BUILD_ARGS["icarus"],
+                  params=dict(SIZES["4x4"], scale=1), testcase=FAULT_TESTS[fault],
                   check=False)
     assert len(results.tests) == 1, [test.name for test in results.tests]
     assert results.failed, f"fault {fault!r} went unnoticed"
