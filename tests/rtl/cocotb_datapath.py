@@ -27,7 +27,6 @@ from types import SimpleNamespace
 
 import cocotb
 import numpy as np
-from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
