@@ -33,8 +33,9 @@ Mappings (per layer; C channels, K = KH * KW taps, OH x OW outputs, G = ceil(C /
 For the unit, a channel group takes ``max(compute, columns, reads / ports)`` cycles, where ``compute = OH * OW *
 ceil(K / taps)`` window beats, ``columns`` the WindowBuffer's one column per cycle, and ``reads`` the activation
 lines plus the group's K weight lines shared by the ``ports`` scratchpad read ports (1 line each per cycle,
-conflict-free with the checkerboard bank placement). Plus one cycle per group for the requantiser's parameter beat,
-and per layer the first weight set and the pipeline fill (scratchpad 1 + buffer 1 + unit 5 + requantiser 9).
+conflict-free with the checkerboard bank placement). Plus one cycle per group for the weight-set swap (the
+requantiser's parameter beat at the same group boundary overlaps it), and per layer the first weight set and the
+pipeline fill (scratchpad 1 + buffer 1 + unit 5 + requantiser 9).
 """
 
 import argparse

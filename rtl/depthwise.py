@@ -26,8 +26,9 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
@@ -208,20 +209,25 @@ class DepthwiseUnit(wiring.Component):
     Weight sets are double-buffered: the *shadow* set is loaded while the *active* set computes.
 
     * ``weight.ready`` is high until a whole set is in the shadow registers (a beat with ``last``, or
-      ``weight_lines`` beats), and again from the cycle after the first window of the set before it was accepted.
-    * ``window.ready`` is low for the first window of a group (the first after reset or after a ``last``) until its
-      weight set is complete; accepting that window makes the shadow set active.
-    * After reset the active set is zero; every group brings its own set.
+      ``weight_lines`` beats).
+    * Once the last window of a group has been accepted and the next set is complete, the next cycle copies the
+      shadow set into the active one (the *swap*), and ``weight.ready`` rises again after it.
+    * ``window.ready`` is low from the cycle after a group's last window until its successor's set is active, and
+      after reset until the first set is active: one idle cycle between groups when the next set is already there.
+    * A weight set is read only when a window is accepted (into the stage 1 registers), so the swap never disturbs
+      windows in flight, and it depends on registers only.
 
-    The datapath is a pipeline with one stall enable, ``~result.valid | result.ready``: when a result is offered and
-    not taken, nothing moves and ``window.ready`` is low. A cycle without ``window.valid`` is a bubble.
+    The pipeline never stalls (there is no clock enable). Results enter an output FIFO of ``fifo_depth = latency +
+    1`` entries (``amaranth.lib.fifo.SyncFIFO``, LUT RAM) and ``result`` is its read side. Room is reserved when a
+    final window is accepted: ``window.ready`` is low while ``fifo_depth`` results are in flight or waiting, so
+    ``window.ready`` and ``weight.ready`` depend on registers only. A cycle without ``window.valid`` is a bubble.
 
-    Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when not stalled
-    (``latency = 3 + ceil(ceil(log2(taps)) / 2)``: 5 for 9 taps): stage 1 subtracts the zero point and applies the
-    mask, stage 2 registers the products, then two adder-tree levels per stage, then the pass accumulator, which is
-    the output register. Throughput: one window beat per cycle, also across groups when each group has more window
-    beats than the next group's weight set has lines (the next set loads, one line per cycle, from the cycle after
-    the current group's first window).
+    Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when the FIFO is empty
+    (``latency = 3 + ceil(ceil(log2(taps)) / 2)``: 5 for 9 taps): stage 1 subtracts the zero point, applies the mask
+    and selects the pass's weight slice, stage 2 registers the products, then two adder-tree levels per stage, then
+    the pass accumulator, whose sum is written into the FIFO. Throughput: one window beat per cycle within a group
+    while ``result.ready`` is high, and one idle cycle between groups when each group has at least as many window
+    beats as the next group's set has lines (the next set loads one line per cycle from the cycle after the swap).
 
     Parameters
     ----------
@@ -256,6 +262,8 @@ class DepthwiseUnit(wiring.Component):
         Lines of one weight set, ``passes * taps``.
     latency : int
         Cycles from accepting a final window to its result, ``3 + ceil(ceil(log2(taps)) / 2)``.
+    fifo_depth : int
+        Entries of the output FIFO, ``latency + 1``: enough for one window per cycle while ``result.ready`` is high.
     """
 
     #: Multiplier implementations: ``"lut"`` (shift-and-add in LUTs and carry chains) or ``"dsp"`` (``$mul`` cells,
@@ -282,6 +290,7 @@ class DepthwiseUnit(wiring.Component):
         self.weight_lines = passes * taps
         self.tree_levels = ceil(log2(taps)) if taps > 1 else 0
         self.latency = 3 + ceil(self.tree_levels / 2)
+        self.fifo_depth = self.latency + 1
         super().__init__({
             "window": In(stream.Signature(WindowBeat(config, lanes, taps))),
             "weight": In(stream.Signature(WeightBeat(config, lanes))),
@@ -293,13 +302,27 @@ class DepthwiseUnit(wiring.Component):
         lines = self.weight_lines
         m = Module()
 
-        # Everything in `pipe` advances together, only when the output register is empty or being accepted.
-        pipe = Module()
-        en = Signal()
-        m.d.comb += en.eq(~self.result.valid | self.result.ready)
-        m.submodules.pipe = EnableInserter(en)(pipe)
+        def reg(shape, name, value):
+            """A pipeline register loading ``value`` every cycle."""
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        # Output FIFO and credits: room for a result is reserved when its final window is accepted, so the pipeline
+        # never stalls and `window.ready` depends on registers only --------------------------------------------------
+
+        m.submodules.fifo = fifo = SyncFIFO(width=cfg.acc_width * lanes, depth=self.fifo_depth)
+        used = Signal(range(self.fifo_depth + 1))    # results reserved: in flight or in the FIFO
+        m.d.comb += [
+            self.result.valid.eq(fifo.r_rdy),
+            self.result.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.result.ready),
+        ]
 
         # Weight sets: shadow (loading) and active (computing) -----------------------------------------------------
+        # Everything of a weight set (lines, zero point, which lines were sent) is read in one place only: when a
+        # window is accepted, into the stage 1 registers. So the shadow set can be copied into the active one as soon
+        # as the last window of the active set's group has been accepted; the copy is decided by registers only.
 
         set_layout = data.ArrayLayout(data.ArrayLayout(cfg.input_shape, lanes), lines)
         shadow = Signal(set_layout)
@@ -312,23 +335,20 @@ class DepthwiseUnit(wiring.Component):
         active_sent = Signal(lines)
         count = Signal(range(lines))             # lines of the shadow set received so far (while not full)
         shadow_full = Signal()
-        need_swap = Signal(init=1)               # the next accepted window starts a group
+        need_swap = Signal(init=1)               # the active set is used up: the next group's set must come in
 
-        m.d.comb += [
-            self.weight.ready.eq(~shadow_full),
-            self.window.ready.eq(en & (~need_swap | shadow_full)),
-        ]
-        accept = Signal()
         swap = Signal()
+        accept = Signal()
         m.d.comb += [
+            swap.eq(need_swap & shadow_full),
+            self.weight.ready.eq(~shadow_full),
+            self.window.ready.eq((used != self.fifo_depth) & ~need_swap),
             accept.eq(self.window.valid & self.window.ready),
-            swap.eq(accept & need_swap),
         ]
         w_fire = self.weight.valid & self.weight.ready
 
-        with m.If(accept):
-            m.d.sync += need_swap.eq(self.window.payload.last)
-        # A swap needs a full shadow set and a weight line a non-full one: never both in one cycle.
+        # A window is accepted only without `need_swap`, a weight line only without `shadow_full`, and a swap needs
+        # both: no two of the three updates below happen in the same cycle.
         with m.If(swap):
             m.d.sync += [
                 active.eq(shadow),
@@ -336,8 +356,11 @@ class DepthwiseUnit(wiring.Component):
                 active_sent.eq(shadow_sent),
                 shadow_full.eq(0),
                 count.eq(0),
+                need_swap.eq(0),
             ]
-        with m.Elif(w_fire):
+        with m.If(accept & self.window.payload.last):
+            m.d.sync += need_swap.eq(1)
+        with m.If(w_fire):
             for line in range(lines):
                 with m.If(count == line):
                     m.d.sync += [
@@ -365,60 +388,52 @@ class DepthwiseUnit(wiring.Component):
                 with m.Elif(step != passes - 1):
                     m.d.sync += step.eq(step + 1)
 
-        # Stage 1: zero point and mask (the window's own weight set is active from the cycle after its acceptance,
-        # so the zero point and the sent lines are taken from the shadow set when this window swaps) ----------------
+        # Stage 1: the window minus the zero point, masked, and the weight slice of this pass, registered together
+        # (so that the multipliers read registers only) ----------------------------------------------------------------
 
-        zero_point = Mux(swap, shadow_zp, active_zp)
-        sent = Mux(swap, shadow_sent, active_sent)
         x1 = []
         for t in range(taps):
-            tap_sent = sent[t]
+            tap_sent = active_sent[t]
             for p in range(1, passes):
-                tap_sent = Mux(step == p, sent[p * taps + t], tap_sent)
+                tap_sent = Mux(step == p, active_sent[p * taps + t], tap_sent)
             use = Signal(name=f"use_t{t}")
             m.d.comb += use.eq(self.window.payload.mask[t] & tap_sent)
-            row = []
-            for lane in range(lanes):
-                reg = Signal(signed(cfg.input_width + 1), name=f"x_t{t}_l{lane}")
-                element = self.window.payload.data[t][lane]
-                pipe.d.sync += reg.eq(Mux(use, element - zero_point, 0))
-                row.append(reg)
-            x1.append(row)
-        valid1 = Signal()
-        first1 = Signal()
-        final1 = Signal()
-        step1 = Signal.like(step)
-        pipe.d.sync += [
-            valid1.eq(accept),
-            first1.eq(~in_pixel),
-            final1.eq(self.window.payload.final),
-            step1.eq(step),
+            x1.append([reg(signed(cfg.input_width + 1), f"x_t{t}_l{lane}",
+                           Mux(use, self.window.payload.data[t][lane] - active_zp, 0)) for lane in range(lanes)])
+        weights = []
+        for t in range(taps):
+            line = active[t]
+            for p in range(1, passes):
+                line = Mux(step == p, active[p * taps + t], line)
+            weights.append(reg(data.ArrayLayout(cfg.input_shape, lanes), f"w_t{t}", line))
+
+        # The control bits travel with the data (with a reset, so that no beat appears from nowhere).
+        valid, first, final = Signal(name="valid_s1"), Signal(name="first_s1"), Signal(name="final_s1")
+        m.d.sync += [
+            valid.eq(accept),
+            first.eq(~in_pixel),
+            final.eq(self.window.payload.final),
         ]
 
-        # Stage 2: products. Only this stage reads the active weights: the window in stage 1 always belongs to the
-        # active set (the next group's first window swaps it in the same edge that moves this one to stage 2) -------
+        def delay(signals, stage):
+            out = []
+            for value in signals:
+                r = Signal.like(value, name=f"{value.name.rsplit('_', 1)[0]}_s{stage}")
+                m.d.sync += r.eq(value)
+                out.append(r)
+            return out
+
+        # Stage 2: products -------------------------------------------------------------------------------------------
 
         sums = []                                # sums[lane]: the terms of the current tree level
         for lane in range(lanes):
             terms = []
             for t in range(taps):
-                w = active[t][lane]
-                for p in range(1, passes):
-                    w = Mux(step1 == p, active[p * taps + t][lane], w)
-                prod = Signal(signed(2 * cfg.input_width + 1), name=f"prod_t{t}_l{lane}")
-                if self.multiplier == "dsp":
-                    pipe.d.sync += prod.eq(x1[t][lane] * w)
-                else:
-                    pipe.d.sync += prod.eq(_shift_add(pipe, x1[t][lane], w, f"mul_t{t}_l{lane}"))
-                terms.append(prod)
+                x, w = x1[t][lane], weights[t][lane]
+                product = x * w if self.multiplier == "dsp" else _shift_add(m, x, w, f"mul_t{t}_l{lane}")
+                terms.append(reg(signed(2 * cfg.input_width + 1), f"prod_t{t}_l{lane}", product))
             sums.append(terms)
-
-        def delay(value, name):
-            reg = Signal.like(value, name=name)
-            pipe.d.sync += reg.eq(value)
-            return reg
-
-        valid, first, final = (delay(valid1, "valid_s2"), delay(first1, "first_s2"), delay(final1, "final_s2"))
+        valid, first, final = delay((valid, first, final), 2)
 
         # Adder tree: two levels of pairwise additions per stage ----------------------------------------------------
 
@@ -426,31 +441,29 @@ class DepthwiseUnit(wiring.Component):
             for lane in range(lanes):
                 terms = sums[lane]
                 for level in range(min(2, self.tree_levels - 2 * stage)):
-                    terms = [_kept(pipe, terms[k] + terms[k + 1], f"sum{2 * stage + level}_{k // 2}_l{lane}")
+                    terms = [_kept(m, terms[k] + terms[k + 1], f"sum{2 * stage + level}_{k // 2}_l{lane}")
                              if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
-                regs = []
-                for k, value in enumerate(terms):
-                    reg = Signal(value.shape(), name=f"tree{stage + 1}_{k}_l{lane}")
-                    pipe.d.sync += reg.eq(value)
-                    regs.append(reg)
-                sums[lane] = regs
-            valid = delay(valid, f"valid_t{stage + 1}")
-            first = delay(first, f"first_t{stage + 1}")
-            final = delay(final, f"final_t{stage + 1}")
+                sums[lane] = [reg(value.shape(), f"tree{stage + 1}_{k}_l{lane}", value)
+                              for k, value in enumerate(terms)]
+            valid, first, final = delay((valid, first, final), 3 + stage)
 
-        # Pass accumulator = output register --------------------------------------------------------------------------
+        # Pass accumulator; a final pass writes its sum into the FIFO -------------------------------------------------
 
-        out_valid = Signal()
         acc = Signal(data.ArrayLayout(cfg.acc_shape, lanes))
-        pipe.d.sync += out_valid.eq(valid & final)
-        with pipe.If(valid):
-            for lane in range(lanes):
-                total = Mux(first, 0, acc[lane]) + sums[lane][0]
-                pipe.d.sync += acc[lane].eq(total[:cfg.acc_width])
+        total = Signal(data.ArrayLayout(cfg.acc_shape, lanes))
+        for lane in range(lanes):
+            m.d.comb += total[lane].eq((Mux(first, 0, acc[lane]) + sums[lane][0])[:cfg.acc_width])
+        with m.If(valid):
+            m.d.sync += acc.eq(total)
         m.d.comb += [
-            self.result.valid.eq(out_valid),
-            self.result.payload.eq(acc),
+            fifo.w_data.eq(total),
+            fifo.w_en.eq(valid & final),
         ]
+
+        with m.If((accept & self.window.payload.final) & ~(self.result.valid & self.result.ready)):
+            m.d.sync += used.eq(used + 1)
+        with m.Elif(~(accept & self.window.payload.final) & (self.result.valid & self.result.ready)):
+            m.d.sync += used.eq(used - 1)
         return m
 
 

@@ -184,15 +184,15 @@ def test_unit_extremes(rng):
 
 
 def test_unit_timing():
-    """Latency ``3 + ceil(ceil(log2(taps)) / 2)`` and one window per cycle across groups: groups of weight-set
-    lines + 1 windows follow each other without a bubble."""
+    """Latency ``3 + ceil(ceil(log2(taps)) / 2)``, one window per cycle within a group, and exactly one idle cycle
+    (the weight-set swap) between groups of as many windows as the next set has lines."""
     rng = np.random.default_rng(7)
     dut = DepthwiseUnit(lanes=2, taps=9, passes=1)
     assert dut.latency == 5
     lines = dut.weight_lines
     groups = []
     for _ in range(3):
-        pixels = [[(rng.integers(-128, 128, (9, 2)), (1 << 9) - 1)] for _ in range(lines + 1)]
+        pixels = [[(rng.integers(-128, 128, (9, 2)), (1 << 9) - 1)] for _ in range(lines)]
         groups.append(dict(weights=rng.integers(-128, 128, (lines, 2)), zp=zero_point(rng), pixels=pixels))
     weights, windows = unit_streams(groups, 9)
     expected = unit_model(groups, 2, 9, 1)
@@ -223,19 +223,23 @@ def test_unit_timing():
             cycle += 1
 
     simulate(dut, weight_tb, window_tb)
-    # First set: lines 0 .. lines-1 accepted in cycles 0 .. lines-1, the first window in cycle `lines`, then one per
-    # cycle with no bubble, each result `latency` cycles after its window.
-    assert accepted == list(range(lines, lines + len(windows)))
+    # First set: lines 0 .. lines-1 accepted in cycles 0 .. lines-1, complete in cycle `lines`, when it swaps in;
+    # the first window in cycle `lines + 1`, then one per cycle; after each group's last window one cycle for the
+    # swap (the next set has loaded meanwhile). Each result comes `latency` cycles after its window.
+    assert accepted == [lines + 1 + g * (lines + 1) + n for g in range(3) for n in range(lines)]
     assert [c for c, _ in results] == [c + dut.latency for c in accepted]
     assert [v for _, v in results] == [list(e) for e in expected]
 
 
 def test_unit_stall_holds_result(rng):
-    """While the output is stalled the offered result stays, and nothing is accepted."""
-    dut = DepthwiseUnit(lanes=2, taps=3, passes=1)
-    groups = random_groups(rng, 2, 3, 1, 1)
-    groups[0]["pixels"] = [[p[0]] for p in groups[0]["pixels"]]
+    """With ``result`` stalled, exactly ``fifo_depth`` single-pass windows are accepted (non-final beats need no
+    room), the offered result (the FIFO's head) stays unchanged, and all results then come out in order."""
+    dut = DepthwiseUnit(lanes=2, taps=3, passes=2)
+    assert dut.fifo_depth == dut.latency + 1 == 5
+    groups = random_groups(rng, 2, 3, 2, 1)
+    groups[0]["pixels"] = [[(rng.integers(-128, 128, (3, 2)), 7)] * int(rng.integers(1, 3)) for _ in range(12)]
     weights, windows = unit_streams(groups, 3)
+    expected = unit_model(groups, 2, 3, 2)
 
     async def tb(ctx):
         for payload in weights:
@@ -243,18 +247,23 @@ def test_unit_stall_holds_result(rng):
             ctx.set(dut.weight.valid, 1)
             await ctx.tick().until(dut.weight.ready)
         ctx.set(dut.weight.valid, 0)
-        ctx.set(dut.window.payload, windows[0])
-        ctx.set(dut.window.valid, 1)
-        await ctx.tick().until(dut.window.ready)
-        ctx.set(dut.window.payload, windows[1] if len(windows) > 1 else windows[0])
-        await ctx.tick().repeat(dut.latency + 2)
-        assert ctx.get(dut.result.valid)
-        held = ctx.get(dut.result.payload).as_value().value
-        for _ in range(10):
-            assert not ctx.get(dut.window.ready)
-            await ctx.tick()
-            assert ctx.get(dut.result.valid)
-            assert ctx.get(dut.result.payload).as_value().value == held
+        pending = list(windows)
+        finals = 0
+        held = None
+        for _ in range(40):                      # result.ready stays low
+            ctx.set(dut.window.payload, pending[0])
+            ctx.set(dut.window.valid, 1)
+            _, _, fire, r_valid, r_payload = await ctx.tick().sample(
+                dut.window.valid & dut.window.ready, dut.result.valid, dut.result.payload)
+            if fire:
+                finals += pending.pop(0)["final"]
+            if held is not None:
+                assert r_valid and r_payload.as_value().value == held
+            elif r_valid:
+                held = r_payload.as_value().value
+        assert finals == dut.fifo_depth
+        got = await collect(ctx, dut.result, dut.fifo_depth, rng, 0.0, lanes=2, max_cycles=20)
+        assert got == [list(e) for e in expected[:dut.fifo_depth]]
 
     simulate(dut, tb)
 
