@@ -69,7 +69,8 @@ class DatapathConfig:
         post-processing unit (64 for a 16-lane requantiser). ``docs/fpga.md`` has the budget.
     lut_mult : str
         Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
-        :data:`haneul.rtl.pe.MULTIPLIERS` (``"lut"``, shift-and-add, or ``"booth"``, radix-4 Booth). Default ``"lut"``.
+        :data:`haneul.rtl.pe.MULTIPLIERS` (``"booth"``, radix-4 Booth, or ``"lut"``, shift-and-add). Default
+        ``"booth"``, which needs about a fifth fewer LUTs than shift-and-add on ECP5 (``docs/fpga.md``).
 
     Raises
     ------
@@ -88,7 +89,7 @@ class DatapathConfig:
     acc_depth: int = 512
     acc_banks: int = 2
     dsp_pes: int = 80
-    lut_mult: str = "lut"
+    lut_mult: str = "booth"
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),

@@ -9,9 +9,10 @@ A processing element (PE) holds one weight of the current tile and performs one 
             psum_out = psum_in + act_in.value * weight   (to the PE below, 3 cycles after act_in)
 
 The multiply-accumulate is pipelined in three register stages so that a DSP block has registers on both sides and
-a LUT multiplier a whole cycle for itself: (1) the activation (``act_out``) and the weight in use (``active``),
-(2) the product, (3) the partial sum. Each PE delays the activation by one cycle and the partial sum by one cycle,
-so the skewed wavefront of the array is unchanged; only the fill latency grows by two cycles.
+a LUT multiplier most of a cycle for itself: (1) the activation (``act_out``) and the weight in use (``active``),
+(2) the product (the LUT types register their adder tree before its last adder, which joins stage 3), (3) the
+partial sum. Each PE delays the activation by one cycle and the partial sum by one cycle, so the skewed wavefront of
+the array is unchanged; only the fill latency grows by two cycles.
 
 The weight register is double-buffered: a *shadow* weight is written through ``w_load``/``w_data`` while the
 *active* weight keeps computing. The swap is not a global signal: the ``swap`` bit travels with the activation that

@@ -18,22 +18,23 @@ Dataflow (``rows = cols = 3`` shown)::
     act[1] -[1]--> PE10 --> PE11 --> PE12         partial sums move down, one PE per cycle
     act[2] -[2]--> PE20 --> PE21 --> PE22
                     |        |        |
-                   [2]      [1]       |           deskew: column n delayed cols-1-n cycles
-                    v        v        v
-                     output FIFO (rows+cols+3 entries)
+                    v        v        v           column n written into its FIFO column when it leaves
+                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+3 entries): the deskew
                           |
                        result vector
 
 ``[d]`` is a delay of ``d`` registers. Row ``k`` of the activation vector is skewed by ``k`` cycles on the way in, and
-column ``n`` of the result deskewed by ``cols - 1 - n`` cycles on the way out, so the user sends and receives whole,
-unskewed vectors. Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see
-:mod:`haneul.rtl.pe`). The pipeline never stalls; the output FIFO and a credit count absorb backpressure. See
-``docs/systolic.md`` for timing diagrams and the stall scheme, ``docs/fpga.md`` for the ECP5 figures.
+column ``n`` of the result is written into the output FIFO as it leaves the array, ``n`` cycles after column 0; a
+FIFO row is read once its last column is in. So the user sends and receives whole, unskewed vectors.
+
+Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see :mod:`haneul.rtl.pe`). The
+pipeline never stalls; the output FIFO and a credit count absorb backpressure. See ``docs/systolic.md`` for timing
+diagrams and the stall scheme, ``docs/fpga.md`` for the ECP5 figures.
 """
 
 import dataclasses
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -268,41 +269,49 @@ class SystolicArray(wiring.Component):
                     pe.w_data.eq(w_data[n]),
                 ]
 
-        # Deskew: column n delayed cols - 1 - n cycles; valid and last follow the vector into the FIFO -------------
-        beat = Signal(ResultBeat(cfg))
-        for n in range(cols):
-            out = delay(pes[rows - 1][n].psum_out, cfg.acc_shape, cols - 1 - n, f"psum_c{n}")
-            m.d.comb += beat.data[n].eq(out)
-        pipe_latency = self.latency - 1
-        valid = delay(act_fire, 1, pipe_latency, "valid", reset_less=False)
-        m.d.comb += beat.last.eq(delay(self.act.payload.last, 1, pipe_latency, "last"))
-
-        # Output FIFO ----------------------------------------------------------------------------------------------
-        # First-word-fall-through, in LUT RAM (asynchronous read). Every result is written: `used` reserved its
-        # entry when the vector was accepted. So the write enable is the `valid` register itself, with no full
-        # check in front of its fan-out (every LUT-RAM cell of the FIFO).
+        # Output FIFO, one column at a time ---------------------------------------------------------------------
+        # First-word-fall-through, in LUT RAM (asynchronous read), with one memory per result column. Column n of a
+        # vector leaves the bottom PE rows + n + 2 cycles after the vector was accepted and is written into its own
+        # memory right then, at its own write pointer: the FIFO is the deskew, and each write pointer and write
+        # enable only reaches the LUT RAM of its own column. A FIFO row is complete when its last column is written.
+        # Every write goes to a free entry, as `used` reserved one for each accepted vector, so nothing checks for
+        # full (the entry of vector v is free once vector v - fifo_depth was read, which it was when v was accepted).
         depth = self.fifo_depth
-        m.submodules.fifo = fifo = Memory(shape=ResultBeat(cfg), depth=depth, init=[])
-        write = fifo.write_port()
-        read = fifo.read_port(domain="comb")
-        produce = Signal(range(depth))
+        pipe_latency = self.latency - 1           # the last column is written in cycle t + latency - 1
+        valid = [act_fire]
+        for i in range(pipe_latency):
+            valid.append(Signal(name=f"valid_d{i}"))
+            m.d.sync += valid[-1].eq(valid[-2])
+        last = delay(self.act.payload.last, 1, pipe_latency, "last")
         consume = Signal(range(depth))
-        level = Signal(range(depth + 1))
+        level = Signal(range(depth + 1))         # complete rows in the FIFO
+        columns = [(pes[rows - 1][n].psum_out, valid[rows + n + 2], f"c{n}") for n in range(cols)]
+        columns.append((last, valid[pipe_latency], "last"))
+        outputs = []
+        for data_in, write_en, name in columns:
+            memory = m.submodules[f"fifo_{name}"] = Memory(shape=len(data_in), depth=depth, init=[])
+            write = memory.write_port()
+            read = memory.read_port(domain="comb")
+            produce = Signal(range(depth), name=f"produce_{name}")
+            m.d.comb += [
+                write.addr.eq(produce),
+                write.data.eq(data_in),
+                write.en.eq(write_en),
+                read.addr.eq(consume),
+            ]
+            with m.If(write_en):
+                m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
+            outputs.append(read.data)
         m.d.comb += [
-            write.addr.eq(produce),
-            write.data.eq(beat),
-            write.en.eq(valid),
-            read.addr.eq(consume),
-            self.result.payload.eq(read.data),
+            self.result.payload.eq(Cat(*outputs)),
             self.result.valid.eq(level != 0),
         ]
-        with m.If(valid):
-            m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
+        row_done = valid[pipe_latency]
         with m.If(result_fire):
             m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
-        with m.If(valid & ~result_fire):
+        with m.If(row_done & ~result_fire):
             m.d.sync += level.eq(level + 1)
-        with m.Elif(~valid & result_fire):
+        with m.Elif(~row_done & result_fire):
             m.d.sync += level.eq(level - 1)
 
         return m

@@ -162,7 +162,7 @@ def test_config_defaults():
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 34
-    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult) == (80, 80, "lut")
+    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult) == (80, 80, "booth")
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
