@@ -36,7 +36,7 @@ from haneul.rtl.commands import Matmul, Requant, weight_lines_per_row, weight_ti
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Rounding
 
-__all__ = ["GemmError", "Readout", "GemmPlan", "plan_gemm"]
+__all__ = ["GemmError", "Readout", "GemmPlan", "plan_gemm", "weight_tiles", "requant_beats"]
 
 
 class GemmError(HaneulError, ValueError):
@@ -129,21 +129,9 @@ class GemmPlan:
 
     def weight_lines(self, w):
         """Scratchpad writes ``[(addr, line)]`` that load ``W`` (``k x n``), one weight tile per (N, K) tile."""
-        w = self._check("W", w, (self.k, self.n))
-        cfg = self.config
-        rows, cols, lpr = cfg.rows, cfg.cols, weight_lines_per_row(cfg)
-        padded = np.zeros((self.k_tiles * rows, self.n_tiles * cols), dtype=np.int8)
-        padded[:self.k, :self.n] = w
-        lines = []
-        for nt in range(self.n_tiles):
-            for kt in range(self.k_tiles):
-                base = self.w_base + (nt * self.k_tiles + kt) * weight_tile_lines(cfg)
-                for k in range(rows):
-                    row = np.zeros(lpr * rows, dtype=np.int8)
-                    row[:cols] = padded[kt * rows + k, nt * cols:(nt + 1) * cols]
-                    for p in range(lpr):
-                        lines.append((base + k * lpr + p, row[p * rows:(p + 1) * rows]))
-        return lines
+        tiles = weight_tiles(self._check("W", w, (self.k, self.n)), self.config)
+        flat = tiles.reshape(-1, self.config.rows)
+        return [(self.w_base + i, flat[i]) for i in range(len(flat))]
 
     def param_beats(self, bias, multiplier, shift, output_offset, act_min, act_max, single_rounding=False):
         """The ``ppu_param`` beats of the plan, one per ``REQUANT`` with ``load_params``, in order.
@@ -160,21 +148,9 @@ class GemmPlan:
         single_rounding : bool
             Single rounding (FULLY_CONNECTED) instead of double rounding (convolutions).
         """
-        cols = self.config.cols
-        per_channel = [np.broadcast_to(np.asarray(v, dtype=np.int64), (self.n,)) for v in (bias, multiplier, shift)]
-        config = {"output_offset": int(output_offset), "act_min": int(act_min), "act_max": int(act_max),
-                  "rounding": Rounding.SINGLE if single_rounding else Rounding.DOUBLE}
-        beats = []
-        for r in self.readouts:
-            if not r.load_params:
-                continue
-            lanes = []
-            for lane in range(cols):
-                ch = r.n_tile * cols + lane
-                b, mult, sh = (int(v[ch]) for v in per_channel) if ch < self.n else (0, 0, 0)
-                lanes.append({"bias": b, "multiplier": mult, "shift": sh})
-            beats.append({"config": config, "lanes": lanes})
-        return beats
+        per_tile = requant_beats(self.n, self.config, bias, multiplier, shift, output_offset, act_min, act_max,
+                                 single_rounding)
+        return [per_tile[r.n_tile] for r in self.readouts if r.load_params]
 
     def assemble(self, lines):
         """The ``m x n`` int8 output from the lines received on ``out`` (each ``cols`` int8 values), in order."""
@@ -199,6 +175,40 @@ class GemmPlan:
         if x.dtype != np.int8:
             raise GemmError(f"{name} must be int8, not {x.dtype}")
         return x
+
+
+def weight_tiles(w, config):
+    """``W`` (``k x n`` int8) as the scratchpad holds it: an array of shape ``(n_tiles, k_tiles, tile_lines, rows)``,
+    one weight tile per (N, K) tile, zero-padded (``tile_lines = weight_tile_lines(config)``)."""
+    rows, cols, lpr = config.rows, config.cols, weight_lines_per_row(config)
+    k, n = w.shape
+    k_tiles, n_tiles = -(-k // rows), -(-n // cols)
+    padded = np.zeros((k_tiles * rows, n_tiles * lpr * rows), dtype=np.int8)
+    for nt in range(n_tiles):
+        width = min(cols, n - nt * cols)
+        padded[:k, nt * lpr * rows:nt * lpr * rows + width] = w[:, nt * cols:nt * cols + width]
+    # (kt, k, nt, p, e) -> (nt, kt, k, p, e): row k of a tile is lpr lines of `rows` elements.
+    tiles = padded.reshape(k_tiles, rows, n_tiles, lpr, rows).transpose(2, 0, 1, 3, 4)
+    return tiles.reshape(n_tiles, k_tiles, rows * lpr, rows)
+
+
+def requant_beats(n, config, bias, multiplier, shift, output_offset, act_min, act_max, single_rounding=False):
+    """The requantiser parameter beats (:class:`~haneul.rtl.ppu.Params` values as ``dict`` s) of the
+    ``ceil(n / cols)`` N tiles of an output with ``n`` channels; lanes past ``n`` get zero bias, multiplier and
+    shift. ``bias``, ``multiplier``, ``shift`` are per channel (``n`` values) or scalars."""
+    cols = config.cols
+    per_channel = [np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)) for v in (bias, multiplier, shift)]
+    shared = {"output_offset": int(output_offset), "act_min": int(act_min), "act_max": int(act_max),
+              "rounding": Rounding.SINGLE if single_rounding else Rounding.DOUBLE}
+    beats = []
+    for nt in range(-(-n // cols)):
+        lanes = []
+        for lane in range(cols):
+            ch = nt * cols + lane
+            b, mult, sh = (int(v[ch]) for v in per_channel) if ch < n else (0, 0, 0)
+            lanes.append({"bias": b, "multiplier": mult, "shift": sh})
+        beats.append({"config": shared, "lanes": lanes})
+    return beats
 
 
 def _positive_int(name, value):
