@@ -1,0 +1,142 @@
+"""A CONV_2D as an NPU program, with the im2col done by the DMA engine on the fly.
+
+The convolution is the GEMM ``out[p, oc] = requantize(sum_k cols[p, k] * w[k, oc] + bias)`` over output pixels ``p``
+(rows of the output) and ``k = (ky, kx, c)``, scheduled by :func:`haneul.firmware.npu_gemm.schedule`. What is
+special is how the activation "matrix" ``cols`` gets into the scratchpad: it is never built in memory. The input
+stays an ``H x W x C`` int8 tensor (NHWC); ``LOAD`` s read it straight into scratchpad lines.
+
+**Row-packed layout** (this module; for layers with ``KW * C <= rows``, e.g. the RGB input layers): a K tile is one
+kernel row ``ky``, and the scratchpad line of pixel ``(oy, ox)`` for K tile ``ky`` holds the ``KW * C`` input bytes
+``x[iy, ix0 .. ix0 + KW - 1, :]`` (``iy = oy * sh + ky - pad_top``, ``ix0 = ox * sw - pad_left``), which are
+contiguous in NHWC memory, followed by filler. One ``LOAD`` per (block, ``ky``, run of columns) walks the pixels:
+loop 0 over ``ox`` (external stride ``sw * C``), loop 1 over ``oy`` (``sh * W * C``), with the rows above and below
+the image as padding iterations of loop 1 and the columns at the left and right borders as their own ``LOAD`` s
+whose line segment (``offset``, ``length``) leaves out the kernel columns outside the image. Every byte not read
+is the input zero point, which is what TFLite pads with.
+
+The array adds ``x * w`` without the input offset; the offset's share, ``input_offset * sum(w[:, oc])``, is a
+constant per output channel and is folded into the bias here (padding with the zero point makes padded taps add
+``zero_point * w``, which the folded term cancels, exactly as TFLite's ``(x + input_offset) * w`` is zero there).
+"""
+
+import numpy as np
+
+from haneul.errors import HaneulError
+from haneul.rtl import isa
+from haneul.rtl.config import DatapathConfig
+
+from .gemm import GemmError
+from .npu_gemm import schedule
+
+__all__ = ["ConvError", "conv_program", "fold_bias"]
+
+
+class ConvError(HaneulError, ValueError):
+    """A convolution this scheduler cannot map (the layout's limits), or inconsistent arguments."""
+
+
+def fold_bias(bias, filters, input_offset):
+    """``bias + input_offset * sum(filters[oc])`` per output channel, wrapped to int32 as the accumulator is."""
+    o = filters.shape[0]
+    b = np.zeros(o, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    folded = b + int(input_offset) * filters.reshape(o, -1).astype(np.int64).sum(axis=1)
+    return ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+
+
+def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000, rows_per_block=None):
+    """The NPU program of ``kernels.conv_2d(x, filters, bias, p)`` for one image.
+
+    Parameters
+    ----------
+    x : ndarray of int8, ``[1, H, W, C]`` or ``[H, W, C]``
+    filters : ndarray of int8, ``[OC, KH, KW, C]`` (TFLite's OHWI)
+    bias : ndarray of int32 ``[OC]`` or None
+    p : haneul.sim.golden.params.ConvParams
+        What TFLite's Prepare computes (offsets, per-channel multipliers and shifts, stride, padding, clamp).
+    config : DatapathConfig, optional
+    bus_bytes : int
+    base : int
+        Address of the memory image.
+    rows_per_block : int, optional
+        Output rows per block (default: as many as fit).
+
+    Returns
+    -------
+    haneul.firmware.npu_gemm.GemmProgram
+        Its output is ``OH * OW`` rows of ``OC`` values: reshape to ``[OH, OW, OC]``.
+    """
+    if config is None:
+        config = DatapathConfig()
+    x = np.asarray(x)
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ConvError(f"conv_program runs one image at a time, not a batch of {x.shape[0]}")
+        x = x[0]
+    filters = np.asarray(filters)
+    if x.ndim != 3 or filters.ndim != 4 or filters.shape[3] != x.shape[2]:
+        raise ConvError(f"input {x.shape} and filters {filters.shape} are not a convolution's operands")
+    h, w, c = x.shape
+    oc, kh, kw, _ = filters.shape
+    rows = config.rows
+    if kw * c > rows:
+        raise ConvError(f"the row-packed layout needs KW * C <= {rows}, not {kw} * {c}")
+    if tuple(p.dilation) != (1, 1):
+        raise ConvError(f"dilation {p.dilation} is not supported by the row-packed layout")
+    sh, sw = p.stride
+    (pt, _), (pl, _) = p.padding
+    oh, ow = p.output_size
+    zero_point = -int(p.input_offset)
+    line = kw * c
+
+    # Column runs: consecutive output columns whose kernel columns inside the image are the same.
+    runs = []
+    for ox in range(ow):
+        ix0 = ox * sw - pl
+        kx_a, kx_b = max(0, -ix0), min(kw - 1, w - 1 - ix0)
+        if kx_a > kx_b:
+            raise ConvError(f"output column {ox} sees no input column (padding {p.padding} is wider than the "
+                            f"kernel)")
+        if runs and runs[-1][2:] == (kx_a, kx_b) and runs[-1][1] == ox - 1:
+            runs[-1] = (runs[-1][0], ox, kx_a, kx_b)
+        else:
+            runs.append((ox, ox, kx_a, kx_b))
+
+    half = config.acc_depth // 2
+    if ow > half:
+        raise ConvError(f"an output row of {ow} pixels does not fit in half the accumulator ({half} lines)")
+    candidates = [rows_per_block] if rows_per_block is not None else range(min(oh, half // ow), 0, -1)
+
+    def a_loads(a_addr, m0, count, spad, m_tile):
+        oy0, n_rows = m0 // ow, count // ow
+        loads = []
+        for ky in range(kh):
+            iys = [oy * sh + ky - pt for oy in range(oy0, oy0 + n_rows)]
+            real = [i for i, iy in enumerate(iys) if 0 <= iy < h]
+            if not real:
+                raise ConvError(f"kernel row {ky} of output rows {oy0}..{oy0 + n_rows - 1} lies entirely in the "
+                                f"padding; use more rows per block")
+            before, after = real[0], n_rows - 1 - real[-1]
+            for ox_lo, ox_hi, kx_a, kx_b in runs:
+                ext = a_addr + (iys[real[0]] * w + ox_lo * sw - pl + kx_a) * c
+                loads.append(isa.Load(
+                    ext_addr=ext, spad_addr=spad + ky * m_tile + ox_lo, offset=kx_a * c,
+                    length=(kx_b - kx_a + 1) * c, pad_value=zero_point,
+                    loops=((ox_hi - ox_lo + 1, sw * c, 1), (n_rows, sh * w * c, ow)), pad=((0, 0), (before, after))))
+        return loads
+
+    def _schedule(rows_per_block):
+        return schedule(x.astype(np.int8).tobytes(), a_loads, oh * ow, kh, w_mat, folded, p.output_multiplier,
+                        p.output_shift, output_offset=p.output_offset, act_min=p.act_min, act_max=p.act_max,
+                        single_rounding=False, config=config, bus_bytes=bus_bytes, base=base,
+                        m_tile=rows_per_block * ow, k=kh * kw * c)
+
+    w_mat = np.zeros((kh * rows, oc), dtype=np.int8)
+    for ky in range(kh):
+        w_mat[ky * rows:ky * rows + line] = filters[:, ky].reshape(oc, line).T
+    folded = fold_bias(bias, filters, p.input_offset)
+    for rows_per_block in candidates:
+        try:
+            return _schedule(rows_per_block)
+        except GemmError:
+            if len(candidates) == 1 or rows_per_block == 1:
+                raise
