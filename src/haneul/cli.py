@@ -1,4 +1,4 @@
-"""The ``haneul`` command line: inspect and run models, generate Verilog.
+"""The ``haneul`` command line: inspect and run models, generate Verilog and C headers.
 
 Errors a user can cause are reported as one line, ``haneul: error: ...``, with exit status 2 and no traceback.
 """
@@ -81,7 +81,8 @@ def cmd_run(args):
 
 def _datapath(config, args):
     from haneul.rtl.datapath import Datapath
-    return Datapath(config, add=False if args.no_add else None, pool=False if args.no_pool else None)
+    return Datapath(config, add=False if args.no_add else None, pool=False if args.no_pool else None,
+                    depthwise=False if args.no_depthwise else None)
 
 
 def _systolic(config, args):
@@ -125,6 +126,17 @@ def cmd_generate(args):
     return 0
 
 
+def cmd_header(args):
+    from haneul.firmware import cheader
+    try:
+        paths = cheader.write_headers(args.output)
+    except OSError as e:
+        raise HaneulError(f"cannot write the headers to {args.output}: {e.strerror}") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="haneul", description="Haneul edge NPU: model tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,10 +162,16 @@ def build_parser():
                        help=f"DatapathConfig.{field.name} (default {field.default})")
     p.add_argument("--no-add", action="store_true", help="datapath without the element-wise adder (ADD)")
     p.add_argument("--no-pool", action="store_true", help="datapath without the pooling unit (POOL)")
+    p.add_argument("--no-depthwise", action="store_true",
+                   help="datapath without the depthwise unit (DWCONV; about 2.1 k LUT4 per lane)")
     p.add_argument("--top", choices=sorted(GENERATE_TOPS), default="datapath",
                    help="component to convert (default datapath: module haneul_datapath)")
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("header", help="write the C headers (registers, instruction set) of the default build")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for haneul_regs.h, haneul_isa.h")
+    p.set_defaults(func=cmd_header)
     return parser
 
 
