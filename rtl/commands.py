@@ -6,7 +6,8 @@ is the single definition of that format, used by three parties:
 * the hardware: the sequencer matches :class:`Opcode` and reads the argument fields through the
   :class:`CommandWord` layout;
 * the compiler and the tests: :func:`encode` turns a command (one dataclass per command: :class:`Nop`,
-  :class:`Matmul`, :class:`Requant`, :class:`Fence`, :class:`Add`, :class:`Pool`) into the integer the hardware
+  :class:`Matmul`, :class:`Requant`, :class:`Fence`, :class:`Add`, :class:`Pool`, :class:`Dwconv`) into the integer
+  the hardware
   reads, and :func:`decode` turns it back. Both use the same layouts as the hardware, so the two cannot disagree
   about a bit;
 * the documentation: :func:`command_table` renders the command set (``docs/datapath.md`` holds its output for the
@@ -14,7 +15,7 @@ is the single definition of that format, used by three parties:
 
 A command word is a :class:`CommandWord`: the opcode in the low :data:`OPCODE_WIDTH` bits, then the arguments, a
 :class:`Arguments` union of one :class:`~amaranth.lib.data.StructLayout` per command (:class:`MatmulArgs`,
-:class:`RequantArgs`, :class:`AddArgs`, :class:`PoolArgs`). Address fields are as wide as the memory they address
+:class:`RequantArgs`, :class:`AddArgs`, :class:`PoolArgs`, :class:`DwconvArgs`). Address fields are as wide as the memory they address
 (``DatapathConfig.spad_addr_width``, ``DatapathConfig.acc_addr_width``); the word is padded to a multiple of
 :data:`WORD_ALIGN` bits, so its width depends on the configuration: 64 bits for every configuration up to
 16384-line memories (the default is 2048 scratchpad lines and 512 accumulator lines). The all-zero word is a
@@ -38,10 +39,10 @@ from .config import DatapathConfig
 from .pool import Mode as PoolMode
 
 __all__ = [
-    "OPCODE_WIDTH", "COUNT_WIDTH", "WORD_ALIGN", "POOL_MAX_WINDOW",
-    "Opcode", "ErrorCode", "MatmulArgs", "RequantArgs", "AddArgs", "PoolArgs", "Arguments", "CommandWord",
-    "CommandError", "Nop", "Matmul", "Requant", "Fence", "Add", "Pool", "PoolMode", "COMMANDS",
-    "weight_lines_per_row", "weight_tile_lines", "word_width",
+    "OPCODE_WIDTH", "COUNT_WIDTH", "WORD_ALIGN", "POOL_MAX_WINDOW", "DWCONV_KERNEL", "DWCONV_SIZE_WIDTH",
+    "Opcode", "ErrorCode", "MatmulArgs", "RequantArgs", "AddArgs", "PoolArgs", "DwconvArgs", "Arguments",
+    "CommandWord", "CommandError", "Nop", "Matmul", "Requant", "Fence", "Add", "Pool", "Dwconv", "PoolMode",
+    "COMMANDS", "weight_lines_per_row", "weight_tile_lines", "word_width", "dwconv_output_size",
     "CommandFormat", "encode", "decode", "command_table",
 ]
 
@@ -53,6 +54,11 @@ COUNT_WIDTH = 16
 WORD_ALIGN = 32
 #: Largest pooling window (lines per window) of ``POOL``.
 POOL_MAX_WINDOW = 256
+#: Kernel height and width of ``DWCONV`` (the depthwise unit's window buffer): 3 x 3, ``DWCONV_KERNEL ** 2`` weight
+#: lines.
+DWCONV_KERNEL = 3
+#: Width of the ``height`` and ``width`` fields of ``DWCONV`` (pixels of the input tile).
+DWCONV_SIZE_WIDTH = 8
 
 
 class Opcode(enum.Enum, shape=OPCODE_WIDTH):
@@ -76,6 +82,9 @@ class Opcode(enum.Enum, shape=OPCODE_WIDTH):
     POOL
         Max- or average-pool ``count`` scratchpad lines in windows of ``window`` lines and send one line per window
         to the output stream (:class:`PoolArgs`).
+    DWCONV
+        Depthwise 3 x 3 convolution of one channel group (one scratchpad line per pixel) on the depthwise unit,
+        through the requantiser to the output stream, one line per output pixel (:class:`DwconvArgs`).
     """
     NOP     = 0
     MATMUL  = 1
@@ -83,6 +92,7 @@ class Opcode(enum.Enum, shape=OPCODE_WIDTH):
     FENCE   = 3
     ADD     = 4
     POOL    = 5
+    DWCONV  = 6
 
 
 class ErrorCode(enum.Enum, shape=4):
@@ -95,11 +105,12 @@ class ErrorCode(enum.Enum, shape=4):
     ILLEGAL_OPCODE
         The opcode is not one of :class:`Opcode`.
     BAD_COUNT
-        A ``count`` field is zero, or a ``POOL`` window is not in ``1 .. POOL_MAX_WINDOW``.
+        A ``count`` field is zero, a ``POOL`` window is not in ``1 .. POOL_MAX_WINDOW``, or a ``DWCONV`` input tile
+        is empty or, with its padding, smaller than the kernel.
     BAD_RANGE
         A line range runs past the end of its memory (for example ``act_addr + count > spad_depth``).
     UNSUPPORTED
-        The datapath was built without the unit the command needs (``ADD``, ``POOL``).
+        The datapath was built without the unit the command needs (``ADD``, ``POOL``, ``DWCONV``).
     """
     NONE           = 0
     ILLEGAL_OPCODE = 1
@@ -266,7 +277,82 @@ class PoolArgs(data.StructLayout):
         })
 
 
-_ARGS = (MatmulArgs, RequantArgs, AddArgs, PoolArgs)
+class DwconvArgs(data.StructLayout):
+    """Arguments of ``DWCONV``: a depthwise 3 x 3 convolution of one channel group, to the ``out`` stream.
+
+    The input tile is ``height x width`` pixels of one group of ``rows`` channels, one scratchpad line per pixel, in
+    raster order: pixel ``(y, x)`` is line ``act_addr + y * width + x`` (lanes past the layer's channels are don't
+    care). The 9 weight lines follow each other from ``weight_addr``, tap ``i * 3 + j`` (kernel row ``i``, column
+    ``j``) in line ``weight_addr + i * 3 + j``, one weight per lane (zero in lanes past the layer's channels). The
+    tile is padded by ``pad_*`` pixels of the input zero point on each side (masked in the depthwise unit, not read;
+    a tile the DMA has already padded has no ``pad_*``), and every 3 x 3 window of the padded tile at the stride is
+    an output pixel: ``out_h = (height + pad_top + pad_bottom - 3) // stride + 1`` rows of ``out_w = (width +
+    pad_left + pad_right - 3) // stride + 1`` pixels (:func:`dwconv_output_size`). Output pixel ``(oy, ox)`` is::
+
+        acc[l] = sum over i, j < 3 of weight[i * 3 + j][l] * (in[oy * stride - pad_top + i][ox * stride - pad_left
+                 + j][l] - zero_point)     (a tap in the padding adds 0)
+
+    requantised by the requantiser (bias, per-channel multiplier and shift, output zero point, clamp) like a
+    ``REQUANT`` line: one ``out`` line per output pixel in raster order, the ``rows`` channels in lanes ``0 ..
+    rows - 1`` (the other lanes are requantised zeros).
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Address widths.
+
+    Members
+    -------
+    act_addr : unsigned(spad_addr_width)
+        Scratchpad line of pixel (0, 0) of the input tile; the tile is lines ``act_addr .. act_addr + height *
+        width - 1``, row by row.
+    weight_addr : unsigned(spad_addr_width)
+        Scratchpad line of the first of the 9 weight lines (tap order: kernel row by row).
+    height : unsigned(DWCONV_SIZE_WIDTH)
+        Rows of the input tile, at least 1; with the padding at least 3.
+    width : unsigned(DWCONV_SIZE_WIDTH)
+        Pixels per row of the input tile, at least 1; with the padding at least 3.
+    stride2 : unsigned(1)
+        0: stride 1; 1: stride 2 (both directions).
+    pad_top : unsigned(1)
+        Rows of zero-point padding above the tile (0 or 1).
+    pad_bottom : unsigned(1)
+        Rows of zero-point padding below the tile (0 or 1).
+    pad_left : unsigned(1)
+        Columns of zero-point padding left of the tile (0 or 1).
+    pad_right : unsigned(1)
+        Columns of zero-point padding right of the tile (0 or 1).
+    zero_point : signed(8)
+        Zero point of the input (TFLite's ``-input_offset``), subtracted from every input element.
+    load_params : unsigned(1)
+        1: first take the next beat of the ``ppu_param`` stream and load it into the requantiser (as ``REQUANT``
+        does; it then applies to later ``REQUANT`` s and ``DWCONV`` s too); 0: keep the current parameters.
+    """
+
+    def __init__(self, config):
+        super().__init__({
+            "act_addr":    unsigned(config.spad_addr_width),
+            "weight_addr": unsigned(config.spad_addr_width),
+            "height":      unsigned(DWCONV_SIZE_WIDTH),
+            "width":       unsigned(DWCONV_SIZE_WIDTH),
+            "stride2":     unsigned(1),
+            "pad_top":     unsigned(1),
+            "pad_bottom":  unsigned(1),
+            "pad_left":    unsigned(1),
+            "pad_right":   unsigned(1),
+            "zero_point":  signed(8),
+            "load_params": unsigned(1),
+        })
+
+
+def dwconv_output_size(height, width, stride=1, padding=((0, 0), (0, 0))):
+    """Output rows and columns of a ``DWCONV`` over a ``height x width`` tile: ``(padded - 3) // stride + 1`` per
+    axis (``padding`` is ``((top, bottom), (left, right))``)."""
+    (pt, pb), (pl, pr) = padding
+    return ((height + pt + pb - DWCONV_KERNEL) // stride + 1, (width + pl + pr - DWCONV_KERNEL) // stride + 1)
+
+
+_ARGS = (MatmulArgs, RequantArgs, AddArgs, PoolArgs, DwconvArgs)
 
 
 def _args_width(config):
@@ -297,6 +383,8 @@ class Arguments(data.UnionLayout):
         Arguments of ``ADD``.
     pool : PoolArgs
         Arguments of ``POOL``.
+    dwconv : DwconvArgs
+        Arguments of ``DWCONV``.
     raw : unsigned(word_width - OPCODE_WIDTH)
         All argument bits, including the padding (zero in words made by :func:`encode`).
     """
@@ -307,6 +395,7 @@ class Arguments(data.UnionLayout):
             "requant": RequantArgs(config),
             "add":     AddArgs(config),
             "pool":    PoolArgs(config),
+            "dwconv":  DwconvArgs(config),
             "raw":     unsigned(word_width(config) - OPCODE_WIDTH),
         })
 
@@ -453,10 +542,62 @@ class Pool:
     member: ClassVar[str | None] = "pool"
 
 
-#: The command classes, by opcode.
-COMMANDS = {cls.opcode: cls for cls in (Nop, Matmul, Requant, Fence, Add, Pool)}
+@dataclasses.dataclass(frozen=True)
+class Dwconv:
+    """``DWCONV``: depthwise 3 x 3 convolution of one channel group through the requantiser (see
+    :class:`DwconvArgs`).
 
-_FLAGS = {"accumulate", "load_params"}
+    Parameters
+    ----------
+    act_addr : int
+        Scratchpad line of pixel (0, 0) of the input tile (raster order, one line per pixel).
+    weight_addr : int
+        Scratchpad line of the first of the 9 weight lines.
+    height, width : int
+        Input tile size, ``1 .. 2**DWCONV_SIZE_WIDTH - 1``; with the padding at least 3 x 3.
+    stride2 : bool
+        Stride 2 instead of 1.
+    pad_top, pad_bottom, pad_left, pad_right : int
+        Zero-point padding around the tile, 0 or 1 each.
+    zero_point : int
+        Input zero point, int8.
+    load_params : bool
+        Load the next ``ppu_param`` beat into the requantiser first.
+    """
+    act_addr: int
+    weight_addr: int
+    height: int
+    width: int
+    stride2: bool = False
+    pad_top: int = 0
+    pad_bottom: int = 0
+    pad_left: int = 0
+    pad_right: int = 0
+    zero_point: int = 0
+    load_params: bool = False
+
+    opcode: ClassVar[Opcode] = Opcode.DWCONV
+    member: ClassVar[str | None] = "dwconv"
+
+    @property
+    def stride(self):
+        return 2 if self.stride2 else 1
+
+    @property
+    def padding(self):
+        """``((top, bottom), (left, right))``."""
+        return (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right)
+
+    @property
+    def output_size(self):
+        """``(out_h, out_w)``: the output pixels, sent as ``out_h * out_w`` lines."""
+        return dwconv_output_size(self.height, self.width, self.stride, self.padding)
+
+
+#: The command classes, by opcode.
+COMMANDS = {cls.opcode: cls for cls in (Nop, Matmul, Requant, Fence, Add, Pool, Dwconv)}
+
+_FLAGS = {"accumulate", "load_params", "stride2"}
 
 
 def _is_int(value):
@@ -496,8 +637,9 @@ class CommandFormat:
         """Check that ``cmd`` can be encoded and is legal; raise :class:`CommandError` (or ``TypeError``) if not.
 
         Legal means: every field fits its width, counts are at least 1, a pooling window is in
-        ``1 .. POOL_MAX_WINDOW``, and every line range lies inside its memory (``count`` lines from each address, a
-        weight tile :func:`weight_tile_lines` lines). These are exactly the checks the hardware makes
+        ``1 .. POOL_MAX_WINDOW``, a ``DWCONV`` tile is at least one pixel and, padded, at least 3 x 3, and every line
+        range lies inside its memory (``count`` lines from each address, a weight tile :func:`weight_tile_lines`
+        lines, a ``DWCONV`` tile ``height * width`` lines and its 9 weight lines). These are exactly the checks the hardware makes
         (:class:`ErrorCode`), except :attr:`ErrorCode.UNSUPPORTED`, which depends on the units the hardware has.
         """
         cls = type(cmd)
@@ -529,7 +671,15 @@ class CommandFormat:
                 raise CommandError(f"{name} {field_name} must not be negative, not {value}")
             if value >> field.width:
                 raise CommandError(f"{name} {field_name} {value} does not fit in {field.width} bits")
-        if cmd.count < 1:
+        if cls is Dwconv:
+            k = DWCONV_KERNEL
+            for what, size, pads in (("height", cmd.height, cmd.pad_top + cmd.pad_bottom),
+                                     ("width", cmd.width, cmd.pad_left + cmd.pad_right)):
+                if size < 1:
+                    raise CommandError(f"DWCONV {what} must be at least 1, not {size}")
+                if size + pads < k:
+                    raise CommandError(f"DWCONV {what} {size} with padding {pads} must be at least {k} (the kernel)")
+        elif cmd.count < 1:
             raise CommandError(f"{name} count must be at least 1, not {cmd.count}")
         if cls is Pool and not 1 <= cmd.window <= POOL_MAX_WINDOW:
             raise CommandError(f"POOL window must be in 1 .. {POOL_MAX_WINDOW}, not {cmd.window}")
@@ -547,6 +697,9 @@ class CommandFormat:
                        ("second operand", cmd.b_addr, cmd.count, "scratchpad", cfg.spad_depth)]
         if cls is Pool:
             ranges.append(("input", cmd.addr, cmd.count, "scratchpad", cfg.spad_depth))
+        if cls is Dwconv:
+            ranges += [("input tile", cmd.act_addr, cmd.height * cmd.width, "scratchpad", cfg.spad_depth),
+                       ("weights", cmd.weight_addr, DWCONV_KERNEL ** 2, "scratchpad", cfg.spad_depth)]
         for what, first, count, memory, depth in ranges:
             if first + count > depth:
                 raise CommandError(f"{name} {what} would use lines {first}..{first + count - 1}, past the end of "
@@ -650,7 +803,7 @@ def command_table(config=None):
     out = [f"Command word: {fmt.width} bits (`rows={cfg.rows}, cols={cfg.cols}, spad_depth={cfg.spad_depth}, "
            f"acc_depth={cfg.acc_depth}`); unused bits are zero.", "",
            "| opcode | value | arguments | what it does |", "|---|---|---|---|"]
-    arg_docs = {"matmul": MatmulArgs, "requant": RequantArgs, "add": AddArgs, "pool": PoolArgs}
+    arg_docs = {"matmul": MatmulArgs, "requant": RequantArgs, "add": AddArgs, "pool": PoolArgs, "dwconv": DwconvArgs}
     opcode_docs = _member_docs(Opcode)
     for opcode, cls in COMMANDS.items():
         args = f"`{arg_docs[cls.member].__name__}`" if cls.member else "none"

@@ -6,7 +6,9 @@
                 (int8, rows) ──rd 0────────────────────> act  ├ systolic array ──> result writer ──> accumulator
                     │                                         ┘  rows x cols        (addr, accumulate)  (int32, cols)
                     └─rd 2, 3──> adder / pooling unit (rows lanes) ─┐                                       │ read-out
-                                                                    │                                       v
+                         │                                          │                                       v
+                         └─> column reader -> window buffer ->      │                      depthwise unit ─> mux
+                               depthwise unit (rows lanes x 9 taps) │                                       v
                  cmd ──> sequencer ──> runs, read-out commands,     └──────────> out <──────────── requantiser
                            │    ^      parameters, out_sel                       (int8, cols)      ^
                            │    └── ppu_param, add_param ──────────────────────────────────────────┘
@@ -16,16 +18,18 @@ The sequencer (:mod:`haneul.rtl.sequencer`) executes the command words of :mod:`
 ``MATMUL`` streams a weight tile and ``count`` activation lines from the scratchpad through the array into
 consecutive accumulator lines (overwriting or accumulating), ``REQUANT`` streams accumulator lines through the
 requantiser to ``out``, ``ADD`` and ``POOL`` stream scratchpad lines through the adder or the pooling unit to
-``out``. See ``docs/datapath.md`` for the timing and the tiling of large GEMMs
+``out``, ``DWCONV`` streams the columns of an input tile through the depthwise unit (:mod:`haneul.rtl.depthwise`)
+and its sums through the requantiser to ``out``. See ``docs/datapath.md`` for the timing and the tiling of large GEMMs
 (:func:`haneul.firmware.gemm.plan_gemm`).
 """
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import eltwise, pool
 from .accumulator import Accumulator
+from .depthwise import ColumnReader, DepthwiseUnit, WindowBuffer
 from .commands import POOL_MAX_WINDOW, CommandFormat, CommandWord, ErrorCode, Opcode
 from .config import DatapathConfig
 from .ppu import Params, Requantizer
@@ -51,7 +55,11 @@ class Datapath(wiring.Component):
     The vector units (:class:`~haneul.rtl.eltwise.Adder` for ``ADD``, :class:`~haneul.rtl.pool.Pool` for ``POOL``)
     read int8 scratchpad lines of ``rows`` elements and send lines of ``cols`` lanes, so they need ``rows <= cols``;
     a datapath built without one flags its command with :attr:`~haneul.rtl.commands.ErrorCode.UNSUPPORTED`. The
-    adder costs three multipliers per lane (8 ECP5 DSP blocks), the pooling unit one (2 DSP blocks).
+    adder costs three multipliers per lane (8 ECP5 DSP blocks), the pooling unit one (2 DSP blocks). The depthwise
+    unit (``DWCONV``: a :class:`~haneul.rtl.depthwise.ColumnReader` on scratchpad read ports 2 and 3, a 3 x 3
+    :class:`~haneul.rtl.depthwise.WindowBuffer` and a :class:`~haneul.rtl.depthwise.DepthwiseUnit` of ``rows``
+    lanes x 9 LUT multipliers, one pass) shares the requantiser with the accumulator read-out through a two-way
+    multiplexer switched by ``out_sel``; it is the largest of the optional units (about 2.1 k LUT4 per lane).
 
     Parameters
     ----------
@@ -61,6 +69,8 @@ class Datapath(wiring.Component):
         Build the element-wise adder (``ADD``). Default: when ``rows <= cols``.
     pool : bool, optional
         Build the pooling unit (``POOL``). Default: when ``rows <= cols``.
+    depthwise : bool, optional
+        Build the depthwise unit (``DWCONV``). Default: when ``rows <= cols``.
 
     Members
     -------
@@ -69,12 +79,14 @@ class Datapath(wiring.Component):
     spad_wr : In(stream.Signature(WriteRequest(config, rows, spad_addr_width)))
         Scratchpad line writes (``addr``, ``data``); always ready.
     ppu_param : In(stream.Signature(Params(cols)))
-        Requantiser parameters: one beat is taken for every ``REQUANT`` with ``load_params`` set, in command order.
+        Requantiser parameters: one beat is taken for every ``REQUANT`` and ``DWCONV`` with ``load_params`` set, in
+        command order.
     add_param : In(stream.Signature(eltwise.Params))
         Only with the adder: its parameters, one beat for every ``ADD`` with ``load_params`` set, in command order.
     out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
-        Output lines in command order: one per accumulator line read by ``REQUANT``, one per line pair of ``ADD``
-        and one per window of ``POOL`` (the vector units fill lanes ``0 .. rows - 1``, the others are zero).
+        Output lines in command order: one per accumulator line read by ``REQUANT``, one per line pair of ``ADD``,
+        one per window of ``POOL`` (the vector units fill lanes ``0 .. rows - 1``, the others are zero) and one per
+        output pixel of ``DWCONV`` (lanes ``0 .. rows - 1``; the others are the requantised zero).
     busy : Out(1)
         A command is being executed or data is in flight.
     idle : Out(1)
@@ -98,15 +110,15 @@ class Datapath(wiring.Component):
     config : DatapathConfig
     format : CommandFormat
         Encoder and decoder of the command words.
-    has_add, has_pool : bool
-        Whether the adder and the pooling unit are built.
+    has_add, has_pool, has_depthwise : bool
+        Whether the adder, the pooling unit and the depthwise unit are built.
     """
 
     #: Entries of the queues of weight and activation runs between the sequencer and the line readers: how many
     #: ``MATMUL`` s the sequencer may hand out ahead of the array (besides the one each reader holds).
     RUN_QUEUE_DEPTH = 2
 
-    def __init__(self, config=None, *, add=None, pool=None):
+    def __init__(self, config=None, *, add=None, pool=None, depthwise=None):
         if config is None:
             config = DatapathConfig()
         elif not isinstance(config, DatapathConfig):
@@ -118,16 +130,18 @@ class Datapath(wiring.Component):
             raise ValueError(f"The requantiser takes int32 accumulators: accumulator width must be 32, "
                              f"not {config.acc_width}")
         fits = config.rows <= config.cols
-        for name, value in (("add", add), ("pool", pool)):
+        units = {"add": "adder", "pool": "pooling unit", "depthwise": "depthwise unit"}
+        for name, value in (("add", add), ("pool", pool), ("depthwise", depthwise)):
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"Option {name} must be a bool or None, not {value!r}")
             if value and not fits:
-                raise ValueError(f"The {'adder' if name == 'add' else 'pooling unit'} needs rows <= cols (its "
-                                 f"lines of {config.rows} elements go out on {config.cols} lanes)")
+                raise ValueError(f"The {units[name]} needs rows <= cols (its lines of {config.rows} elements go "
+                                 f"out on {config.cols} lanes)")
         self.config = config
         self.format = CommandFormat(config)
         self.has_add = fits if add is None else add
         self.has_pool = fits if pool is None else pool
+        self.has_depthwise = fits if depthwise is None else depthwise
         ports = {
             "cmd":           In(stream.Signature(CommandWord(config))),
             "spad_wr":       In(stream.Signature(WriteRequest(config, config.rows, config.spad_addr_width))),
@@ -152,7 +166,7 @@ class Datapath(wiring.Component):
         m = Module()
         cfg = self.config
 
-        vector_ports = 2 if self.has_add else 1 if self.has_pool else 0
+        vector_ports = 2 if self.has_add or self.has_depthwise else 1 if self.has_pool else 0
         m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2 + vector_ports)
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.accumulator = acc = Accumulator(cfg)
@@ -160,7 +174,8 @@ class Datapath(wiring.Component):
         m.submodules.sequencer = seq = Sequencer(
             cfg, Params(cfg.cols),
             add_param_shape=eltwise.Params if self.has_add else None,
-            pool_param_shape=pool.Config if self.has_pool else None)
+            pool_param_shape=pool.Config if self.has_pool else None,
+            depthwise=self.has_depthwise)
         m.submodules.weight_reader = weight_reader = LineReader(cfg.spad_addr_width)
         m.submodules.act_reader = act_reader = LineReader(cfg.spad_addr_width)
         m.submodules.weight_queue = weight_queue = Queue(LineRun(cfg.spad_addr_width), self.RUN_QUEUE_DEPTH)
@@ -196,35 +211,46 @@ class Datapath(wiring.Component):
         # Read-out through the requantiser.
         wiring.connect(m, seq.acc_cmd, acc.rd_cmd)
         m.d.comb += seq.acc_busy.eq(acc.rd_busy)
-        wiring.connect(m, acc.rd_data, requant.i)
+        if not self.has_depthwise:
+            wiring.connect(m, acc.rd_data, requant.i)
         wiring.connect(m, wiring.flipped(self.ppu_param), seq.param_in)
         wiring.connect(m, seq.param_out, requant.param)
 
+        def in_flight(name, limit, took, gave):
+            """Beats taken by a unit (``took``) and not yet given out (``gave``): at most ``limit``."""
+            count = Signal(range(limit + 1), name=name)
+            with m.If(took & ~gave):
+                m.d.sync += count.eq(count + 1)
+            with m.Elif(gave & ~took):
+                m.d.sync += count.eq(count - 1)
+            return count
+
         # Lines inside the requantiser (its pipeline and its output register).
-        inflight = Signal(range(Requantizer.LATENCY + 2))
-        took = requant.i.valid & requant.i.ready
-        gave = requant.o.valid & requant.o.ready
-        with m.If(took & ~gave):
-            m.d.sync += inflight.eq(inflight + 1)
-        with m.Elif(gave & ~took):
-            m.d.sync += inflight.eq(inflight - 1)
+        inflight = in_flight("inflight", Requantizer.LATENCY + 1, requant.i.valid & requant.i.ready,
+                             requant.o.valid & requant.o.ready)
         idle_units = [inflight == 0]
 
         # Vector units: scratchpad read port 2 feeds the adder's first operand or the pooling unit (whichever the
         # sequencer selected: they never run at the same time), port 3 the adder's second operand.
         outputs = {Opcode.REQUANT: requant.o}
+        resp_a = spad.rd_resp[2] if vector_ports else None
+        resp_b = spad.rd_resp[3] if vector_ports == 2 else None
         if vector_ports:
+            idle_units.append(~resp_a.valid)
+        if vector_ports == 2:
+            idle_units.append(~resp_b.valid)
+        # Requests on ports 2 and 3: from the vector line readers, or (out_sel == DWCONV) from the column reader.
+        requesters = {2: [], 3: []}
+        if self.has_add or self.has_pool:
             m.submodules.vec_reader_a = reader_a = LineReader(cfg.spad_addr_width, window_width=WINDOW_WIDTH)
             wiring.connect(m, seq.vec_run_a, reader_a.run)
-            wiring.connect(m, reader_a.req, spad.rd_req[2])
-            idle_units += [~reader_a.busy, ~spad.rd_resp[2].valid]
-            resp_a = spad.rd_resp[2]
+            requesters[2].append((None, reader_a.req))
+            idle_units.append(~reader_a.busy)
         if self.has_add:
             m.submodules.adder = adder = eltwise.Adder(cfg.rows)
             m.submodules.vec_reader_b = reader_b = LineReader(cfg.spad_addr_width)
             wiring.connect(m, seq.vec_run_b, reader_b.run)
-            wiring.connect(m, reader_b.req, spad.rd_req[3])
-            resp_b = spad.rd_resp[3]
+            requesters[3].append((None, reader_b.req))
             m.d.comb += [
                 adder.b.valid.eq(resp_b.valid),
                 adder.b.payload.eq(resp_b.payload.data),
@@ -238,14 +264,9 @@ class Datapath(wiring.Component):
                 ]
             wiring.connect(m, wiring.flipped(self.add_param), seq.add_param_in)
             wiring.connect(m, seq.add_param_out, adder.param)
-            pairs = Signal(range(eltwise.Adder.LATENCY + 2))
-            took = adder.a.valid & adder.a.ready
-            gave = adder.o.valid & adder.o.ready
-            with m.If(took & ~gave):
-                m.d.sync += pairs.eq(pairs + 1)
-            with m.Elif(gave & ~took):
-                m.d.sync += pairs.eq(pairs - 1)
-            idle_units += [pairs == 0, ~reader_b.busy, ~resp_b.valid]
+            pairs = in_flight("pairs", eltwise.Adder.LATENCY + 1, adder.a.valid & adder.a.ready,
+                              adder.o.valid & adder.o.ready)
+            idle_units += [pairs == 0, ~reader_b.busy]
             outputs[Opcode.ADD] = adder.o
         if self.has_pool:
             m.submodules.pool = pooler = pool.Pool(cfg.rows, max_count=POOL_MAX_WINDOW)
@@ -256,15 +277,54 @@ class Datapath(wiring.Component):
                     resp_a.ready.eq(pooler.i.ready),
                 ]
             wiring.connect(m, seq.pool_param, pooler.param)
-            windows = Signal(range(pool.Pool.LATENCY + 3))
-            took = pooler.i.valid & pooler.i.ready & pooler.i.payload.last
-            gave = pooler.o.valid & pooler.o.ready
-            with m.If(took & ~gave):
-                m.d.sync += windows.eq(windows + 1)
-            with m.Elif(gave & ~took):
-                m.d.sync += windows.eq(windows - 1)
+            windows = in_flight("windows", pool.Pool.LATENCY + 2,
+                                pooler.i.valid & pooler.i.ready & pooler.i.payload.last, pooler.o.valid & pooler.o.ready)
             idle_units.append(windows == 0)
             outputs[Opcode.POOL] = pooler.o
+        if self.has_depthwise:
+            # DWCONV: the column reader on ports 2 and 3 feeds the window buffer and the unit; the unit's sums
+            # (rows lanes, the others zero) go into the requantiser instead of the accumulator read-out.
+            m.submodules.dw_reader = dw_reader = ColumnReader(cfg)
+            m.submodules.dw_buffer = dw_buffer = WindowBuffer(cfg, lanes=cfg.rows)
+            m.submodules.dw_unit = dw_unit = DepthwiseUnit(cfg, lanes=cfg.rows, passes=1)
+            wiring.connect(m, seq.dw_run, dw_reader.run)
+            wiring.connect(m, dw_reader.weight, dw_unit.weight)
+            wiring.connect(m, dw_reader.column, dw_buffer.column)
+            wiring.connect(m, dw_buffer.window, dw_unit.window)
+            requesters[2].append((Opcode.DWCONV, dw_reader.req_a))
+            requesters[3].append((Opcode.DWCONV, dw_reader.req_b))
+            for resp, sink in ((resp_a, dw_reader.resp_a), (resp_b, dw_reader.resp_b)):
+                m.d.comb += sink.payload.eq(resp.payload)
+                with m.If(seq.out_sel == Opcode.DWCONV):
+                    m.d.comb += [
+                        sink.valid.eq(resp.valid),
+                        resp.ready.eq(sink.ready),
+                    ]
+            selected = seq.out_sel == Opcode.DWCONV
+            source = acc.rd_data
+            m.d.comb += [
+                requant.i.valid.eq(Mux(selected, dw_unit.result.valid, source.valid)),
+                dw_unit.result.ready.eq(selected & requant.i.ready),
+                source.ready.eq(~selected & requant.i.ready),
+            ]
+            with m.If(selected):
+                for lane in range(cfg.rows):
+                    m.d.comb += requant.i.payload[lane].eq(dw_unit.result.payload[lane])
+            with m.Else():
+                m.d.comb += requant.i.payload.eq(source.payload)
+            pixels = in_flight("pixels", dw_unit.fifo_depth + 1, dw_unit.window.valid & dw_unit.window.ready,
+                               dw_unit.result.valid & dw_unit.result.ready)
+            idle_units += [pixels == 0, ~dw_reader.busy, ~dw_buffer.window.valid]
+            outputs[Opcode.DWCONV] = requant.o
+        for port, users in requesters.items():
+            if len(users) == 1:
+                wiring.connect(m, users[0][1], spad.rd_req[port])
+            elif users:
+                (_, vector), (opcode, other) = users
+                with m.If(seq.out_sel == opcode):
+                    wiring.connect(m, other, spad.rd_req[port])
+                with m.Else():
+                    wiring.connect(m, vector, spad.rd_req[port])
 
         # The output stream: the unit selected by the sequencer; vector lines fill the first `rows` lanes.
         with m.Switch(seq.out_sel):

@@ -26,14 +26,18 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from .commands import DWCONV_KERNEL, DWCONV_SIZE_WIDTH, DwconvArgs
 from .config import DatapathConfig
+from .scratchpad import ReadRequest, ReadResponse
+from .sequencer import Queue
 
-__all__ = ["WindowBeat", "WeightBeat", "ColumnBeat", "DepthwiseUnit", "WindowBuffer", "Column", "column_schedule"]
+__all__ = ["WindowBeat", "WeightBeat", "ColumnBeat", "DepthwiseUnit", "WindowBuffer", "ColumnReader", "Column",
+           "column_schedule"]
 
 
 def _check_count(value, what):
@@ -73,13 +77,14 @@ def _shift_add(m, x, w, name):
     return -value if negate else value
 
 
-def _config(config, lanes):
+def _config(config, lanes, default="cols"):
+    """The configuration (default ``DatapathConfig()``) and the lane count (default: its ``default`` field)."""
     if config is None:
         config = DatapathConfig()
     elif not isinstance(config, DatapathConfig):
         raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
     if lanes is None:
-        lanes = config.cols
+        lanes = getattr(config, default)
     _check_count(lanes, "Lane count")
     return config, lanes
 
@@ -553,6 +558,240 @@ class WindowBuffer(wiring.Component):
             self.window.payload.final.eq(1),
             self.window.payload.last.eq(out_last),
         ]
+        return m
+
+
+# The DWCONV command's address generator and column assembler -----------------------------------------------------
+
+class _ColumnEntry(data.StructLayout):
+    """A column the address generator has requested, as the assembler needs it: which lines come (``mask``; kernel
+    rows 0 and 2 on port ``a``, row 1 on port ``b``) and the :class:`ColumnBeat` flags."""
+
+    def __init__(self):
+        super().__init__({
+            "mask":  unsigned(DWCONV_KERNEL),
+            "start": unsigned(1),
+            "emit":  unsigned(1),
+            "last":  unsigned(1),
+        })
+
+
+class ColumnReader(wiring.Component):
+    """Runs one ``DWCONV`` command: reads its weight lines and input columns from two scratchpad read ports and
+    hands them to a :class:`DepthwiseUnit` (``weight``) and a 3 x 3 :class:`WindowBuffer` (``column``).
+
+    A run is the command's :class:`~haneul.rtl.commands.DwconvArgs`. The *address generator* first requests the 9
+    weight lines on port ``a``, then walks :func:`column_schedule` for the padded tile: for every output row the
+    three input rows ``oy * stride - pad_top + i`` are fixed and the columns ``0, 1, ...`` are pushed left to right
+    (``start`` on the first, ``emit`` where a window ends, ``last`` on the run's final window). Of a column's lines
+    inside the tile, kernel rows 0 and 2 are requested on port ``a`` and row 1 on port ``b``: rows 0 and 1 in one
+    cycle, row 2 in the next, so a column of 3 lines takes 2 cycles and a column of 1 or 2 lines (or a padding
+    column right of the tile, which reads nothing) one. Lines in the padding are not read; their mask bit is 0.
+
+    The *column assembler* takes the responses in request order: the first 9 of port ``a`` go to ``weight`` (with the
+    run's zero point, ``last`` on the ninth), then, for each requested column (a small queue of its mask and flags),
+    the lines of its rows, which leave as one ``ColumnBeat`` (the row 2 line straight from the port). Both ports'
+    responses may be stalled and come late: everything goes by handshakes.
+
+    Parameters
+    ----------
+    config : DatapathConfig
+        Address width (``spad_addr_width``) and element shape.
+    lanes : int, optional
+        Elements per scratchpad line (and channels of the unit). Default ``config.rows``.
+
+    Members
+    -------
+    run : In(stream.Signature(DwconvArgs(config)))
+        The ``DWCONV`` command; taken only while the reader is idle (``~busy``).
+    req_a, req_b : Out(stream.Signature(ReadRequest(spad_addr_width)))
+        Read requests, to two scratchpad read ports.
+    resp_a, resp_b : In(stream.Signature(ReadResponse(config, lanes)))
+        Their responses.
+    weight : Out(stream.Signature(WeightBeat(config, lanes)))
+        The run's 9 weight lines, to :attr:`DepthwiseUnit.weight`.
+    column : Out(stream.Signature(ColumnBeat(config, lanes, 3)))
+        Columns, to :attr:`WindowBuffer.column`.
+    busy : Out(1)
+        A run is in progress: not all of its columns have left on ``column``.
+    """
+
+    #: Entries of the queue of requested columns (the address generator runs ahead of the responses).
+    QUEUE_DEPTH = 4
+
+    def __init__(self, config=None, *, lanes=None):
+        config, lanes = _config(config, lanes, "rows")
+        self.config = config
+        self.lanes = lanes
+        aw = config.spad_addr_width
+        super().__init__({
+            "run":    In(stream.Signature(DwconvArgs(config))),
+            "req_a":  Out(stream.Signature(ReadRequest(aw))),
+            "req_b":  Out(stream.Signature(ReadRequest(aw))),
+            "resp_a": In(stream.Signature(ReadResponse(config, lanes))),
+            "resp_b": In(stream.Signature(ReadResponse(config, lanes))),
+            "weight": Out(stream.Signature(WeightBeat(config, lanes))),
+            "column": Out(stream.Signature(ColumnBeat(config, lanes, DWCONV_KERNEL))),
+            "busy":   Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        k = DWCONV_KERNEL
+        taps = k * k
+        aw = self.config.spad_addr_width
+        m.submodules.columns = columns = Queue(_ColumnEntry(), self.QUEUE_DEPTH)
+
+        args = Signal(DwconvArgs(self.config))
+        running = Signal()                       # from the run's acceptance to its last column
+        m.d.comb += [
+            self.run.ready.eq(~running),
+            self.busy.eq(running),
+        ]
+        take_run = self.run.valid & self.run.ready
+
+        # Address generator ------------------------------------------------------------------------------------------
+
+        generating = Signal()
+        loading = Signal()                       # requesting weight lines
+        weight_line = Signal(range(taps))
+        top = Signal(signed(DWCONV_SIZE_WIDTH + 2))   # input row under kernel row 0 (-1 in the top padding)
+        top_addr = Signal(aw)                    # its line address act_addr + top * width (modulo)
+        col = Signal(DWCONV_SIZE_WIDTH + 1)       # input column being pushed
+        second = Signal()                        # the column's second cycle (kernel row 2)
+        stride = Signal(2)
+        m.d.comb += stride.eq(Mux(args.stride2, 2, 1))
+
+        height = args.height
+        width = args.width
+        in_rows = [Signal(name=f"row{i}_in") for i in range(k)]
+        for i in range(k):
+            m.d.comb += in_rows[i].eq((top + i >= 0) & (top + i < height))
+        padding_col = Signal()
+        m.d.comb += padding_col.eq(col >= width)
+        mask = Signal(k)
+        m.d.comb += mask.eq(Mux(padding_col, 0, Cat(*in_rows)))
+        # A window ends in this column: col = ox * stride - pad_left + 2.
+        emit = Signal()
+        m.d.comb += emit.eq((col + args.pad_left >= k - 1) & (~args.stride2 | (col[0] == args.pad_left)))
+        row_end = Signal()                        # the row's last window ends here
+        m.d.comb += row_end.eq(emit & (col + stride >= width + args.pad_right))
+        last_row = Signal()
+        m.d.comb += last_row.eq(top + stride + k > height + args.pad_bottom)
+
+        col_addr = Signal(aw)
+        m.d.comb += col_addr.eq(top_addr + col)
+        need_a = Signal()
+        need_b = Signal()
+        need_q = Signal()
+        m.d.comb += [
+            need_a.eq(loading | Mux(second, mask[2], mask[0])),
+            need_b.eq(generating & ~second & mask[1]),
+            need_q.eq(generating & ~second),
+            self.req_a.payload.addr.eq(Mux(loading, args.weight_addr + weight_line,
+                                           col_addr + Mux(second, width << 1, 0))),
+            self.req_b.payload.addr.eq(col_addr + width),
+            columns.i.payload.mask.eq(mask),
+            columns.i.payload.start.eq(col == 0),
+            columns.i.payload.emit.eq(emit),
+            columns.i.payload.last.eq(row_end & last_row),
+        ]
+        # One step: the requests and the queue entry it needs, each offered until taken (a fork).
+        sent = [Signal(name=f"step_sent_{n}") for n in "abq"]
+        outs = [(self.req_a, need_a & (loading | generating)), (self.req_b, need_b), (columns.i, need_q)]
+        step = Signal()
+        for (port, need), was_sent in zip(outs, sent):
+            m.d.comb += port.valid.eq(need & ~was_sent)
+        m.d.comb += step.eq((loading | generating)
+                            & Cat(*(~need | was_sent | port.ready for (port, need), was_sent in zip(outs, sent))).all())
+        with m.If(step):
+            m.d.sync += [s.eq(0) for s in sent]
+        with m.Else():
+            for (port, _), was_sent in zip(outs, sent):
+                with m.If(port.valid & port.ready):
+                    m.d.sync += was_sent.eq(1)
+
+        with m.If(step & loading):
+            m.d.sync += weight_line.eq(weight_line + 1)
+            with m.If(weight_line == taps - 1):
+                m.d.sync += [loading.eq(0), generating.eq(1)]
+        with m.If(step & generating):
+            with m.If(~second & mask[2]):
+                m.d.sync += second.eq(1)
+            with m.Else():
+                m.d.sync += [second.eq(0), col.eq(col + 1)]
+                with m.If(row_end):
+                    m.d.sync += [col.eq(0), top.eq(top + stride), top_addr.eq(top_addr + (width << args.stride2))]
+                    with m.If(last_row):
+                        m.d.sync += generating.eq(0)
+        with m.If(take_run):
+            p = self.run.payload
+            m.d.sync += [
+                args.eq(p),
+                running.eq(1),
+                loading.eq(1),
+                weight_line.eq(0),
+                top.eq(-p.pad_top),
+                top_addr.eq(p.act_addr - Mux(p.pad_top, p.width, 0)),
+                col.eq(0),
+                second.eq(0),
+            ]
+
+        # Column assembler ----------------------------------------------------------------------------------------------
+
+        weights_in = Signal(range(taps + 1))      # weight lines forwarded so far in this run
+        held = [Signal(data.ArrayLayout(self.config.input_shape, self.lanes), name=f"held{i}") for i in range(2)]
+        phase2 = Signal()                          # rows 0 and 1 of the head column are held; row 2 comes on a
+        head = columns.o.payload
+        a, b = self.resp_a, self.resp_b
+        m.d.comb += [
+            self.weight.payload.data.eq(a.payload.data),
+            self.weight.payload.zero_point.eq(args.zero_point),
+            self.weight.payload.last.eq(weights_in == taps - 1),
+            self.column.payload.data[0].eq(Mux(phase2, held[0], a.payload.data)),
+            self.column.payload.data[1].eq(Mux(phase2, held[1], b.payload.data)),
+            self.column.payload.data[2].eq(a.payload.data),
+            self.column.payload.mask.eq(head.mask),
+            self.column.payload.start.eq(head.start),
+            self.column.payload.emit.eq(head.emit),
+            self.column.payload.last.eq(head.last),
+        ]
+        with m.If(running & (weights_in != taps)):
+            m.d.comb += [
+                self.weight.valid.eq(a.valid),
+                a.ready.eq(self.weight.ready),
+            ]
+            with m.If(self.weight.valid & self.weight.ready):
+                m.d.sync += weights_in.eq(weights_in + 1)
+        with m.Elif(columns.o.valid & phase2):
+            m.d.comb += [
+                self.column.valid.eq(a.valid),
+                a.ready.eq(self.column.ready),
+                columns.o.ready.eq(self.column.valid & self.column.ready),
+            ]
+            with m.If(columns.o.ready):
+                m.d.sync += phase2.eq(0)
+        with m.Elif(columns.o.valid):
+            have = Signal()
+            m.d.comb += have.eq((~head.mask[0] | a.valid) & (~head.mask[1] | b.valid))
+            with m.If(head.mask[2]):
+                m.d.comb += [
+                    a.ready.eq(have & head.mask[0]),
+                    b.ready.eq(have & head.mask[1]),
+                ]
+                with m.If(have):
+                    m.d.sync += [held[0].eq(a.payload.data), held[1].eq(b.payload.data), phase2.eq(1)]
+            with m.Else():
+                m.d.comb += [
+                    self.column.valid.eq(have),
+                    a.ready.eq(self.column.ready & have & head.mask[0]),
+                    b.ready.eq(self.column.ready & have & head.mask[1]),
+                    columns.o.ready.eq(self.column.valid & self.column.ready),
+                ]
+        with m.If(self.column.valid & self.column.ready & head.last):
+            m.d.sync += running.eq(0)
+        with m.If(take_run):
+            m.d.sync += weights_in.eq(0)
         return m
 
 

@@ -15,6 +15,9 @@
   the output side has drained, and hands line runs to the vector line readers (two operands for ``ADD``, one run
   with windows for ``POOL``), after its parameters (an adder parameter beat, or the ``POOL`` mode and clamp
   bounds). ``out_sel`` tells the datapath which unit feeds the output stream.
+* A ``DWCONV`` goes into the same queue too. It starts once the output side has drained, after its requantiser
+  parameters (``load_params``, as for ``REQUANT``), and hands its arguments to the depthwise column reader
+  (``dw_run``); ``out_sel`` then routes the depthwise unit's sums through the requantiser to the output stream.
 * A ``MATMUL`` whose accumulator lines overlap a queued or running read-out waits until that read-out is over
   (write-after-read). Read-after-write (a ``REQUANT`` after the ``MATMUL`` s that compute its lines) is the tile
   count above; write-after-write between ``MATMUL`` s is kept by the accumulator, which applies its write beats in
@@ -33,8 +36,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulatorWrite, ReadCommand
-from .commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Arguments, CommandWord, ErrorCode, Opcode, weight_lines_per_row,
-                       weight_tile_lines)
+from .commands import (COUNT_WIDTH, DWCONV_KERNEL, POOL_MAX_WINDOW, Arguments, CommandWord, DwconvArgs, ErrorCode,
+                       Opcode, weight_lines_per_row, weight_tile_lines)
 from .config import DatapathConfig
 from .scratchpad import ReadRequest, ReadResponse
 from .systolic import ResultBeat, WeightBeat
@@ -403,6 +406,8 @@ class Sequencer(wiring.Component):
         Payload of the adder's parameter stream; ``None`` (default): no adder (``ADD`` is unsupported).
     pool_param_shape : shape-castable, optional
         Payload of the pooling unit's parameter stream; ``None`` (default): no pooling unit.
+    depthwise : bool
+        The datapath has the depthwise unit (``DWCONV``; otherwise it is unsupported). Default ``False``.
     max_tiles : int
         ``MATMUL`` tiles that may be handed out and not yet written (the depth of the result-run queue). Default 8.
     output_depth : int
@@ -434,11 +439,14 @@ class Sequencer(wiring.Component):
         Only with an adder: its parameters, passed on for an ``ADD`` with ``load_params``.
     pool_param : Out(stream.Signature(pool_param_shape))
         Only with a pooling unit: the mode and clamp bounds of each ``POOL``.
+    dw_run : Out(stream.Signature(DwconvArgs(config)))
+        Only with the depthwise unit: the arguments of each ``DWCONV``, to its column reader.
     out_sel : Out(Opcode)
-        The unit feeding the output stream: ``REQUANT`` (after reset), ``ADD`` or ``POOL``.
+        The unit feeding the output stream: ``REQUANT`` (after reset), ``ADD``, ``POOL`` or ``DWCONV`` (the
+        depthwise unit through the requantiser).
     drained : In(1)
-        No line is in flight on the output side: in the requantiser, the adder, the pooling unit, their line
-        readers and the output stream (the accumulator read-out is ``acc_busy``).
+        No line is in flight on the output side: in the requantiser, the adder, the pooling unit, the depthwise
+        unit, their line readers and the output stream (the accumulator read-out is ``acc_busy``).
     busy : Out(1)
         A command is in the command register or work is in flight.
     error : Out(1)
@@ -449,8 +457,8 @@ class Sequencer(wiring.Component):
         Clear ``error`` and ``error_code`` and resume executing commands.
     """
 
-    def __init__(self, config, param_shape, *, add_param_shape=None, pool_param_shape=None, max_tiles=8,
-                 output_depth=2):
+    def __init__(self, config, param_shape, *, add_param_shape=None, pool_param_shape=None, depthwise=False,
+                 max_tiles=8, output_depth=2):
         if not isinstance(config, DatapathConfig):
             raise TypeError(f"Configuration must be a DatapathConfig, not {config!r}")
         for name, value in (("Tile limit", max_tiles), ("Output queue depth", output_depth)):
@@ -461,6 +469,9 @@ class Sequencer(wiring.Component):
         self.output_depth = output_depth
         self.has_add = add_param_shape is not None
         self.has_pool = pool_param_shape is not None
+        if not isinstance(depthwise, bool):
+            raise TypeError(f"Option depthwise must be a bool, not {depthwise!r}")
+        self.has_depthwise = depthwise
         spad_aw, acc_aw = config.spad_addr_width, config.acc_addr_width
         ports = {
             "cmd":         In(stream.Signature(CommandWord(config))),
@@ -481,6 +492,8 @@ class Sequencer(wiring.Component):
             ports["add_param_out"] = Out(stream.Signature(add_param_shape))
         if self.has_pool:
             ports["pool_param"] = Out(stream.Signature(pool_param_shape))
+        if self.has_depthwise:
+            ports["dw_run"] = Out(stream.Signature(DwconvArgs(config)))
         ports.update({
             "out_sel":     Out(Opcode, init=Opcode.REQUANT),
             "drained":     In(1),
@@ -517,15 +530,19 @@ class Sequencer(wiring.Component):
             self.cmd.ready.eq(~cur_valid | cur_done),
             self.busy.eq(cur_valid | work),
         ]
+        # The lines of a DWCONV tile, height * width, multiplied on the way into the command register (so that the
+        # check below reads a register).
+        dw_tile = Signal(2 * len(cur.args.dwconv.height))
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 cur.eq(self.cmd.payload),
                 cur_valid.eq(1),
+                dw_tile.eq(self.cmd.payload.args.dwconv.height * self.cmd.payload.args.dwconv.width),
             ]
         with m.Elif(cur_done):
             m.d.sync += cur_valid.eq(0)
 
-        mm, rq, add, pool = cur.args.matmul, cur.args.requant, cur.args.add, cur.args.pool
+        mm, rq, add, pool, dw = cur.args.matmul, cur.args.requant, cur.args.add, cur.args.pool, cur.args.dwconv
 
         # Legality (the same checks as CommandFormat.check), as (condition, error) in priority order per opcode.
         spad, acc = cfg.spad_depth, cfg.acc_depth
@@ -548,6 +565,12 @@ class Sequencer(wiring.Component):
                 (Const(int(not self.has_pool), 1), ErrorCode.UNSUPPORTED),
                 ((pool.count == 0) | (pool.window == 0) | (pool.window > POOL_MAX_WINDOW), ErrorCode.BAD_COUNT),
                 (pool.addr + pool.count > spad, ErrorCode.BAD_RANGE),
+            ],
+            Opcode.DWCONV: [
+                (Const(int(not self.has_depthwise), 1), ErrorCode.UNSUPPORTED),
+                ((dw.height == 0) | (dw.width == 0) | (dw.height + dw.pad_top + dw.pad_bottom < DWCONV_KERNEL)
+                 | (dw.width + dw.pad_left + dw.pad_right < DWCONV_KERNEL), ErrorCode.BAD_COUNT),
+                ((dw.act_addr + dw_tile > spad) | (dw.weight_addr + DWCONV_KERNEL ** 2 > spad), ErrorCode.BAD_RANGE),
             ],
         }
 
@@ -631,7 +654,7 @@ class Sequencer(wiring.Component):
         # parameters for the lines still in its pipeline); anything else waits until the output side is drained.
         head = q[0]
         kind = head.opcode
-        hrq, hadd, hpool = head.args.requant, head.args.add, head.args.pool
+        hrq, hadd, hpool, hdw = head.args.requant, head.args.add, head.args.pool, head.args.dwconv
         may_start = Signal()
         params_loaded = Signal()
         need_params = Signal()
@@ -640,14 +663,16 @@ class Sequencer(wiring.Component):
             may_start.eq(q_valid[0] & ~self.acc_busy
                          & (self.drained | ((kind == Opcode.REQUANT) & (self.out_sel == Opcode.REQUANT)))),
             need_params.eq(~params_loaded & (((kind == Opcode.REQUANT) & hrq.load_params)
-                                             | ((kind == Opcode.ADD) & hadd.load_params))),
+                                             | ((kind == Opcode.ADD) & hadd.load_params)
+                                             | ((kind == Opcode.DWCONV) & hdw.load_params))),
         ]
 
-        # REQUANT: parameters, then the read-out once its tiles are written.
+        # REQUANT: parameters, then the read-out once its tiles are written. (DWCONV: parameters, then the run.)
+        requantised = (kind == Opcode.REQUANT) | (kind == Opcode.DWCONV)
         m.d.comb += [
             self.param_out.payload.eq(self.param_in.payload),
-            self.param_out.valid.eq(may_start & (kind == Opcode.REQUANT) & need_params & self.param_in.valid),
-            self.param_in.ready.eq(may_start & (kind == Opcode.REQUANT) & need_params & self.param_out.ready),
+            self.param_out.valid.eq(may_start & requantised & need_params & self.param_in.valid),
+            self.param_in.ready.eq(may_start & requantised & need_params & self.param_out.ready),
             self.acc_cmd.valid.eq(may_start & (kind == Opcode.REQUANT) & (head.pending == 0) & ~need_params),
             self.acc_cmd.payload.base.eq(hrq.acc_addr),
             self.acc_cmd.payload.count.eq(hrq.count),
@@ -711,6 +736,15 @@ class Sequencer(wiring.Component):
                 m.d.comb += start.eq(1)
             with m.If(pool_fired):
                 m.d.sync += self.out_sel.eq(Opcode.POOL)
+        if self.has_depthwise:
+            # DWCONV: one beat, taken at once by the idle column reader (the output side has drained).
+            m.d.comb += [
+                self.dw_run.payload.eq(hdw),
+                self.dw_run.valid.eq(may_start & (kind == Opcode.DWCONV) & ~need_params),
+            ]
+            with m.If(self.dw_run.valid & self.dw_run.ready):
+                m.d.comb += start.eq(1)
+                m.d.sync += self.out_sel.eq(Opcode.DWCONV)
         if self.has_add or self.has_pool:
             # vec_run_a is shared: its valid is the OR of both hand-outs (only one is ever active).
             run_a = self.vec_run_a

@@ -57,10 +57,12 @@ def test_generate_datapath(rows, cols, extra, tmp_path):
 def test_generate_without_vector_units(tmp_path):
     out = tmp_path / "dp.v"
     r = haneul("generate", "--rows", 2, "--cols", 2, "--spad-depth", 64, "--acc-depth", 16, "--no-add", "--no-pool",
-               "-o", out)
+               "--no-depthwise", "-o", out)
     assert r.returncode == 0, r.stderr
-    found = ports(out.read_text(), "haneul_datapath")
+    text = out.read_text()
+    found = ports(text, "haneul_datapath")
     assert "cmd__payload" in found and not any(name.startswith("add_param") for name in found)
+    assert "dw_unit" not in text and "dw_reader" not in text
 
 
 def test_generate_systolic(tmp_path):

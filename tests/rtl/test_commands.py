@@ -11,9 +11,9 @@ from amaranth.sim import Simulator
 
 from haneul.errors import HaneulError
 from haneul.rtl import commands, eltwise, pool
-from haneul.rtl.commands import (COUNT_WIDTH, POOL_MAX_WINDOW, Add, CommandError, CommandFormat, CommandWord,
-                                 ErrorCode, Fence, Matmul, Nop, Opcode, Pool, PoolMode, Requant, command_table,
-                                 decode, encode, weight_lines_per_row, weight_tile_lines, word_width)
+from haneul.rtl.commands import (COUNT_WIDTH, DWCONV_SIZE_WIDTH, POOL_MAX_WINDOW, Add, CommandError, CommandFormat,
+                                 CommandWord, Dwconv, ErrorCode, Fence, Matmul, Nop, Opcode, Pool, PoolMode, Requant,
+                                 command_table, decode, encode, weight_lines_per_row, weight_tile_lines, word_width)
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Params
 from haneul.rtl.sequencer import Sequencer
@@ -29,7 +29,16 @@ CONFIGS = [
 
 
 def random_command(cfg, rng):
-    kind = rng.integers(6)
+    kind = rng.integers(7)
+    if kind == 6:
+        height, width = (int(v) for v in rng.integers(3, 1 << DWCONV_SIZE_WIDTH, 2))
+        while height * width > cfg.spad_depth:
+            height, width = (max(3, height // 2), width) if height >= width else (height, max(3, width // 2))
+        pads = [int(v) for v in rng.integers(0, 2, 4)]
+        return Dwconv(act_addr=int(rng.integers(0, cfg.spad_depth - height * width + 1)),
+                      weight_addr=int(rng.integers(0, cfg.spad_depth - 9 + 1)), height=height, width=width,
+                      stride2=bool(rng.integers(2)), pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2],
+                      pad_right=pads[3], zero_point=int(rng.integers(-128, 128)), load_params=bool(rng.integers(2)))
     if kind == 4:
         count = int(rng.integers(1, cfg.spad_depth + 1))
         return Add(a_addr=int(rng.integers(0, cfg.spad_depth - count + 1)),
@@ -122,11 +131,20 @@ def test_weight_lines():
     (Matmul(0, 0, 0, "3"), TypeError, "MATMUL count must be an integer, not '3'"),
     (Matmul(0, 0, 0, True), TypeError, "MATMUL count must be an integer, not True"),
     (Matmul(0, 0, 0, 1, accumulate=2), TypeError, "MATMUL accumulate must be a bool, not 2"),
-    ("MATMUL", TypeError, "Command must be one of Nop, Matmul, Requant, Fence, Add, Pool, not 'MATMUL'"),
+    ("MATMUL", TypeError, "Command must be one of Nop, Matmul, Requant, Fence, Add, Pool, Dwconv, not 'MATMUL'"),
     (Add(0, 2045, 4), CommandError,
      "ADD second operand would use lines 2045..2048, past the end of the scratchpad (2048 lines)"),
     (Add(0, 0, 0), CommandError, "ADD count must be at least 1, not 0"),
     (Pool(0, 4, 0), CommandError, "POOL window must be in 1 .. 256, not 0"),
+    (Dwconv(0, 0, 0, 4), CommandError, "DWCONV height must be at least 1, not 0"),
+    (Dwconv(0, 0, 4, 2, pad_left=0), CommandError, "DWCONV width 2 with padding 0 must be at least 3 (the kernel)"),
+    (Dwconv(0, 0, 256, 4), CommandError, "DWCONV height 256 does not fit in 8 bits"),
+    (Dwconv(0, 0, 4, 4, pad_top=2), CommandError, "DWCONV pad_top 2 does not fit in 1 bits"),
+    (Dwconv(2000, 0, 8, 8), CommandError,
+     "DWCONV input tile would use lines 2000..2063, past the end of the scratchpad (2048 lines)"),
+    (Dwconv(0, 2040, 8, 8), CommandError,
+     "DWCONV weights would use lines 2040..2048, past the end of the scratchpad (2048 lines)"),
+    (Dwconv(0, 0, 4, 4, stride2=2), TypeError, "DWCONV stride2 must be a bool, not 2"),
     (Pool(0, 4, 257), CommandError, "POOL window must be in 1 .. 256, not 257"),
     (Pool(0, 4, 512), CommandError, "POOL window 512 does not fit in 9 bits"),
     (Pool(2000, 100, 4), CommandError,
@@ -180,7 +198,7 @@ def hardware_verdicts(cfg, words, units=True):
     """Feed the words one by one to a Sequencer whose engines accept everything at once; return the error code after
     each (and clear it)."""
     dut = Sequencer(cfg, Params(cfg.cols), add_param_shape=eltwise.Params if units else None,
-                    pool_param_shape=pool.Config if units else None)
+                    pool_param_shape=pool.Config if units else None, depthwise=units)
     verdicts = []
 
     async def engines(ctx):
@@ -193,7 +211,7 @@ def hardware_verdicts(cfg, words, units=True):
     async def tb(ctx):
         streams = [dut.weight_run, dut.act_run, dut.result_run, dut.acc_cmd]
         if units:
-            streams += [dut.vec_run_a, dut.vec_run_b, dut.pool_param]
+            streams += [dut.vec_run_a, dut.vec_run_b, dut.pool_param, dut.dw_run]
         for run in streams:
             ctx.set(run.ready, 1)
         ctx.set(dut.drained, 1)
@@ -227,15 +245,18 @@ def test_hardware_checks_match_encoder(rng):
     fmt = CommandFormat(cfg)
     layout = fmt.layout
     words = [0x5, 0xF]                                      # illegal opcodes
-    opcodes = {"matmul": Opcode.MATMUL, "requant": Opcode.REQUANT, "add": Opcode.ADD, "pool": Opcode.POOL}
-    for _ in range(30):
-        member = list(opcodes)[int(rng.integers(4))]
+    opcodes = {"matmul": Opcode.MATMUL, "requant": Opcode.REQUANT, "add": Opcode.ADD, "pool": Opcode.POOL,
+               "dwconv": Opcode.DWCONV}
+    for _ in range(40):
+        member = list(opcodes)[int(rng.integers(len(opcodes)))]
         args = {}
         for name, field in layout["args"].shape[member].shape:
             if name == "count":
                 args[name] = int(rng.integers(0, 24))
             elif name == "window":
                 args[name] = int(rng.choice([0, 1, 5, 256, 257, 511]))
+            elif name in ("height", "width"):
+                args[name] = int(rng.choice([0, 1, 2, 3, 5, 9]))
             elif isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
                 args[name] = list(field.shape)[int(rng.integers(len(field.shape)))]
             elif Shape.cast(field.shape).signed:
@@ -255,7 +276,7 @@ def test_hardware_checks_match_encoder(rng):
         except CommandError as e:
             text = str(e)
             expected.append(ErrorCode.ILLEGAL_OPCODE if "Illegal opcode" in text else
-                            ErrorCode.BAD_COUNT if "at least 1" in text or "window" in text else
+                            ErrorCode.BAD_COUNT if "at least 1" in text or "window" in text or "the kernel" in text else
                             ErrorCode.BAD_RANGE)
     assert set(expected) == set(ErrorCode) - {ErrorCode.UNSUPPORTED}
     assert hardware_verdicts(cfg, words) == expected
@@ -264,6 +285,7 @@ def test_hardware_checks_match_encoder(rng):
 def test_hardware_unsupported():
     cfg = DatapathConfig(rows=4, cols=8, spad_depth=64, acc_depth=16)
     fmt = CommandFormat(cfg)
-    words = [fmt.encode(Add(0, 8, 4)), fmt.encode(Pool(0, 8, 4)), fmt.encode(Requant(0, 4))]
+    words = [fmt.encode(Add(0, 8, 4)), fmt.encode(Pool(0, 8, 4)), fmt.encode(Dwconv(0, 40, 3, 3)),
+             fmt.encode(Requant(0, 4))]
     assert hardware_verdicts(cfg, words, units=False) == [ErrorCode.UNSUPPORTED, ErrorCode.UNSUPPORTED,
-                                                          ErrorCode.NONE]
+                                                          ErrorCode.UNSUPPORTED, ErrorCode.NONE]
