@@ -114,6 +114,7 @@ enum haneul_cmd_opcode {
     HANEUL_CMD_OP_FENCE = 3,
     HANEUL_CMD_OP_ADD = 4,
     HANEUL_CMD_OP_POOL = 5,
+    HANEUL_CMD_OP_DWCONV = 6,
 };
 
 /* POOL mode. */
@@ -159,6 +160,28 @@ enum haneul_pool_mode {
 #define HANEUL_CMD_POOL_ACT_MIN_WIDTH                8u
 #define HANEUL_CMD_POOL_ACT_MAX_LSB                  49u
 #define HANEUL_CMD_POOL_ACT_MAX_WIDTH                8u
+#define HANEUL_CMD_DWCONV_ACT_ADDR_LSB               4u
+#define HANEUL_CMD_DWCONV_ACT_ADDR_WIDTH             11u
+#define HANEUL_CMD_DWCONV_WEIGHT_ADDR_LSB            15u
+#define HANEUL_CMD_DWCONV_WEIGHT_ADDR_WIDTH          11u
+#define HANEUL_CMD_DWCONV_HEIGHT_LSB                 26u
+#define HANEUL_CMD_DWCONV_HEIGHT_WIDTH               8u
+#define HANEUL_CMD_DWCONV_WIDTH_LSB                  34u
+#define HANEUL_CMD_DWCONV_WIDTH_WIDTH                8u
+#define HANEUL_CMD_DWCONV_STRIDE2_LSB                42u
+#define HANEUL_CMD_DWCONV_STRIDE2_WIDTH              1u
+#define HANEUL_CMD_DWCONV_PAD_TOP_LSB                43u
+#define HANEUL_CMD_DWCONV_PAD_TOP_WIDTH              1u
+#define HANEUL_CMD_DWCONV_PAD_BOTTOM_LSB             44u
+#define HANEUL_CMD_DWCONV_PAD_BOTTOM_WIDTH           1u
+#define HANEUL_CMD_DWCONV_PAD_LEFT_LSB               45u
+#define HANEUL_CMD_DWCONV_PAD_LEFT_WIDTH             1u
+#define HANEUL_CMD_DWCONV_PAD_RIGHT_LSB              46u
+#define HANEUL_CMD_DWCONV_PAD_RIGHT_WIDTH            1u
+#define HANEUL_CMD_DWCONV_ZERO_POINT_LSB             47u
+#define HANEUL_CMD_DWCONV_ZERO_POINT_WIDTH           8u
+#define HANEUL_CMD_DWCONV_LOAD_PARAMS_LSB            55u
+#define HANEUL_CMD_DWCONV_LOAD_PARAMS_WIDTH          1u
 
 /* A command field's bit in a COMPUTE instruction: HANEUL_COMPUTE_COMMAND_LSB + HANEUL_CMD_*_LSB. */
 
