@@ -12,7 +12,10 @@ the job's command words once its data is loaded. Every output line is checked, i
   lanes past ``N`` of a partial N tile are what the zero-padded tile gives (``requantize`` of 0 with zero
   parameters, i.e. the clamped zero point);
 * ADD: ``kernels.add`` with parameters prepared from random scales as the compiler does; POOL:
-  ``kernels.max_pool_2d`` / ``kernels.average_pool_2d`` per window; lanes ``rows .. cols - 1`` zero.
+  ``kernels.max_pool_2d`` / ``kernels.average_pool_2d`` per window; lanes ``rows .. cols - 1`` zero;
+* DWCONV: ``kernels.depthwise_conv_2d`` of a random 3 x 3 layer planned by
+  :func:`haneul.firmware.dwconv.plan_dwconv` (one command per channel group, padding masked or prepadded); the
+  lanes without a channel are the requantised zero of their zero parameters.
 
 Parameters (from :func:`haneul.sim.cocotb.tb_params`): the :class:`~haneul.rtl.config.DatapathConfig` fields
 ``rows``, ``cols``, ``spad_depth``, ``spad_banks``, ``acc_depth``, ``acc_banks``, and ``scale`` (a multiplier for
@@ -30,9 +33,11 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
+from haneul.firmware.dwconv import plan_dwconv
 from haneul.firmware.gemm import plan_gemm
 from haneul.firmware.ir import Activation, OpType
-from haneul.rtl.commands import Add, CommandFormat, ErrorCode, Opcode, Pool, PoolMode, encode, weight_tile_lines
+from haneul.rtl.commands import (Add, CommandFormat, ErrorCode, Opcode, Pool, PoolMode, encode,
+                                 weight_tile_lines)
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.datapath import Datapath
 from haneul.sim.cocotb import pauses, tb_params
@@ -40,7 +45,7 @@ from haneul.sim.cocotb.payload import Codec, payload_shape
 from haneul.sim.cocotb.scoreboard import Scoreboard
 from haneul.sim.cocotb.streams import StreamDriver, StreamMonitor
 from haneul.sim.golden import kernels, params
-from haneul.sim.golden.params import PoolParams, activation_range
+from haneul.sim.golden.params import DepthwiseParams, PoolParams, activation_range, compute_padding
 from haneul.sim.golden.quant import INT32_MAX, INT32_MIN, quantize_multiplier
 
 PARAMS = tb_params()
@@ -308,6 +313,43 @@ class Stimulus:
         assert addr <= (half + 1) * self.half_lines, "POOL input does not fit in half the scratchpad"
         return job
 
+    def dwconv(self, half, *, stride, same, prepadded, clamp):
+        """A random 3 x 3 depthwise layer (1 to 6 pixels per side, channels not a multiple of ``rows``) in half
+        ``half``: one ``DWCONV`` per channel group, golden from ``kernels.depthwise_conv_2d``."""
+        rng, cfg = self.rng, self.config
+        while True:
+            h, w = (int(v) for v in rng.integers(1 if same else 3, 7, 2))
+            c = int(rng.integers(1, 2 * cfg.rows + 2))
+            oh, ow = ((-(-h // stride), -(-w // stride)) if same else ((h - 3) // stride + 1, (w - 3) // stride + 1))
+            pad = ((compute_padding(h, 3, stride, 1, oh), compute_padding(w, 3, stride, 1, ow)) if same
+                   else ((0, 0), (0, 0)))
+            zp_in = int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))
+            plan = plan_dwconv(h, w, c, stride, pad, cfg, zero_point=zp_in, a_base=half * self.half_lines,
+                               prepadded=prepadded)
+            if plan.lines <= self.half_lines:
+                break
+        zp_out = int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))
+        multiplier, shift = (np.array(v, dtype=np.int64) for v in zip(*(quantize_multiplier(s)
+                                                                         for s in 2.0 ** rng.uniform(-14, 0, c))))
+        act_min, act_max = clamp_bounds(clamp, rng, zp_out)
+        p = DepthwiseParams(input_offset=-zp_in, output_offset=zp_out, output_multiplier=multiplier,
+                            output_shift=shift, stride=(stride, stride), dilation=(1, 1), padding=pad,
+                            output_size=(oh, ow), act_min=act_min, act_max=act_max, depth_multiplier=1)
+        x = random_operands(rng, (1, h, w, c), False)
+        filters = random_operands(rng, (1, 3, 3, c), rng.random() < 0.2)
+        bias = rng.integers(-(1 << 16), 1 << 16, c).astype(np.int64)
+        out = kernels.depthwise_conv_2d(x, filters, bias, p)[0].reshape(oh * ow, c)
+        padding = int(kernels.requantize(np.zeros(1, np.int64), 0, 0, zp_out, act_min, act_max)[0])
+        lines = []
+        for g in range(plan.groups):
+            chans = out[:, g * cfg.rows:(g + 1) * cfg.rows]
+            lines += [[int(v) for v in line] + [padding] * (cfg.cols - chans.shape[1]) for line in chans]
+        name = (f"DWCONV {h}x{w}x{c} stride {stride} pad {pad} {'prepadded' if prepadded else 'masked'}, zp {zp_in} "
+                f"-> {zp_out}, {clamp} [{act_min}, {act_max}]")
+        return Job(name=name, writes=plan.activation_lines(x) + plan.weight_lines(filters),
+                   words=[self.fmt.encode(cmd) for cmd in plan.commands],
+                   ppu_beats=plan.param_beats(bias, multiplier, shift, zp_out, act_min, act_max), lines=lines)
+
 
 # Payload layouts -----------------------------------------------------------------------------------------------------
 
@@ -336,6 +378,7 @@ class TB:
         self.prng = random.Random(hash(tuple(seed)))  # traffic only: the stimulus draws from self.rng
         model = Datapath(config)  # not elaborated: only its port layouts
         self.has_vector_units = model.has_add and model.has_pool
+        self.has_depthwise = model.has_depthwise
         self.stimulus = Stimulus(config, self.rng)
 
         Clock(dut.clk, 10, unit="ns").start()
@@ -522,8 +565,9 @@ async def test_requant_corners(dut):
 
 @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
 async def test_vector_ops(dut):
-    """ADD and POOL (new and kept adder parameters, windows that do not divide the lines or exceed them, every
-    clamp) interleaved with GEMMs under random traffic: the output keeps command order across the units."""
+    """ADD, POOL and DWCONV (new and kept adder parameters, windows that do not divide the lines or exceed them,
+    depthwise layers of stride 1 and 2 with masked or prepadded padding, every clamp) interleaved with GEMMs under
+    random traffic: the output keeps command order across the units and the requantiser's two inputs."""
     tb = TB(dut, "vector", "random")
     if not tb.has_vector_units:
         tb.log.info("no adder or pooling unit in this configuration (rows > cols)")
@@ -540,6 +584,15 @@ async def test_vector_ops(dut):
             stim.add(0, [3, 6]),
             stim.gemm(1, clamp="relu6", single_rounding=not i % 2),
         ]
+        if tb.has_depthwise:
+            jobs += [
+                stim.dwconv(0, stride=1, same=True, prepadded=False, clamp=CLAMPS[(i + 1) % len(CLAMPS)]),
+                stim.gemm(1, clamp="none", single_rounding=False),
+                stim.dwconv(0, stride=2, same=bool(i % 2), prepadded=True, clamp=CLAMPS[(i + 3) % len(CLAMPS)]),
+                stim.pool(1, [(5, 2)]),
+                stim.dwconv(0, stride=1 + i % 2, same=False, prepadded=False, clamp="range"),
+                stim.add(1, [4]),                      # job i in half i % 2: an even number of jobs per round
+            ]
     tb.submit(jobs)
     await tb.finish()
 
@@ -564,6 +617,12 @@ def illegal_word(tb, bad):
         return {"opcode": Opcode.REQUANT, "args": {"requant": {"acc_addr": acc_addr, "count": count,
                                                                "load_params": 0}}}
 
+    def dwconv(**fields):
+        args = dict(act_addr=0, weight_addr=0, height=3, width=3, stride2=0, pad_top=0, pad_bottom=0, pad_left=0,
+                    pad_right=0, zero_point=0, load_params=0)
+        args.update(fields)
+        return {"opcode": Opcode.DWCONV, "args": {"dwconv": args}}
+
     def pool(addr=0, count=1, window=1):
         return {"opcode": Opcode.POOL, "args": {"pool": {"addr": addr, "count": count, "window": window,
                                                          "mode": PoolMode.MAX, "act_min": -128, "act_max": 127}}}
@@ -574,12 +633,16 @@ def illegal_word(tb, bad):
             choices += [pool(count=0), pool(count=3, window=0),
                         {"opcode": Opcode.ADD, "args": {"add": {"a_addr": 0, "b_addr": 0, "count": 0,
                                                                 "load_params": 0}}}]
+        if tb.has_depthwise:
+            choices += [dwconv(height=0), dwconv(width=2), dwconv(height=1, pad_top=1)]
         return choices[int(rng.integers(len(choices)))], ErrorCode.BAD_COUNT
     if bad == "range":
         choices = [matmul(act_addr=spad - 2, count=3), matmul(weight_addr=spad - tile + 1),
                    matmul(acc_addr=acc - 1, count=2), requant(acc_addr=acc - 3, count=4)]
         if tb.has_vector_units:
             choices.append(pool(addr=spad - 1, count=2, window=2))
+        if tb.has_depthwise:
+            choices += [dwconv(act_addr=spad - 8, height=3, width=3), dwconv(weight_addr=spad - 8)]
         return choices[int(rng.integers(len(choices)))], ErrorCode.BAD_RANGE
     raise ValueError(bad)
 
