@@ -12,7 +12,8 @@ contiguous in NHWC memory, followed by filler. One ``LOAD`` per (block, ``ky``, 
 loop 0 over ``ox`` (external stride ``sw * C``), loop 1 over ``oy`` (``sh * W * C``), with the rows above and below
 the image as padding iterations of loop 1 and the columns at the left and right borders as their own ``LOAD`` s
 whose line segment (``offset``, ``length``) leaves out the kernel columns outside the image. Every byte not read
-is the input zero point, which is what TFLite pads with.
+is the input zero point, which is what TFLite pads with. (Where a kernel row lies entirely in the padding for a
+block's output rows, its lines are read, with stride 0, from one line of zero points stored after the input.)
 
 The array adds ``x * w`` without the input offset; the offset's share, ``input_offset * sum(w[:, oc])``, is a
 constant per output channel and is folded into the bias here (padding with the zero point makes padded taps add
@@ -113,8 +114,11 @@ def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000,
             iys = [oy * sh + ky - pt for oy in range(oy0, oy0 + n_rows)]
             real = [i for i, iy in enumerate(iys) if 0 <= iy < h]
             if not real:
-                raise ConvError(f"kernel row {ky} of output rows {oy0}..{oy0 + n_rows - 1} lies entirely in the "
-                                f"padding; use more rows per block")
+                # The kernel row lies entirely in the padding for these output rows: every line is the zero
+                # point, read from a line of zero points kept after the input (stride 0).
+                loads.append(isa.Load(ext_addr=a_addr + x.nbytes, spad_addr=spad + ky * m_tile, length=line,
+                                      loops=((ow, 0, 1), (n_rows, 0, ow)), pad_value=zero_point))
+                continue
             before, after = real[0], n_rows - 1 - real[-1]
             for ox_lo, ox_hi, kx_a, kx_b in runs:
                 ext = a_addr + (iys[real[0]] * w + ox_lo * sw - pl + kx_a) * c
@@ -125,7 +129,7 @@ def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000,
         return loads
 
     def _schedule(rows_per_block):
-        return schedule(x.astype(np.int8).tobytes(), a_loads, oh * ow, kh, w_mat, folded, p.output_multiplier,
+        return schedule(x.astype(np.int8).tobytes() + bytes([zero_point & 0xFF]) * line, a_loads, oh * ow, kh, w_mat, folded, p.output_multiplier,
                         p.output_shift, output_offset=p.output_offset, act_min=p.act_min, act_max=p.act_max,
                         single_rounding=False, config=config, bus_bytes=bus_bytes, base=base,
                         m_tile=rows_per_block * ow, k=kh * kw * c)

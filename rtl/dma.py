@@ -383,7 +383,7 @@ class Dma(wiring.Component):
         """Bus words of the walker's current line: ``w0`` (its first byte) and ``w1`` (its last byte).
 
         Consecutive lines of one descriptor share a word when the line's ``w0`` is the previous line's ``w1``
-        (``reuse``): that word is not requested again. A line with two new words hands the first to the burst
+        (``reuse``): that word is not requested again. Lines of different descriptors never share one. A line with two new words hands the first to the burst
         builder in one cycle and the second in the next (``second``).
         """
         lb = _log2(self.nbytes)
@@ -431,10 +431,14 @@ class Dma(wiring.Component):
                         m.d.sync += p.second.eq(1)
                 with m.Else():
                     m.d.comb += p.accept.eq(line_ready & (~needs_word | p.word_ready))
+        # A word is shared only between lines of one descriptor: the write side flushes the word of a descriptor's
+        # last line (its burst ends the descriptor), so the next descriptor must not merge into it.
         with m.If(halt):
             m.d.sync += [p.second.eq(0), p.have_last.eq(0)]
         with m.Elif(p.accept & ~walker.pad):
-            m.d.sync += [p.second.eq(0), p.have_last.eq(1), p.last_word.eq(p.w1)]
+            m.d.sync += [p.second.eq(0), p.have_last.eq(~walker.last), p.last_word.eq(p.w1)]
+        with m.Elif(p.accept & walker.last):
+            m.d.sync += p.have_last.eq(0)
         return p
 
     def _fifo(self, m, name, shape, depth, reset=None):

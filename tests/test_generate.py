@@ -1,4 +1,4 @@
-"""``haneul generate``: Verilog of the datapath for a configuration, run as a subprocess like a user would."""
+"""``haneul generate``: Verilog of the NPU (or a block) for a configuration, run as a subprocess like a user would."""
 
 import re
 import subprocess
@@ -30,7 +30,7 @@ def ports(verilog, module):
 ])
 def test_generate_datapath(rows, cols, extra, tmp_path):
     out = tmp_path / "dp.v"
-    r = haneul("generate", "--rows", rows, "--cols", cols, *extra, "-o", out)
+    r = haneul("generate", "--top", "datapath", "--rows", rows, "--cols", cols, *extra, "-o", out)
     assert r.returncode == 0, r.stderr
     assert f"wrote haneul_datapath ({rows} x {cols} array" in r.stdout
     text = out.read_text()
@@ -56,13 +56,36 @@ def test_generate_datapath(rows, cols, extra, tmp_path):
 
 def test_generate_without_vector_units(tmp_path):
     out = tmp_path / "dp.v"
-    r = haneul("generate", "--rows", 2, "--cols", 2, "--spad-depth", 64, "--acc-depth", 16, "--no-add", "--no-pool",
-               "--no-depthwise", "-o", out)
+    r = haneul("generate", "--top", "datapath", "--rows", 2, "--cols", 2, "--spad-depth", 64, "--acc-depth", 16,
+               "--no-add", "--no-pool", "--no-depthwise", "-o", out)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
     found = ports(text, "haneul_datapath")
     assert "cmd__payload" in found and not any(name.startswith("add_param") for name in found)
     assert "dw_unit" not in text and "dw_reader" not in text
+
+
+def test_generate_npu(tmp_path):
+    """The default top is the whole NPU, with AMBA port names: m_axi_* (AXI4), s_axil_* (AXI4-Lite), irq."""
+    out = tmp_path / "npu.v"
+    r = haneul("generate", "--rows", 4, "--cols", 4, "--spad-depth", 256, "--acc-depth", 64, "--no-depthwise",
+               "--data-width", 64, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "wrote haneul_npu (4 x 4 array" in r.stdout
+    found = ports(out.read_text(), "haneul_npu")
+    axi = {"awaddr": ("output", 32), "awlen": ("output", 8), "awsize": ("output", 3), "awburst": ("output", 2),
+           "awvalid": ("output", 1), "awready": ("input", 1), "wdata": ("output", 64), "wstrb": ("output", 8),
+           "wlast": ("output", 1), "bresp": ("input", 2), "bvalid": ("input", 1), "bready": ("output", 1),
+           "araddr": ("output", 32), "arlen": ("output", 8), "arvalid": ("output", 1), "rdata": ("input", 64),
+           "rresp": ("input", 2), "rlast": ("input", 1), "rvalid": ("input", 1), "rready": ("output", 1)}
+    for name, port in axi.items():
+        assert found.get(f"m_axi_{name}") == port, name
+    axil = {"awaddr": ("input", 12), "wdata": ("input", 32), "wstrb": ("input", 4), "bresp": ("output", 2),
+            "araddr": ("input", 12), "rdata": ("output", 32), "rvalid": ("output", 1), "rready": ("input", 1)}
+    for name, port in axil.items():
+        assert found.get(f"s_axil_{name}") == port, name
+    assert found["irq"] == ("output", 1)
+    assert set(found) <= {"clk", "rst", "irq"} | {n for n in found if n.startswith(("m_axi_", "s_axil_"))}
 
 
 def test_generate_systolic(tmp_path):

@@ -85,6 +85,12 @@ def _datapath(config, args):
                     depthwise=False if args.no_depthwise else None)
 
 
+def _npu(config, args):
+    from haneul.rtl.npu import NPU
+    return NPU(config, data_width=args.data_width, add=False if args.no_add else None,
+               pool=False if args.no_pool else None, depthwise=False if args.no_depthwise else None)
+
+
 def _systolic(config, args):
     from haneul.rtl.systolic import SystolicArray
     return SystolicArray(config)
@@ -92,6 +98,7 @@ def _systolic(config, args):
 
 #: ``haneul generate --top``: how to build the component, and the Verilog module name.
 GENERATE_TOPS = {
+    "npu": (_npu, "haneul_npu"),
     "datapath": (_datapath, "haneul_datapath"),
     "systolic": (_systolic, "haneul_systolic"),
 }
@@ -106,6 +113,7 @@ def _config_fields():
 
 def cmd_generate(args):
     from amaranth.back import verilog
+    from haneul.rtl.axi import amba_ports
     from haneul.rtl.config import DatapathConfig
 
     params = {f.name: getattr(args, f.name) for f, _ in _config_fields() if getattr(args, f.name) is not None}
@@ -120,7 +128,9 @@ def cmd_generate(args):
     except OSError as e:
         raise HaneulError(f"cannot write {args.output}: {e.strerror}") from None
     with f:
-        f.write(verilog.convert(top, name=name))
+        # The NPU top gets AMBA port names (m_axi_*, s_axil_*, irq); blocks keep Amaranth's <port>__<member>.
+        ports = amba_ports(top) if args.top == "npu" else None
+        f.write(verilog.convert(top, name=name, ports=ports))
     print(f"wrote {name} ({config.rows} x {config.cols} array, scratchpad {config.spad_depth} x {config.rows} B, "
           f"accumulator {config.acc_depth} x {config.cols} x 4 B) to {args.output}")
     return 0
@@ -155,7 +165,7 @@ def build_parser():
     p.add_argument("--report-json", help="write a JSON report (backend, output_shape, top_class, macs, ...)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("generate", help="write the Verilog of the datapath (or of one block) for a configuration")
+    p = sub.add_parser("generate", help="write the Verilog of the NPU (or of one block) for a configuration")
     for field, option in _config_fields():
         kind = type(field.default)
         p.add_argument(option, dest=field.name, type=kind, metavar="N" if kind is int else "NAME",
@@ -164,8 +174,10 @@ def build_parser():
     p.add_argument("--no-pool", action="store_true", help="datapath without the pooling unit (POOL)")
     p.add_argument("--no-depthwise", action="store_true",
                    help="datapath without the depthwise unit (DWCONV; about 2.1 k LUT4 per lane)")
-    p.add_argument("--top", choices=sorted(GENERATE_TOPS), default="datapath",
-                   help="component to convert (default datapath: module haneul_datapath)")
+    p.add_argument("--top", choices=sorted(GENERATE_TOPS), default="npu",
+                   help="component to convert (default npu: module haneul_npu with m_axi_*, s_axil_*, irq)")
+    p.add_argument("--data-width", type=int, default=128, metavar="BITS",
+                   help="width of the NPU's AXI4 memory port (default 128)")
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     p.set_defaults(func=cmd_generate)
 

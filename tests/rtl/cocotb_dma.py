@@ -22,7 +22,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from cocotbext.axi import AxiBus, AxiRam
+from cocotbext.axi import AxiBus
 from cocotbext.axi.constants import AxiResp
 
 from haneul.rtl import isa
@@ -30,6 +30,7 @@ from haneul.rtl.config import DatapathConfig
 from haneul.rtl.dma import ReadCommand, ReadDest, ReadLine
 from haneul.sim import dma_model
 from haneul.sim.cocotb import pauses, tb_params
+from haneul.sim.cocotb.memory import FaultyRam
 from haneul.sim.cocotb.scoreboard import Scoreboard
 from haneul.sim.cocotb.streams import StreamDriver, StreamMonitor
 from amaranth.hdl import signed
@@ -50,49 +51,6 @@ TIMEOUT_MS = 600
 
 #: Pause probabilities of the traffic mixes: (AXI channels, streams).
 MIXES = {"smooth": (0.0, 0.0), "stalls": (0.3, 0.3), "bursty": ("bursty", "bursty")}
-
-
-class FaultyRam(AxiRam):
-    """An ``AxiRam`` whose beats touching ``[start, end)`` of one of ``errors`` (``(start, end, resp)``) fail with
-    ``resp`` (``AxiResp.SLVERR`` or ``AxiResp.DECERR``): a read beat gets it as ``rresp`` (and zero data), a write
-    burst as ``bresp`` (the failing bytes are not written)."""
-
-    def __init__(self, *args, errors=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.errors = list(errors)
-        self._kind = {"r": AxiResp.SLVERR, "b": AxiResp.SLVERR}
-        read, write = self.read_if._read, self.write_if._write
-
-        def fault(address, length):
-            for start, end, resp in self.errors:
-                if address < end and start < address + length:
-                    return resp
-            return None
-
-        async def faulty_read(address, length):
-            resp = fault(address, length)
-            if resp is not None:
-                self._kind["r"] = resp
-                raise IOError(f"injected {resp.name} at {address:#x}")
-            return await read(address, length)
-
-        async def faulty_write(address, data):
-            resp = fault(address, len(data))
-            if resp is not None:
-                self._kind["b"] = resp
-                raise IOError(f"injected {resp.name} at {address:#x}")
-            await write(address, data)
-
-        self.read_if._read = faulty_read
-        self.write_if._write = faulty_write
-        for name, channel, field in (("r", self.read_if.r_channel, "rresp"), ("b", self.write_if.b_channel, "bresp")):
-            send = channel.send
-
-            async def mapped_send(item, name=name, send=send, field=field):
-                if getattr(item, field) == AxiResp.SLVERR:   # the model's answer to a failed access
-                    setattr(item, field, self._kind[name])
-                await send(item)
-            channel.send = mapped_send
 
 
 def _pause(kind, rng):

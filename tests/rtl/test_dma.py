@@ -443,3 +443,21 @@ def test_abort(at):
     outcome = _run_recovery(bench, at, trouble)
     assert outcome["error_code"] == isa.ErrorCode.NONE
     assert outcome["prefix_ok"]
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.3])
+def test_descriptors_sharing_a_word(gaps):
+    """Regression: a STORE whose first line lands in the bus word of the previous STORE's last line (4-byte
+    output lines of consecutive tiles) lost that line — the planner merged it into a word already flushed. Loads
+    likewise start their own words."""
+    bench = Bench(SMALL["config"], 128, seed=5, bus_gaps=gaps, stream_gaps=gaps)
+    _fill(bench, 5)
+    before = np.frombuffer(bytes(bench.mem.mem), np.uint8).copy()
+    stores = [(s, bench.store(s)) for s in (isa.Store(0x2740, 4, ((2, 4),)), isa.Store(0x2748, 4, ((2, 4),)),
+                                            isa.Store(0x2750, 4, ((1, 4),)), isa.Store(0x2754, 4, ((3, 4),)))]
+    for load in (isa.Load(0x1100, 0, 4, loops=((2, 4, 1),)), isa.Load(0x1108, 2, 4, loops=((2, 4, 1),)),
+                 isa.Load(0x1110, 4, 4, loops=((3, 4, 1),), pad=((1, 0),))):
+        bench.load(load)
+    bench.run()
+    bench.check()
+    _check_memory(bench, before, stores)
