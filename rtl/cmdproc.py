@@ -31,7 +31,8 @@ executes it:
 * **Tokens.** One counter per ordered pair of queues (:data:`TOKEN_WIDTH` bits). A signal to a full counter waits.
 * **Run control.** The run is done when ``END`` has been decoded and every queue, unit, completion queue, the DMA
   and the datapath are idle. An error from any unit, the DMA or the datapath, a deadlock (every unit waits for a
-  token that nothing will send, for :data:`DEADLOCK_CYCLES` cycles) or ``abort`` ends the run with an
+  token that nothing will send, for :data:`DEADLOCK_CYCLES` cycles; or nothing at all moves for ``watchdog``
+  cycles, e.g. output lines that no ``STORE`` takes) or ``abort`` ends the run with an
   :class:`~haneul.rtl.isa.ErrorCode`: the command processor stops issuing, asks the DMA to abort (it finishes the
   bus transactions it started), waits for it, then resets every queue, unit and the datapath (``flush``) so that the
   next ``start`` begins from a clean state without a reset of the NPU.
@@ -49,7 +50,7 @@ from .dma import ReadCommand, ReadDest, ReadLine
 from .scratchpad import WriteRequest
 from .sequencer import Queue
 
-__all__ = ["FETCH_BLOCK", "TOKEN_WIDTH", "DEADLOCK_CYCLES", "Events", "CommandProcessor"]
+__all__ = ["FETCH_BLOCK", "TOKEN_WIDTH", "DEADLOCK_CYCLES", "WATCHDOG_CYCLES", "Events", "CommandProcessor"]
 
 #: Instructions per fetch request.
 FETCH_BLOCK = 2
@@ -57,6 +58,9 @@ FETCH_BLOCK = 2
 TOKEN_WIDTH = 8
 #: Cycles the deadlock condition must hold before the run ends with ``DEADLOCK``.
 DEADLOCK_CYCLES = 16
+#: Default cycles without any progress (no handshake on the bus, the datapath's streams or in the array) after
+#: which a run ends with ``DEADLOCK``: a datapath whose output no ``STORE`` takes, a memory that never answers.
+WATCHDOG_CYCLES = 1 << 14
 #: Entries of each instruction queue.
 QUEUE_DEPTH = 4
 #: Entries of the completion queues of the load and store units (instructions issued, not yet complete).
@@ -561,6 +565,8 @@ class CommandProcessor(wiring.Component):
         Width of external addresses.
     has_add : bool
         Whether the datapath has the adder (``PARAM`` to ``ADD`` is ``UNSUPPORTED`` otherwise).
+    watchdog : int
+        Cycles without ``progress`` after which a run ends with ``DEADLOCK`` (default :data:`WATCHDOG_CYCLES`).
 
     Members
     -------
@@ -591,10 +597,12 @@ class CommandProcessor(wiring.Component):
         To the datapath.
     dma_busy, dma_error, dma_error_code
         From the DMA engine.
+    progress : In(1)
+        Something moved this cycle (a handshake on the bus or on a datapath stream, a vector into the array).
     events : Out(Events)
     """
 
-    def __init__(self, config=None, *, data_width=128, addr_width=32, has_add=True):
+    def __init__(self, config=None, *, data_width=128, addr_width=32, has_add=True, watchdog=WATCHDOG_CYCLES):
         if config is None:
             config = DatapathConfig()
         if not isinstance(config, DatapathConfig):
@@ -605,6 +613,9 @@ class CommandProcessor(wiring.Component):
         self.data_width = data_width
         self.addr_width = addr_width
         self.has_add = has_add
+        if not isinstance(watchdog, int) or watchdog < 2 * DEADLOCK_CYCLES:
+            raise ValueError(f"Watchdog must be an integer of at least {2 * DEADLOCK_CYCLES} cycles, not {watchdog!r}")
+        self.watchdog = watchdog
         self._engine = _Engine(config, data_width, has_add, addr_width)
         ports = {
             "start":          In(1),
@@ -625,6 +636,7 @@ class CommandProcessor(wiring.Component):
             "dp_vectors":     In(32),
             "dp_error":       In(1),
             "dp_error_code":  In(4),
+            "progress":       In(1),
             "events":         Out(Events),
         }
         for name in ("rd_cmd", "rd_data", "wr_cmd", "wr_done", "dp_cmd", "spad_wr", "ppu_param", "add_param"):
@@ -663,6 +675,12 @@ class CommandProcessor(wiring.Component):
         with m.Else():
             m.d.sync += stuck_for.eq(0)
 
+        quiet_for = Signal(range(self.watchdog + 1))
+        with m.If(self.progress | ~self.busy):
+            m.d.sync += quiet_for.eq(0)
+        with m.Elif(quiet_for != self.watchdog):
+            m.d.sync += quiet_for.eq(quiet_for + 1)
+
         with m.FSM():
             with m.State("IDLE"):
                 # The engine is held in reset between runs: every run starts from empty queues and no tokens.
@@ -686,7 +704,7 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += [fail.eq(self.dp_error_code), fail_addr.eq(engine.dp_addr)]
                 with m.Elif(engine.error):
                     m.d.comb += [fail.eq(engine.error_code), fail_addr.eq(engine.error_addr)]
-                with m.Elif(stuck_for == DEADLOCK_CYCLES):
+                with m.Elif((stuck_for == DEADLOCK_CYCLES) | (quiet_for == self.watchdog)):
                     m.d.comb += fail.eq(isa.ErrorCode.DEADLOCK)
                 with m.If(fail != isa.ErrorCode.NONE):
                     m.d.sync += [code.eq(fail), addr.eq(fail_addr)]

@@ -15,13 +15,13 @@ raises ``irq`` at the end. :func:`haneul.rtl.axi.amba_ports` names the ports of 
 ``m_axi_*``, ``s_axil_*``, ``irq`` (plus ``clk`` and ``rst``, active high).
 """
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .axi import AXI4LiteSignature, AXI4Signature
-from .cmdproc import CommandProcessor
+from .cmdproc import WATCHDOG_CYCLES, CommandProcessor
 from .config import DatapathConfig
 from .csr import CSR
 from .datapath import Datapath
@@ -46,6 +46,9 @@ class NPU(wiring.Component):
         Width of its transaction IDs, default 1.
     add, pool, depthwise : bool, optional
         Build the datapath's adder, pooling unit, depthwise unit (:class:`~haneul.rtl.datapath.Datapath`).
+    watchdog : int
+        Cycles without progress after which a run ends with ``DEADLOCK``
+        (:data:`haneul.rtl.cmdproc.WATCHDOG_CYCLES` by default).
 
     Members
     -------
@@ -58,7 +61,7 @@ class NPU(wiring.Component):
     """
 
     def __init__(self, config=None, *, data_width=128, addr_width=32, id_width=1, add=None, pool=None,
-                 depthwise=None):
+                 depthwise=None, watchdog=WATCHDOG_CYCLES):
         if config is None:
             config = DatapathConfig()
         elif not isinstance(config, DatapathConfig):
@@ -75,7 +78,7 @@ class NPU(wiring.Component):
                        has_pool=self.datapath.has_pool, has_depthwise=self.datapath.has_depthwise)
         self.dma = Dma(config, addr_width=addr_width, data_width=data_width, id_width=id_width)
         self.cmdproc = CommandProcessor(config, data_width=data_width, addr_width=addr_width,
-                                        has_add=self.datapath.has_add)
+                                        has_add=self.datapath.has_add, watchdog=watchdog)
         super().__init__({
             "m_axi":  Out(AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)),
             "s_axil": In(AXI4LiteSignature(addr_width=ADDR_WIDTH, data_width=DATA_WIDTH)),
@@ -164,6 +167,10 @@ class NPU(wiring.Component):
         strobes = Signal(range(self.data_width // 8 + 1))
         m.d.comb += strobes.eq(sum(bus.wstrb[i] for i in range(self.data_width // 8)))
         active = moved(dp.active_cycles, "active")
+        handshakes = [bus.arvalid & bus.arready, bus.rvalid & bus.rready, bus.awvalid & bus.awready,
+                      bus.wvalid & bus.wready, bus.bvalid & bus.bready, dp.cmd.valid & dp.cmd.ready,
+                      dp.out.valid & dp.out.ready, dp.spad_wr.valid & dp.spad_wr.ready, active]
+        m.d.comb += cp.progress.eq(Cat(*handshakes).any())
         ev = csr.events
         m.d.comb += [
             ev.active.eq(active),

@@ -78,7 +78,7 @@ class Host:
 
 
 def simulate(testbench, *, gaps=0.0, errors=(), seed=1):
-    npu = NPU(CONFIG, depthwise=False)
+    npu = NPU(CONFIG, depthwise=False, watchdog=400)
     mem = AxiMemory(npu.m_axi, size=MEM, rng=random.Random(seed), gaps=gaps, latency=(1, 6), errors=errors)
     host = Host(npu, mem)
     sim = Simulator(npu)
@@ -173,6 +173,9 @@ ERROR_CASES = {
                                   isa.Compute(commands.Requant(0, 2, load_params=True)),
                                   isa.Store(0x3000, 4, ((2, 4),))]), isa.ErrorCode.BUS_SLVERR, 0x140, None),
     "deadlock": (FMT.program([isa.Nop(wait_prev=True)]), isa.ErrorCode.DEADLOCK, None, None),
+    "output never stored": (FMT.program([isa.Param(0x1000, isa.ParamTarget.REQUANT),
+                                         isa.Compute(commands.Requant(0, 3, load_params=True)),
+                                         isa.Store(0x2000, 4, ((1, 4),))]), isa.ErrorCode.DEADLOCK, None, None),
 }
 
 
