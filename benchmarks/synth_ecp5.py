@@ -54,7 +54,7 @@ RESOURCES = [
 
 def datapath_config(args):
     """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes/--lut-mult``."""
-    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult")
+    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult", "add_lanes")
                  if getattr(args, name) is not None}
     return dataclasses.replace(DatapathConfig(), **overrides)
 
@@ -62,6 +62,28 @@ def datapath_config(args):
 def systolic(args):
     from haneul.rtl.systolic import SystolicArray
     return SystolicArray(datapath_config(args))
+
+
+def datapath(args):
+    from haneul.rtl.datapath import Datapath
+    return Datapath(datapath_config(args), **{unit: False for unit in args.without})
+
+
+def requantizer(args):
+    from haneul.rtl.ppu import Requantizer
+    return Requantizer(datapath_config(args).cols)
+
+
+def adder(args):
+    from haneul.rtl.eltwise import Adder
+    config = datapath_config(args)
+    return Adder(config.rows, fold=config.rows // config.add_lanes)
+
+
+def pool(args):
+    from haneul.rtl.commands import POOL_MAX_WINDOW
+    from haneul.rtl.pool import Pool
+    return Pool(datapath_config(args).rows, max_count=POOL_MAX_WINDOW)
 
 
 def ecp5_platform():
@@ -73,6 +95,10 @@ def ecp5_platform():
 #: Target name -> factory taking the parsed arguments and returning the component to synthesise.
 TARGETS = {
     "systolic": systolic,
+    "datapath": datapath,
+    "requantizer": requantizer,
+    "adder": adder,
+    "pool": pool,
 }
 
 
@@ -149,6 +175,9 @@ def main(argv=None):
     parser.add_argument("--cols", type=int, help="DatapathConfig.cols (default: the DatapathConfig default)")
     parser.add_argument("--dsp-pes", type=int, help="DatapathConfig.dsp_pes: PEs whose multiplier is a DSP")
     parser.add_argument("--lut-mult", help="DatapathConfig.lut_mult: multiplier type of the other PEs (lut, booth)")
+    parser.add_argument("--add-lanes", type=int, help="DatapathConfig.add_lanes: pipeline lanes of the adder")
+    parser.add_argument("--without", action="append", default=[], choices=("add", "pool", "depthwise"),
+                        help="datapath target: leave this vector unit out (repeatable)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
@@ -160,15 +189,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     dut = TARGETS[args.target](args)
-    config = getattr(dut, "config", None)
-    label = args.target if config is None else f"{args.target}-{config.rows}x{config.cols}"
+    config = datapath_config(args)      # the post-processing units take their lane count from it
+    label = f"{args.target}-{config.rows}x{config.cols}" + "".join(f"-no{unit}" for unit in args.without)
     workdir = args.workdir or ROOT / "build" / "synth" / label
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
                "seed": args.seed, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
-    if config is not None:
-        figures["config"] = dataclasses.asdict(config)
+    figures["config"] = dataclasses.asdict(config)
+    figures["without"] = args.without
     print(f"{label}: {workdir}")
 
     start = time.monotonic()
@@ -176,7 +205,11 @@ def main(argv=None):
     figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
     print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
 
-    script = "read_rtlil top.il; synth_ecp5 -top top -json top.json; stat"
+    # `splitnets` before the LUT mapping works around a Yosys bug: on some designs (the post-processing units) abc9
+    # fails with "Assert `count_id(wire->name) == 0'" (YosysHQ/yosys#4349); splitting the multi-bit wires into
+    # single bits changes no logic.
+    script = ("read_rtlil top.il; synth_ecp5 -top top -run begin:map_luts; splitnets; "
+              "synth_ecp5 -top top -run map_luts: -json top.json; stat")
     cwd = os.getcwd()
     os.chdir(workdir)
     try:

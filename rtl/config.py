@@ -65,12 +65,18 @@ class DatapathConfig:
         Budget of processing elements whose multiplier is a DSP block (one ``MULT18X18D`` each on ECP5); the other
         PEs build their multiplier from LUTs (``lut_mult``). PEs are given DSPs whole columns first, column 0 first
         and top to bottom (see :meth:`pe_mult`); a budget above ``rows * cols`` makes every PE a DSP PE, 0 none.
-        Default 80: five of the 16 columns, which leaves 76 of the 156 multipliers of an ECP5-85F for the
-        post-processing unit (64 for a 16-lane requantiser). ``docs/fpga.md`` has the budget.
+        Default 64: four of the 16 columns, which leaves 92 of the 156 multipliers of an ECP5-85F for the
+        post-processing units (64 for a 16-lane requantiser, 16 for the pooling unit, 8 per adder lane).
+        ``docs/fpga.md`` has the budget.
     lut_mult : str
         Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
         :data:`haneul.rtl.pe.MULTIPLIERS` (``"booth"``, radix-4 Booth, or ``"lut"``, shift-and-add). Default
         ``"booth"``, which needs about a fifth fewer LUTs than shift-and-add on ECP5 (``docs/fpga.md``).
+    add_lanes : int
+        Pipeline lanes of the element-wise adder (:class:`haneul.rtl.eltwise.Adder`, ``fold = rows // add_lanes``):
+        it takes a line of ``rows`` elements in ``rows // add_lanes`` cycles, with three multipliers per pipeline
+        lane (8 ECP5 DSP blocks). A divisor of ``rows``. Default 1: one line every ``rows`` cycles, 8 DSP blocks;
+        a 16-lane adder (128) does not fit an ECP5-85F beside the array and the requantiser (``docs/fpga.md``).
 
     Raises
     ------
@@ -88,8 +94,9 @@ class DatapathConfig:
     spad_banks: int = 4
     acc_depth: int = 512
     acc_banks: int = 2
-    dsp_pes: int = 80
+    dsp_pes: int = 64
     lut_mult: str = "booth"
+    add_lanes: int = 1
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),
@@ -124,6 +131,11 @@ class DatapathConfig:
             raise TypeError(f"DSP PE budget must be a non-negative integer, not {self.dsp_pes!r}")
         if self.dsp_pes < 0:
             raise ValueError(f"DSP PE budget must be a non-negative integer, not {self.dsp_pes!r}")
+        if not _is_int(self.add_lanes):
+            raise TypeError(f"Adder lane count must be a positive integer, not {self.add_lanes!r}")
+        if self.add_lanes <= 0 or self.rows % self.add_lanes:
+            raise ValueError(f"Adder lane count must be a positive divisor of the row count {self.rows}, "
+                             f"not {self.add_lanes!r}")
         from .pe import MULTIPLIERS  # the registry of PE types lives with the PE
         lut_types = sorted(name for name, mult in MULTIPLIERS.items() if not mult.uses_dsp)
         if self.lut_mult not in lut_types:

@@ -55,7 +55,8 @@ class Datapath(wiring.Component):
     The vector units (:class:`~haneul.rtl.eltwise.Adder` for ``ADD``, :class:`~haneul.rtl.pool.Pool` for ``POOL``)
     read int8 scratchpad lines of ``rows`` elements and send lines of ``cols`` lanes, so they need ``rows <= cols``;
     a datapath built without one flags its command with :attr:`~haneul.rtl.commands.ErrorCode.UNSUPPORTED`. The
-    adder costs three multipliers per lane (8 ECP5 DSP blocks), the pooling unit one (2 DSP blocks). The depthwise
+    adder costs three multipliers per pipeline lane (8 ECP5 DSP blocks; ``config.add_lanes`` lanes, so it takes a
+    line every ``rows // add_lanes`` cycles), the pooling unit one per lane (one DSP block). The depthwise
     unit (``DWCONV``: a :class:`~haneul.rtl.depthwise.ColumnReader` on scratchpad read ports 2 and 3, a 3 x 3
     :class:`~haneul.rtl.depthwise.WindowBuffer` and a :class:`~haneul.rtl.depthwise.DepthwiseUnit` of ``rows``
     lanes x 9 LUT multipliers, one pass) shares the requantiser with the accumulator read-out through a two-way
@@ -247,7 +248,7 @@ class Datapath(wiring.Component):
             requesters[2].append((None, reader_a.req))
             idle_units.append(~reader_a.busy)
         if self.has_add:
-            m.submodules.adder = adder = eltwise.Adder(cfg.rows)
+            m.submodules.adder = adder = eltwise.Adder(cfg.rows, fold=cfg.rows // cfg.add_lanes)
             m.submodules.vec_reader_b = reader_b = LineReader(cfg.spad_addr_width)
             wiring.connect(m, seq.vec_run_b, reader_b.run)
             requesters[3].append((None, reader_b.req))

@@ -11,7 +11,7 @@ Per lane, bit-exactly with :func:`haneul.sim.golden.kernels.add`::
 ``RoundingDivideByPOT(-shift)``. See ``docs/ppu.md``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,8 +72,15 @@ class Adder(wiring.Component):
     accepted, and ``param.ready`` is always high. After reset the parameters are zero, with the clamp bounds -128
     and 127.
 
-    The datapath is a pipeline of :attr:`LATENCY` stages with a single stall enable: one beat per cycle, correct
-    under any pattern of valid and ready gaps.
+    The datapath is a pipeline of :attr:`LATENCY` stages with a single stall enable: one beat per cycle (one per
+    ``fold`` cycles when folded), correct under any pattern of valid and ready gaps.
+
+    With ``fold > 1`` the pipeline is ``lanes // fold`` lanes wide and a beat goes through it in ``fold`` parts on
+    consecutive cycles: part 0 (lanes ``0 .. lanes // fold - 1``) straight from the inputs in the cycle the beat is
+    accepted, the other parts from a register that keeps the rest of the beat. The parts leave the pipeline on
+    consecutive cycles and the output beat is assembled from them. The unit then takes a beat every ``fold``
+    cycles, its latency is :attr:`latency` ``= LATENCY + fold - 1``, and it needs ``fold`` times fewer multipliers
+    (8 ECP5 DSP blocks per pipeline lane). ``param.ready`` is low while the parts of a beat are entering.
 
     Parameters
     ----------
@@ -82,6 +89,9 @@ class Adder(wiring.Component):
     left_shift : int
         Headroom shift of the inputs before rescaling: 20 for int8 in TFLite. At most 22, so that the rescaled
         inputs and their sum stay within int32 (as TFLite requires).
+    fold : int
+        Cycles per beat: a divisor of ``lanes``. Default 1 (one beat per cycle, ``lanes`` pipeline
+        lanes).
 
     Attributes
     ----------
@@ -93,15 +103,19 @@ class Adder(wiring.Component):
         The sums.
     """
 
-    #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure).
+    #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure), unfolded;
+    #: :attr:`latency` adds the folding.
     LATENCY = 14
 
-    def __init__(self, lanes=16, *, left_shift=20):
+    def __init__(self, lanes=16, *, left_shift=20, fold=1):
         check_lanes(lanes)
         if not isinstance(left_shift, int) or isinstance(left_shift, bool) or not 0 <= left_shift <= 22:
             raise ValueError(f"Left shift must be an integer in [0, 22], not {left_shift!r}")
+        if not isinstance(fold, int) or isinstance(fold, bool) or fold <= 0 or lanes % fold:
+            raise ValueError(f"Fold must be a positive integer dividing the lane count {lanes}, not {fold!r}")
         self._lanes = lanes
         self._left_shift = left_shift
+        self._fold = fold
         vector = stream.Signature(data.ArrayLayout(signed(8), lanes))
         super().__init__({
             "a":     In(vector),
@@ -118,28 +132,82 @@ class Adder(wiring.Component):
     def left_shift(self):
         return self._left_shift
 
+    @property
+    def fold(self):
+        return self._fold
+
+    @property
+    def latency(self):
+        """Cycles from an accepted pair of input beats to its output beat (``LATENCY + fold - 1``)."""
+        return self.LATENCY + self._fold - 1
+
     def elaborate(self, platform):
         m = Module()
+        fold = self._fold
+        width = self._lanes // fold     # pipeline lanes
+        part_bits = 8 * width
 
         params = Signal(Params, init=CONFIG_INIT)
-        m.d.comb += self.param.ready.eq(1)
-        with m.If(self.param.valid):
-            m.d.sync += params.eq(self.param.payload)
-
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        # `first`: the next part to enter the pipeline is part 0 of a new beat.
+        if fold > 1:
+            phase = Signal(range(fold))
+            first = phase == 0
+        else:
+            first = 1
+        m.d.comb += self.param.ready.eq(first)
+        with m.If(self.param.valid & self.param.ready):
+            m.d.sync += params.eq(self.param.payload)
+
         take = Signal()
         m.d.comb += [
-            take.eq(en & self.a.valid & self.b.valid & ~self.param.valid),
+            take.eq(en & self.a.valid & self.b.valid & ~self.param.valid & first),
             self.a.ready.eq(take),
             self.b.ready.eq(take),
         ]
 
+        # The part entering the pipeline: part 0 from the inputs, the others from the rest of the beat, kept in a
+        # shift register that moves one part down per cycle.
+        in_a = Signal(data.ArrayLayout(signed(8), width))
+        in_b = Signal(data.ArrayLayout(signed(8), width))
+        if fold > 1:
+            rest_a = Signal(part_bits * (fold - 1))
+            rest_b = Signal(part_bits * (fold - 1))
+            m.d.comb += [
+                in_a.eq(Mux(first, self.a.payload.as_value()[:part_bits], rest_a[:part_bits])),
+                in_b.eq(Mux(first, self.b.payload.as_value()[:part_bits], rest_b[:part_bits])),
+            ]
+            with m.If(take):
+                m.d.sync += [
+                    rest_a.eq(self.a.payload.as_value()[part_bits:]),
+                    rest_b.eq(self.b.payload.as_value()[part_bits:]),
+                    phase.eq(1),
+                ]
+            with m.Elif(en & ~first):
+                m.d.sync += [
+                    rest_a.eq(rest_a >> part_bits),
+                    rest_b.eq(rest_b >> part_bits),
+                    phase.eq(Mux(phase == fold - 1, 0, phase + 1)),
+                ]
+            entering = take | ~first
+        else:
+            m.d.comb += [
+                in_a.eq(self.a.payload),
+                in_b.eq(self.b.payload),
+            ]
+            entering = take
+
         p = Stages(m, en)
-        valid = take
+        valid = entering
         for stage in range(1, self.LATENCY + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
-        m.d.comb += self.o.valid.eq(valid)
+        if fold > 1:
+            # The part number travels with the part; the output beat is complete when its last part arrives.
+            last = p.delay(phase == fold - 1, self.LATENCY, name="last_part")
+            m.d.comb += self.o.valid.eq(valid & last)
+        else:
+            m.d.comb += self.o.valid.eq(valid)
 
         # The parameters travel with the beats; each stage keeps what later stages read.
         cfg = params
@@ -148,9 +216,10 @@ class Adder(wiring.Component):
             cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
 
         shift = self._left_shift
-        for lane in range(self._lanes):
+        outs = []
+        for lane in range(width):
             scaled = []
-            for name, x, inp in (("a", self.a.payload[lane], 1), ("b", self.b.payload[lane], 2)):
+            for name, x, inp in (("a", in_a[lane], 1), ("b", in_b[lane], 2)):
                 # S1: input offset.
                 value = p.reg(x + params[f"input{inp}"].offset, name=f"{name}_off_l{lane}")
                 # S2-S3: (x + offset) * multiplier; the left shift is applied to the rounding below.
@@ -183,8 +252,18 @@ class Adder(wiring.Component):
             carry = p.reg(carry, name=f"out_carry_l{lane}")
             w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[12].output_offset), shape=signed(20),
                       name=f"out_w_l{lane}")
-            out = p.reg(clamp_int8(w >> 1, cfgs[13].act_min, cfgs[13].act_max), shape=signed(8), name=f"out_l{lane}")
-            m.d.comb += self.o.payload[lane].eq(out)
+            outs.append(p.reg(clamp_int8(w >> 1, cfgs[13].act_min, cfgs[13].act_max), shape=signed(8),
+                              name=f"out_l{lane}"))
 
         p.emit()
+        if fold > 1:
+            # Parts 0 .. fold - 2 of the output beat wait in a shift register (filled from the top); the last part
+            # is the pipeline's output register. A waiting part never holds the pipeline: o.valid is low, so en is
+            # high.
+            done = Signal(part_bits * (fold - 1))
+            with m.If(en & valid & ~self.o.valid):
+                m.d.sync += done.eq(Cat(done[part_bits:], *outs))
+            m.d.comb += self.o.payload.eq(Cat(done, *outs))
+        else:
+            m.d.comb += self.o.payload.eq(Cat(*outs))
         return m

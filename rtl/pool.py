@@ -67,12 +67,16 @@ class Beat(data.StructLayout):
 
 
 def reciprocals(max_count):
-    """The reciprocal table of the average: ``(shift, table)`` with ``table[n] = ceil(2**shift / n)``.
+    """The reciprocal table of the average: ``(table, shifts)`` with ``table[n] = ceil(2**shifts[n] / n)``.
 
-    For ``num < 2**N`` (here ``num = |acc| + n//2 <= 128*n + n//2``), ``n <= 2**L`` and ``shift = N + L``,
-    ``(num * table[n]) >> shift == num // n``: with ``table[n] = (2**shift + e) / n``, ``0 <= e < n``, the
-    product exceeds ``num / n`` by ``num * e / (n * 2**shift) < 2**N * 2**L / (n * 2**shift) = 1 / n``, which
+    For ``num < 2**N`` (here ``num = |acc| + n//2 <= 128*n + n//2``, ``N = bit_length(128*max_count +
+    max_count//2)``) and ``shifts[n] = N + k`` with ``2**k >= n`` (the smallest such ``k``),
+    ``(num * table[n]) >> shifts[n] == num // n``: with ``table[n] = (2**shifts[n] + e) / n``, ``0 <= e < n``, the
+    product exceeds ``num / n`` by ``num * e / (n * 2**shifts[n]) < 2**N * n / (n * 2**(N+k)) <= 1 / n``, which
     never carries ``num / n`` (at most ``1 - 1/n`` above its floor) past the next integer.
+
+    The shift grows with ``n`` so that every entry is normalised: ``table[n] < 2**(N+1)`` (``n > 2**(k-1)``), one
+    bit more than the numerator. With ``max_count <= 256`` both fit the 18 x 18 signed multiplier of one ECP5 DSP.
 
     Parameters
     ----------
@@ -80,9 +84,9 @@ def reciprocals(max_count):
         Largest window size.
     """
     num_bits = (128 * max_count + max_count // 2).bit_length()
-    count_bits = (max_count - 1).bit_length()
-    shift = num_bits + count_bits
-    return shift, [0] + [-(-(1 << shift) // n) for n in range(1, max_count + 1)]
+    shifts = [0] + [num_bits + (n - 1).bit_length() for n in range(1, max_count + 1)]
+    table = [0] + [-(-(1 << shifts[n]) // n) for n in range(1, max_count + 1)]
+    return table, shifts
 
 
 class Pool(wiring.Component):
@@ -139,9 +143,13 @@ class Pool(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        shift, table = reciprocals(self._max_count)
+        table, shifts = reciprocals(self._max_count)
         num_bits = (128 * self._max_count + self._max_count // 2).bit_length()
-        m.submodules.reciprocal = rom = Memory(shape=unsigned(shift + 1), depth=len(table), init=table)
+        # Each entry: the reciprocal and the part of its shift above num_bits.
+        entry = data.StructLayout({"recip": unsigned(num_bits + 1),
+                                   "shift": unsigned(max(1, (self._max_count - 1).bit_length().bit_length()))})
+        init = [{"recip": r, "shift": max(0, s - num_bits)} for r, s in zip(table, shifts)]
+        m.submodules.reciprocal = rom = Memory(shape=entry, depth=len(table), init=init)
         rom_rd = rom.read_port()
 
         cfg = Signal(Config, init=CONFIG_INIT)
@@ -188,21 +196,23 @@ class Pool(wiring.Component):
         cfgs = {1: cfg}
         for stage in range(2, self.LATENCY):
             cfgs[stage] = p.reg(cfgs[stage - 1], name=f"cfg_s{stage}")
-        recip = p.reg(rom_rd.data, name="recip")
+        recip = p.reg(rom_rd.data.recip, name="recip")
+        recip_shift = p.delay(rom_rd.data.shift, 4, name="recip_shift")
         for lane, acc in enumerate(accs):
             num = p.reg(Mux(acc < 0, -acc, acc) + (count >> 1), shape=unsigned(num_bits), name=f"num_l{lane}")
             neg = p.reg(acc < 0, name=f"neg2_l{lane}")
             top = p.reg(acc[:8].as_signed(), name=f"max2_l{lane}")
             # S3: the block RAM's output is slow: register it before multiplying.
             num = p.reg(num, name=f"num3_l{lane}")
-            # S4-S6: the quotient (|acc| + n//2) // n, as a product with the reciprocal. The multiplication takes
-            # two stages up to max_count = 256 and three above: the depth is kept at three for a constant latency.
+            # S4-S6: the quotient (|acc| + n//2) // n, as a product with the reciprocal. Up to max_count = 256 the
+            # operands have 17 and 18 bits (signed): one DSP multiplier and one stage, then two more registers; above
+            # that two or three stages: the depth is kept at three for a constant latency.
             prod, stages = multiply(p, num, recip, name=f"mul_l{lane}")
             prod = p.delay(prod, 3 - stages, name=f"prod_l{lane}")
             neg = p.delay(neg, 4, name=f"neg_l{lane}")
             top = p.delay(top, 4, name=f"max_l{lane}")
             # S7: sign and mode. The quotient is at most 128.
-            quotient = (prod >> shift)[:8]
+            quotient = ((prod >> num_bits) >> recip_shift)[:8]
             result = p.reg(Mux(cfgs[6].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
                            name=f"result_l{lane}")
             # S8: clamp.

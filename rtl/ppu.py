@@ -152,13 +152,16 @@ def as_signed(value):
 def multiply(p, a, b, *, name):
     """Pipelined signed multiplication ``a * b`` of up to 32x32 bits, on 16-bit pieces (ECP5 18x18 DSPs).
 
-    Returns ``(product, stages)``: the registered product and the number of stages it took (2 when ``a`` has at
-    most 17 bits, 3 otherwise). The first stage registers the partial products; a 32x32 product then adds the two
-    middle products, concatenates the non-overlapping low and high ones, and adds both in the last stage.
+    Returns ``(product, stages)``: the registered product and the number of stages it took (1 when both operands
+    have at most 18 bits: one DSP; 2 when ``a`` has at most 17 bits, 3 otherwise). The first stage registers the
+    partial products; a 32x32 product then adds the two middle products, concatenates the non-overlapping low and
+    high ones, and adds both in the last stage.
     """
     a, b = as_signed(a), as_signed(b)
     if a.shape().width > 33 or b.shape().width > 33:
         raise ValueError("multiply supports operands of at most 33 bits")
+    if a.shape().width <= 18 and b.shape().width <= 18:
+        return p.reg(a * b, name=f"{name}_prod"), 1
     b_lo, b_hi = split16(b)
     if a.shape().width <= 17:
         lo = p.reg(a * b_lo, name=f"{name}_pl")

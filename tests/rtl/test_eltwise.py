@@ -96,9 +96,9 @@ def make_params(rng):
     return extreme(rng) if kind < 0.2 else observable(rng) if kind < 0.6 else prepared(rng)
 
 
-def check(lanes, beats, *, seed, valid_gap, ready_gap):
+def check(lanes, beats, *, seed, valid_gap, ready_gap, fold=1):
     rng = np.random.default_rng(seed)
-    dut = eltwise.Adder(lanes)
+    dut = eltwise.Adder(lanes, fold=fold)
     events, expected = [], []
     p = None
     for n in range(beats):
@@ -115,7 +115,7 @@ def check(lanes, beats, *, seed, valid_gap, ready_gap):
         await send(ctx, events, rng, valid_gap)
 
     async def consumer(ctx):
-        got.extend(await receive(ctx, dut.o, beats, rng, ready_gap, max_cycles=20 * len(events) + 100))
+        got.extend(await receive(ctx, dut.o, beats, rng, ready_gap, max_cycles=20 * fold * len(events) + 100))
 
     run(dut, producer, consumer)
     for n, (raw, exp) in enumerate(zip(got, expected, strict=True)):
@@ -127,14 +127,24 @@ def test_random(valid_gap, ready_gap, seed):
     check(4, 300, seed=seed, valid_gap=valid_gap, ready_gap=ready_gap)
 
 
-def test_throughput():
-    """Without gaps, one beat per cycle after the pipeline latency."""
-    lanes, beats = 4, 40
-    rng = np.random.default_rng(14)
+@pytest.mark.parametrize("lanes,fold,valid_gap,ready_gap,seed", [
+    (4, 2, 0.3, 0.3, 16), (4, 4, 0.0, 0.6, 17), (4, 4, 0.6, 0.0, 18), (6, 3, 0.2, 0.2, 19), (4, 2, 0.0, 0.0, 20)])
+def test_folded(lanes, fold, valid_gap, ready_gap, seed):
+    """A folded adder (lanes // fold pipeline lanes, a beat in fold parts) gives the same results."""
+    check(lanes, 150, seed=seed, valid_gap=valid_gap, ready_gap=ready_gap, fold=fold)
+
+
+@pytest.mark.parametrize("fold", [1, 2, 4])
+def test_throughput(fold):
+    """Without gaps the adder takes a beat every cycle (every fold cycles when folded); each result follows after
+    the latency."""
+    lanes, beats = 4, 12
+    rng = np.random.default_rng(21)
     p = prepared(rng)
-    dut = eltwise.Adder(lanes)
+    dut = eltwise.Adder(lanes, fold=fold)
+    assert (dut.fold, dut.latency) == (fold, eltwise.Adder.LATENCY + fold - 1)
     xs = [(vector(rng, lanes), vector(rng, lanes)) for _ in range(beats)]
-    cycles = []
+    taken, cycles = [], []
 
     async def producer(ctx):
         ctx.set(dut.param.payload, payload(p))
@@ -142,17 +152,24 @@ def test_throughput():
         await ctx.tick()
         ctx.set(dut.param.valid, 0)
         ctx.set(dut.o.ready, 1)
+        cycle = 0
         for x1, x2 in xs:
             ctx.set(dut.a.payload, x1)
             ctx.set(dut.b.payload, x2)
             ctx.set(dut.a.valid, 1)
             ctx.set(dut.b.valid, 1)
-            await ctx.tick()
+            while True:
+                _, _, ready = await ctx.tick().sample(dut.a.ready)
+                cycle += 1
+                if ready:
+                    taken.append(cycle)
+                    break
         ctx.set(dut.a.valid, 0)
         ctx.set(dut.b.valid, 0)
 
     async def consumer(ctx):
-        for cycle in range(beats + 30):
+        await ctx.tick()
+        for cycle in range(1, fold * beats + 40):
             _, _, valid, raw = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid:
                 n = len(cycles)
@@ -161,7 +178,8 @@ def test_throughput():
                 assert list(unpack(raw.as_value().value, lanes)) == list(kernels.add(x1, x2, p))
 
     run(dut, producer, consumer)
-    assert cycles == list(range(1 + eltwise.Adder.LATENCY, 1 + eltwise.Adder.LATENCY + beats))
+    assert taken == [1 + fold * n for n in range(beats)]
+    assert cycles == [t + dut.latency for t in taken]
 
 
 def test_default_16_lanes():
@@ -178,3 +196,6 @@ def test_validation():
         eltwise.Adder(0)
     with pytest.raises(ValueError, match="Left shift must be an integer in"):
         eltwise.Adder(4, left_shift=23)
+    for fold in (0, 3, True):
+        with pytest.raises(ValueError, match="Fold must be a positive integer dividing the lane count 4"):
+            eltwise.Adder(4, fold=fold)

@@ -1,9 +1,11 @@
 # amaranth: UnusedElaboratable=no
 """Pooling unit against the golden model's ``max_pool_2d`` and ``average_pool_2d``, bit-exact, with random gaps."""
 
+import re
+
 import numpy as np
 import pytest
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from haneul.rtl import pool
 from haneul.sim.golden import kernels
@@ -202,7 +204,9 @@ def test_reciprocal_exact():
     """The reciprocal ROM divides exactly: every n <= max_count and every sum of n int8 values."""
     rng = np.random.default_rng(29)
     for max_count in (1, 2, 3, 10, 49, 100, 256, 2048):
-        shift, table = pool.reciprocals(max_count)
+        table, shifts = pool.reciprocals(max_count)
+        if max_count <= 256:  # one 18 x 18 signed multiplier: numerator and reciprocal both below 2**17
+            assert max(table) < 1 << 17 and 128 * max_count + max_count // 2 < 1 << 17
         counts = range(1, max_count + 1)
         if max_count > 256:   # a sample, with both ends
             counts = sorted({1, 2, 3, max_count - 1, max_count, *rng.integers(1, max_count + 1, 40)})
@@ -210,8 +214,19 @@ def test_reciprocal_exact():
             acc = np.arange(-128 * n, 127 * n + 1, dtype=np.int64)
             half = n // 2
             expected = np.where(acc > 0, (acc + half) // n, -((-acc + half) // n))   # C division
-            quotient = ((np.abs(acc) + half) * table[n]) >> shift
+            quotient = ((np.abs(acc) + half) * table[n]) >> shifts[n]
             assert np.array_equal(np.where(acc < 0, -quotient, quotient), expected), (max_count, n)
+
+
+def test_one_multiplier_per_lane():
+    """Up to max_count = 256 each lane divides with one multiplication of at most 18 x 18 signed bits (one ECP5
+    MULT18X18D); above that the multiplication is split into 16-bit pieces."""
+    def muls(dut):
+        text = rtlil.convert(dut, name="top")
+        cells = re.findall(r"cell \$mul .*?parameter \\A_WIDTH (\d+).*?parameter \\B_WIDTH (\d+)", text, re.S)
+        return [(int(a), int(b)) for a, b in cells]
+    assert muls(pool.Pool(4)) == [(16, 17)] * 4      # unsigned: the numerator and the normalised reciprocal
+    assert len(muls(pool.Pool(2, max_count=2048))) == 8
 
 
 def test_default_16_lanes():

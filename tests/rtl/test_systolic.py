@@ -162,7 +162,7 @@ def test_config_defaults():
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 34
-    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult) == (80, 80, "booth")
+    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes) == (64, 64, "booth", 1)
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
@@ -188,6 +188,9 @@ def test_config_defaults():
     ({"dsp_pes": -1}, ValueError, r"^DSP PE budget must be a non-negative integer, not -1$"),
     ({"dsp_pes": 1.5}, TypeError, r"^DSP PE budget must be a non-negative integer, not 1\.5$"),
     ({"lut_mult": "dsp"}, ValueError, r"^LUT multiplier type must be one of 'booth', 'lut', not 'dsp'$"),
+    ({"add_lanes": 3}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 3$"),
+    ({"add_lanes": 0}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 0$"),
+    ({"add_lanes": 2.0}, TypeError, r"^Adder lane count must be a positive integer, not 2\.0$"),
 ])
 def test_config_validation(kwargs, error, message):
     with pytest.raises(error, match=message):
