@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["golden_speed.py", "datapath_gemm.py"]
+BENCHMARKS = ["golden_speed.py", "datapath_gemm.py", "npu_gemm.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:
