@@ -1,4 +1,5 @@
-"""Runs every benchmark and prints its figures (the numbers in the README's results table)."""
+"""Runs every benchmark with its default settings and prints its figures (the numbers in the README's results
+table). Each benchmark takes its own options when run alone (``python benchmarks/<name>.py --help``)."""
 
 import runpy
 import sys
@@ -10,6 +11,6 @@ BENCHMARKS = ["golden_speed.py", "datapath_gemm.py", "npu_gemm.py"]
 if __name__ == "__main__":
     for name in BENCHMARKS:
         print(f"== {name}")
-        sys.argv = [name] + sys.argv[1:]
+        sys.argv = [name]
         runpy.run_path(str(HERE / name), run_name="__main__")
         print()
