@@ -1,9 +1,9 @@
-"""Whole-NPU GEMM throughput: a GEMM with its data in external memory, run by the NPU from a program, in RTL
+"""Whole-NPU throughput: a GEMM with its data in external memory, run by the NPU from a program, in RTL
 simulation (Verilator, cocotb, a cocotbext-axi ``AxiRam`` as memory, registers through AXI4-Lite).
 
 The program comes from :func:`haneul.firmware.npu_gemm.gemm_program`: ``A`` in blocks, weights per N tile,
 parameters, the output tile by tile, loads of the next step overlapping the compute of this one. The output is
-checked bit for bit against the golden model.
+checked bit for bit against the golden model. Then ic01's first convolution on the chelsea photo, the same way.
 
 Figures: ``cycles`` = the NPU's ``BUSY_CYCLES`` counter (from START to the end of the run, fetching the program
 included); ``bound`` = M*K*N / (rows*cols), the cycles of a perfectly busy array; ``util`` = bound / cycles;
@@ -44,14 +44,16 @@ def main(argv=None):
     text = verilog.convert(npu, name="top", ports=amba_ports(npu))
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "figures.json"
+        result_conv = Path(tmp) / "conv.json"
         params = dict(rows=args.rows, cols=args.cols, data_width=128, m=m, k=k, n=n, seed=args.seed,
-                      result=str(result))
+                      result=str(result), result_conv=str(result_conv))
         if args.m_tile:
             params["m_tile"] = args.m_tile
         run(text, simulator=args.simulator, build_name=f"npu-bench-{args.rows}x{args.cols}",
-            test_module="tests.rtl.cocotb_npu_bench", params=params, expect_tests=1,
+            test_module="tests.rtl.cocotb_npu_bench", params=params,
             extra_env={"PYTHONPATH": str(ROOT)})
         fig = json.loads(result.read_text())
+        conv = json.loads(result_conv.read_text()) if result_conv.exists() else None
     c = fig["counters"]
     bound = m * k * n / (args.rows * args.cols)
     cycles = c["BUSY_CYCLES"]
@@ -69,6 +71,19 @@ def main(argv=None):
     for name, value in c.items():
         if name.startswith("STALL_"):
             print(f"  {name:<22} {value:>10,}")
+    if conv:
+        c = conv["counters"]
+        macs = conv["m"] * conv["k"] * conv["n"]
+        print(f"\nic01 first CONV_2D (32x32x3 -> 32x32x16, 3x3 SAME) on the chelsea photo, im2col by the DMA, "
+              f"{conv['instructions']} instructions")
+        print(f"  cycles (BUSY_CYCLES)   {c['BUSY_CYCLES']:>10,}")
+        print(f"  layer MACs / 256       {macs / (args.rows * args.cols):>10,.0f}   ({macs:,} MACs)")
+        print(f"  array vectors          {c['ACTIVE_CYCLES']:>10,}   (3 K tiles of 16 per pixel: 9 of 16 rows used)")
+        print(f"  DMA bytes read/written {c['DMA_RD_BYTES']:>10,} / {c['DMA_WR_BYTES']:,}   (minimum "
+              f"{conv['bytes_min']:,})")
+        for name, value in c.items():
+            if name.startswith("STALL_") and value:
+                print(f"  {name:<22} {value:>10,}")
     return fig
 
 

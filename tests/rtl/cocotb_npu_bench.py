@@ -1,8 +1,10 @@
-"""cocotb module of ``benchmarks/npu_gemm.py``: one GEMM on the whole NPU, data starting in external memory.
+"""cocotb module of ``benchmarks/npu_gemm.py``: one GEMM (``bench_gemm``) and ic01's first convolution on the chelsea
+photo (``bench_ic01_conv1``) on the whole NPU, data starting in external memory.
 
 Parameters (:func:`haneul.sim.cocotb.tb_params`): the ``DatapathConfig`` fields, ``data_width``, ``m``, ``k``, ``n``,
 ``m_tile`` (optional), ``seed``, ``latency`` (extra cycles the memory waits before answering each read burst, 0
-by default), ``result`` (a JSON file for the figures). The output is checked bit for bit against the golden model.
+by default), ``result`` and ``result_conv`` (JSON files for the figures). Outputs are checked bit for bit against the
+golden model.
 """
 
 import json
@@ -49,4 +51,23 @@ async def bench_gemm(dut):
         "irq_cycles": result.cycles, "bytes_min": prog.bytes_moved_min, "counters": result.counters,
     }
     with open(PARAMS["result"], "w") as f:
+        json.dump(figures, f)
+
+
+@cocotb.test(skip=CONFIG.rows < 9)
+async def bench_ic01_conv1(dut):
+    from haneul.firmware.npu_conv import conv_program
+    from tests.rtl.cocotb_npu import ic01_conv1
+    x, filters, bias, p, golden = ic01_conv1()
+    prog = conv_program(x, filters, bias, p, config=CONFIG, bus_bytes=DATA_WIDTH // 8)
+    tb = NpuTB(dut, CONFIG, data_width=DATA_WIDTH, mem_size=1 << 20)
+    await tb.reset()
+    tb.load(prog.segments)
+    result = await tb.run(prog.cmd_addr, timeout_cycles=500_000)
+    assert result.done and not result.error, result
+    out = prog.output(tb.read_memory).reshape(golden.shape)
+    assert (out == golden).all(), f"{int((out != golden).sum())} wrong outputs"
+    figures = {"m": prog.m, "k": prog.k, "n": prog.n, "m_tile": prog.m_tile, "instructions": len(prog.instructions),
+               "program_bytes": len(prog.program), "bytes_min": prog.bytes_moved_min, "counters": result.counters}
+    with open(PARAMS["result_conv"], "w") as f:
         json.dump(figures, f)

@@ -1,7 +1,8 @@
 """cocotb tests of the whole NPU on Icarus and Verilator (the testbench is ``cocotb_npu.py``).
 
-By default 4x4 runs on Icarus and on Verilator; 8x8 and 16x16 on both simulators are marked ``slow``. The ic01 layer
-(``test_ic01_conv1``) needs an array of at least 9 rows: it runs in the 16x16 configurations.
+By default 4x4 runs on Icarus and the default 16x16 NPU on Verilator; the other (simulator, size) pairs are marked
+``slow``. The ic01 layer (``test_ic01_conv1``) needs an array of at least 9 rows: it runs in the 16x16
+configurations, so the default suite runs one real layer of a real model end to end on the RTL.
 """
 
 import pytest
@@ -18,7 +19,7 @@ SIZES = {
     "8x8":   dict(rows=8, cols=8, spad_depth=512, spad_banks=4, acc_depth=128, acc_banks=2),
     "16x16": dict(rows=16, cols=16),
 }
-DEFAULT = {("icarus", "4x4"), ("verilator", "4x4")}
+DEFAULT = {("icarus", "4x4"), ("verilator", "16x16")}   # the 16x16 run includes the real ic01 layer
 GEMMS = {"icarus": 3, "verilator": 5}
 
 
@@ -42,4 +43,5 @@ def test_npu_cocotb(request, simulator, size):
         pytest.skip(missing)
     config = DatapathConfig(**SIZES[size])
     run(npu_verilog(config), simulator=simulator, build_name=f"npu-{size}", test_module=TEST_MODULE,
-        params=dict(SIZES[size], data_width=128, gemms=GEMMS[simulator]), expect_tests=3 if config.rows >= 9 else 2)  # test_ic01_conv1 needs 9 rows
+        params=dict(SIZES[size], data_width=128, gemms=GEMMS[simulator]),
+        expect_tests=3 if config.rows >= 9 else 2)   # test_ic01_conv1 needs 9 rows
