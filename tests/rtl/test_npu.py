@@ -20,7 +20,7 @@ from haneul.rtl.npu import NPU
 from haneul.sim.axi_memory import AxiMemory
 from haneul.sim.golden import kernels
 from haneul.sim.golden.quant import quantize_multiplier
-from tests.rtl.test_csr import axi_read, axi_write
+from haneul.sim.axil_manager import axi_read, axi_write
 
 CONFIG = DatapathConfig(rows=4, cols=4, spad_depth=256, spad_banks=4, acc_depth=64, acc_banks=2)
 MEM = 1 << 16
