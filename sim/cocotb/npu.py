@@ -5,8 +5,8 @@
 (:func:`haneul.rtl.registers.register_map`) and does what a driver does: load a program and its data, open the
 address window, start, wait for the interrupt, read ``STATUS`` and the performance counters, clear the interrupt.
 
-Pause generators (:mod:`haneul.sim.cocotb.pauses`) can be set on every AXI channel of the memory
-(:meth:`NpuTB.set_memory_pauses`) and of the register port.
+Pause generators (:mod:`haneul.sim.cocotb.pauses`) can be set on every AXI channel of the memory and of the
+register port (:meth:`NpuTB.set_memory_pauses`).
 """
 
 import dataclasses
@@ -83,10 +83,12 @@ class NpuTB:
         await ClockCycles(self.dut.clk, 2)
 
     def set_memory_pauses(self, make):
-        """Set a pause generator on every channel of the memory: ``make()`` returns a new one each call (or
-        ``None`` to remove them)."""
+        """Set a pause generator on every AXI channel, of the memory and of the register port: ``make()`` returns a
+        new one each call (or ``None`` to remove them)."""
         channels = [self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
-                    self.ram.read_if.ar_channel, self.ram.read_if.r_channel]
+                    self.ram.read_if.ar_channel, self.ram.read_if.r_channel,
+                    self.axil.write_if.aw_channel, self.axil.write_if.w_channel, self.axil.write_if.b_channel,
+                    self.axil.read_if.ar_channel, self.axil.read_if.r_channel]
         for channel in channels:
             gen = make() if make is not None else None
             if gen is None:

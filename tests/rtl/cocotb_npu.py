@@ -6,6 +6,8 @@ and checked through an ``AxiLiteMaster`` (:class:`haneul.sim.cocotb.npu.NpuTB`):
 * ``test_gemm``: constrained-random GEMMs (M, K, N that do not divide the array, random per-channel requantisation,
   every clamp kind, zero points at the extremes) built by :func:`haneul.firmware.npu_gemm.gemm_program`, with
   random pauses on every AXI channel; the output in memory is compared bit for bit with the golden model;
+* ``test_conv``: random small convolutions (stride 1 and 2, SAME and VALID, random zero points) whose im2col the DMA
+  does from the NHWC input (:func:`haneul.firmware.npu_conv.conv_program`), against ``kernels.conv_2d``;
 * ``test_ic01_conv1`` (arrays with at least 9 rows): the first CONV_2D of ic01 (ResNet-8) with its real weights,
   bias and per-channel requantisation on the chelsea photo, from a program of
   :func:`haneul.firmware.npu_conv.conv_program`, compared bit for bit with the golden model's intermediate tensor;
@@ -94,6 +96,42 @@ async def test_gemm(dut):
         assert result.counters["DMA_WR_BYTES"] == prog.out_bytes
         dut._log.info(f"GEMM {prog.m}x{prog.k}x{prog.n} m_tile {prog.m_tile} ({mix}): {result.cycles} cycles, "
                       f"{result.counters}")
+
+
+@cocotb.test()
+async def test_conv(dut):
+    """Random small convolutions end to end, under AXI pauses."""
+    from haneul.firmware.npu_conv import conv_program
+    from haneul.sim.golden.params import ConvParams, compute_padding
+    tb = NpuTB(dut, CONFIG, data_width=DATA_WIDTH, mem_size=MEM)
+    await tb.reset()
+    rng = random.Random(cocotb.RANDOM_SEED)
+    nprng = np.random.default_rng(cocotb.RANDOM_SEED)
+    tb.set_memory_pauses(lambda: pauses.TRAFFIC["light"](rng))
+    for _ in range(3):
+        c = rng.choice([c for c in (1, 2, 3) if c <= CONFIG.rows])
+        kw = rng.randint(1, max(1, min(3, CONFIG.rows // c)))
+        kh, stride, same = rng.randint(1, 3), rng.choice([1, 2]), rng.random() < 0.6
+        h, w, oc = rng.randint(kh + 1, 9), rng.randint(kw + 1, 9), rng.randint(1, 2 * CONFIG.cols + 1)
+        oh, ow = (-(-h // stride), -(-w // stride)) if same else ((h - kh) // stride + 1, (w - kw) // stride + 1)
+        pad = ((compute_padding(h, kh, stride, 1, oh), compute_padding(w, kw, stride, 1, ow)) if same
+               else ((0, 0), (0, 0)))
+        mult, shift = (np.array(v) for v in zip(*(quantize_multiplier(s) for s in nprng.uniform(0.002, 0.02, oc))))
+        p = ConvParams(input_offset=int(nprng.integers(-127, 129)), output_offset=int(nprng.integers(-128, 128)),
+                       output_multiplier=mult, output_shift=shift, stride=(stride, stride), dilation=(1, 1),
+                       padding=pad, output_size=(oh, ow), act_min=-128, act_max=int(nprng.integers(0, 128)))
+        x = nprng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        f = nprng.integers(-128, 128, (oc, kh, kw, c), dtype=np.int8)
+        bias = nprng.integers(-5000, 5000, oc).astype(np.int32)
+        golden = kernels.conv_2d(x, f, bias, p)[0]
+        prog = conv_program(x, f, bias, p, config=CONFIG, bus_bytes=DATA_WIDTH // 8, base=0x400)
+        tb.load(prog.segments)
+        result = await tb.run(prog.cmd_addr, timeout_cycles=200_000)
+        assert result.done and not result.error, result
+        out = prog.output(tb.read_memory).reshape(golden.shape)
+        shape = f"{h}x{w}x{c} * {kh}x{kw} -> {oc}, stride {stride}, {'SAME' if same else 'VALID'}"
+        assert (out == golden).all(), f"conv {shape}: {int((out != golden).sum())} wrong outputs"
+        dut._log.info(f"conv {shape}: {result.cycles} cycles")
 
 
 def _small_gemm(base=0x400):

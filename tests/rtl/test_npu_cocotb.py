@@ -44,4 +44,4 @@ def test_npu_cocotb(request, simulator, size):
     config = DatapathConfig(**SIZES[size])
     run(npu_verilog(config), simulator=simulator, build_name=f"npu-{size}", test_module=TEST_MODULE,
         params=dict(SIZES[size], data_width=128, gemms=GEMMS[simulator]),
-        expect_tests=3 if config.rows >= 9 else 2)   # test_ic01_conv1 needs 9 rows
+        expect_tests=4 if config.rows >= 9 else 3)   # test_ic01_conv1 needs 9 rows
