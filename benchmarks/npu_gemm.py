@@ -61,6 +61,7 @@ def main(argv=None):
     print(f"NPU {args.rows}x{args.cols}, 128-bit AXI4, GEMM {m}x{k}x{n} (M tile {fig['m_tile']}), "
           f"{fig['instructions']} instructions ({fig['program_bytes']} bytes)")
     print(f"  cycles (BUSY_CYCLES)   {cycles:>10,}")
+    print(f"  cycle model            {fig['model_cycles']:>10,}   (sim/cycle_model.py)")
     print(f"  compute bound          {bound:>10,.0f}")
     print(f"  utilisation            {100 * bound / cycles:>10.1f} %")
     print(f"  array active cycles    {c['ACTIVE_CYCLES']:>10,}   MACs {c['MACS']:,}")
@@ -77,6 +78,7 @@ def main(argv=None):
         print(f"\nic01 first CONV_2D (32x32x3 -> 32x32x16, 3x3 SAME) on the chelsea photo, im2col by the DMA, "
               f"{conv['instructions']} instructions")
         print(f"  cycles (BUSY_CYCLES)   {c['BUSY_CYCLES']:>10,}")
+        print(f"  cycle model            {conv['model_cycles']:>10,}")
         print(f"  layer MACs / 256       {macs / (args.rows * args.cols):>10,.0f}   ({macs:,} MACs)")
         print(f"  array vectors          {c['ACTIVE_CYCLES']:>10,}   (3 K tiles of 16 per pixel: 9 of 16 rows used)")
         print(f"  DMA bytes read/written {c['DMA_RD_BYTES']:>10,} / {c['DMA_WR_BYTES']:,}   (minimum "

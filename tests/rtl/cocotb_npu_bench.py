@@ -16,6 +16,7 @@ from haneul.firmware.npu_gemm import gemm_program
 from haneul.rtl.config import DatapathConfig
 from haneul.sim.cocotb import tb_params
 from haneul.sim.cocotb.npu import NpuTB
+from haneul.sim.cycle_model import estimate_cycles
 from haneul.sim.golden import kernels
 from haneul.sim.golden.quant import quantize_multiplier
 
@@ -49,6 +50,7 @@ async def bench_gemm(dut):
         "m": m, "k": k, "n": n, "m_tile": prog.m_tile, "rows": CONFIG.rows, "cols": CONFIG.cols,
         "data_width": DATA_WIDTH, "instructions": len(prog.instructions), "program_bytes": len(prog.program),
         "irq_cycles": result.cycles, "bytes_min": prog.bytes_moved_min, "counters": result.counters,
+        "model_cycles": estimate_cycles(prog.instructions, CONFIG, bus_bytes=DATA_WIDTH // 8)["cycles"],
     }
     with open(PARAMS["result"], "w") as f:
         json.dump(figures, f)
@@ -68,6 +70,7 @@ async def bench_ic01_conv1(dut):
     out = prog.output(tb.read_memory).reshape(golden.shape)
     assert (out == golden).all(), f"{int((out != golden).sum())} wrong outputs"
     figures = {"m": prog.m, "k": prog.k, "n": prog.n, "m_tile": prog.m_tile, "instructions": len(prog.instructions),
-               "program_bytes": len(prog.program), "bytes_min": prog.bytes_moved_min, "counters": result.counters}
+               "program_bytes": len(prog.program), "bytes_min": prog.bytes_moved_min, "counters": result.counters,
+               "model_cycles": estimate_cycles(prog.instructions, CONFIG, bus_bytes=DATA_WIDTH // 8)["cycles"]}
     with open(PARAMS["result_conv"], "w") as f:
         json.dump(figures, f)

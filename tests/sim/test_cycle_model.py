@@ -1,0 +1,53 @@
+"""The cycle model (sim/cycle_model.py): bounds and behaviour on the firmware's programs. (Its agreement with the
+RTL is checked by the cocotb NPU testbench on ic01's first layer, and printed by benchmarks/npu_gemm.py.)"""
+
+import numpy as np
+import pytest
+
+from haneul.firmware.npu_gemm import gemm_program
+from haneul.rtl import commands, isa
+from haneul.rtl.config import DatapathConfig
+from haneul.sim.cycle_model import estimate_cycles, load_words
+
+
+def program(m, k, n, **kwargs):
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    return gemm_program(a, w, 0, 1 << 30, -8, **kwargs)
+
+
+def test_bounds():
+    config = DatapathConfig()
+    for m, k, n in [(16, 16, 16), (64, 64, 64), (256, 256, 256), (100, 37, 50)]:
+        prog = program(m, k, n)
+        est = estimate_cycles(prog.instructions, config)
+        vectors = sum(i.command.count for i in prog.instructions
+                      if isinstance(i, isa.Compute) and isinstance(i.command, commands.Matmul))
+        assert est["array_busy"] == vectors
+        assert est["cycles"] > vectors                     # the array cannot start before its data
+        assert est["write_lines"] == sum(i.lines for i in prog.instructions if isinstance(i, isa.Store))
+
+
+def test_overlap_makes_the_big_gemm_compute_bound():
+    """With loads overlapped, 256^3 is within a few percent of the array's bound (the RTL measures 92.6 %)."""
+    est = estimate_cycles(program(256, 256, 256).instructions)
+    assert 65536 < est["cycles"] < 65536 / 0.85
+
+
+def test_missing_token_deadlocks():
+    prog = [isa.Nop(wait_prev=True), isa.End()]
+    with pytest.raises(ValueError, match="deadlocks"):
+        estimate_cycles(prog)
+
+
+def test_load_words():
+    # 16 aligned lines of a bus word each.
+    assert load_words(isa.Load(0x100, 0, 16, loops=((16, 16, 1),)), 16) == 16
+    # 9-byte lines at 3-byte steps (the RGB layer): the DMA reuses a word only when a line starts in the previous
+    # line's last word, so a line that starts in the previous line's first word requests both words again.
+    assert load_words(isa.Load(0x100, 0, 9, loops=((30, 3, 1),)), 16) == 39
+    # Lines straddling two words, each starting in the previous line's last word: 2 + 1 + 1 + 1.
+    assert load_words(isa.Load(0x10F, 0, 2, loops=((4, 16, 1),)), 16) == 5
+    # Padding lines cost a cycle each.
+    assert load_words(isa.Load(0x100, 0, 4, loops=((3, 4, 1), (3, 64, 3)), pad=((0, 0), (1, 1))), 16) == 9
