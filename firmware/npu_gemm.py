@@ -13,8 +13,9 @@
 * ``out`` (``M x N`` int8, row-major) is written by one ``STORE`` per output tile, straight from the output stream.
 
 Steps ``j = (block, n_tile)`` alternate between two weight buffers, two ``A`` block buffers and the two
-accumulator halves. The program is software-pipelined: the loads of step ``j + 1`` come before the computes of
-step ``j`` in the program, so that the load queue has them while the datapath works on step ``j``. Tokens:
+accumulator halves. The program is software-pipelined: the loads of step ``j + 1`` are spread among the computes of
+step ``j`` in the program (:func:`interleave`), so that the load queue has them while the datapath works on step
+``j`` and neither queue starves the other's fetch. Tokens:
 
 * the last ``LOAD`` of a step sends ``signal_next``; the first ``MATMUL`` of the step waits for it;
 * the last ``MATMUL`` of a step sends ``signal_prev`` once the array has taken its vectors; the weight ``LOAD`` of
@@ -162,6 +163,22 @@ def gemm_program(a, w, bias, multiplier, shift, *, output_offset=0, act_min=-128
                     config=config, bus_bytes=bus_bytes, base=base, m_tile=m_tile, k=k)
 
 
+def interleave(loads, computes):
+    """The loads of the next step spread evenly over the computes of this one, in program order.
+
+    The fetcher dispatches in program order and waits when the next instruction's queue is full, so a run of
+    instructions for one queue holds up the others: the loads of step ``j + 1`` go out among the computes of step
+    ``j`` (the first load first), so that both queues stay fed.
+    """
+    out, k = [], 0
+    for i, compute in enumerate(computes):
+        while k < len(loads) and k * len(computes) <= i * len(loads):
+            out.append(loads[k])
+            k += 1
+        out.append(compute)
+    return out + loads[k:]
+
+
 def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output_offset, act_min, act_max,
              single_rounding, config, bus_bytes, base, m_tile, k):
     """The program of an output of ``m`` rows (pixels) by ``N`` channels computed from ``k_tiles`` K tiles.
@@ -244,9 +261,7 @@ def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output
 
         instrs = loads(0)
         for j in range(steps):
-            if j + 1 < steps:
-                instrs += loads(j + 1)
-            instrs += computes(j)
+            instrs += interleave(loads(j + 1) if j + 1 < steps else [], computes(j))
         instrs.append(isa.End())
         return instrs
 

@@ -379,11 +379,13 @@ class Dma(wiring.Component):
         ]
         return ok
 
-    def _planner(self, m, name, *, walker, length, halt, line_ready, brk_first):
+    def _planner(self, m, name, *, walker, length, halt, line_ready, brk_first, pairs=False):
         """Bus words of the walker's current line: ``w0`` (its first byte) and ``w1`` (its last byte).
 
         Consecutive lines of one descriptor share a word when the line's ``w0`` is the previous line's ``w1``
-        (``reuse``): that word is not requested again. Lines of different descriptors never share one. A line with two new words hands the first to the burst
+        (``reuse``): that word is not requested again. With ``pairs`` (the read side, whose realigner keeps both
+        words of the previous line), a two-word line on the same two words as the previous two-word line needs no
+        word at all (``both``). Lines of different descriptors never share one. A line with two new words hands the first to the burst
         builder in one cycle and the second in the next (``second``).
         """
         lb = _log2(self.nbytes)
@@ -393,6 +395,9 @@ class Dma(wiring.Component):
         p.w1 = Signal(ww, name=f"{name}_w1")
         p.two = Signal(name=f"{name}_two")
         p.reuse = Signal(name=f"{name}_reuse")
+        p.both = Signal(name=f"{name}_both")
+        last_first = Signal(ww, name=f"{name}_last_first")
+        last_two = Signal(name=f"{name}_last_two")
         p.have_last = Signal(name=f"{name}_have_last")
         p.last_word = Signal(ww, name=f"{name}_last_word")
         p.second = Signal(name=f"{name}_second")
@@ -414,8 +419,10 @@ class Dma(wiring.Component):
         ok = self._in_window(m, f"{name}_in_window", walker.ext, length)
         data_line = walker.active & ~walker.pad & ~halt
         m.d.comb += p.window_error.eq(data_line & ~ok)
-        first_of_two = ~p.reuse & p.two & ~p.second
-        needs_word = first_of_two | ~p.reuse | p.two
+        if pairs:
+            m.d.comb += p.both.eq(p.have_last & last_two & p.two & (p.w0 == last_first) & (p.w1 == p.last_word))
+        first_of_two = ~p.reuse & p.two & ~p.second & ~p.both
+        needs_word = ~p.both & (first_of_two | ~p.reuse | p.two)
         m.d.comb += [
             p.word_valid.eq(data_line & ok & needs_word & (first_of_two | line_ready)),
             p.word.eq(Mux(first_of_two | ~p.two, p.w0, p.w1)),
@@ -436,7 +443,8 @@ class Dma(wiring.Component):
         with m.If(halt):
             m.d.sync += [p.second.eq(0), p.have_last.eq(0)]
         with m.Elif(p.accept & ~walker.pad):
-            m.d.sync += [p.second.eq(0), p.have_last.eq(~walker.last), p.last_word.eq(p.w1)]
+            m.d.sync += [p.second.eq(0), p.have_last.eq(~walker.last), p.last_word.eq(p.w1),
+                         last_first.eq(p.w0), last_two.eq(p.two)]
         with m.Elif(p.accept & walker.last):
             m.d.sync += p.have_last.eq(0)
         return p
@@ -514,20 +522,21 @@ class Dma(wiring.Component):
 
         # Line information FIFO (planner -> realigner).
         rd_info_layout = data.StructLayout({
-            "addr": unsigned(spad_width), "pad": 1, "reuse": 1, "two": 1, "shift": range(2 * nb),
+            "addr": unsigned(spad_width), "pad": 1, "reuse": 1, "both": 1, "two": 1, "shift": range(2 * nb),
             "mask": nb, "pad_value": 8, "length": 8, "dest": ReadDest, "last": 1,
         })
         rd_flush = Signal()
         m.d.comb += rd_flush.eq(rd_halt)
         rd_info, rd_info_head = self._fifo(m, "rd_info", rd_info_layout, self.read_buffer, rd_flush)
         rd_plan = self._planner(m, "rd_plan", walker=rd_walk, length=rd_length, halt=rd_halt,
-                                line_ready=rd_info.w_rdy, brk_first=Const(0))
+                                line_ready=rd_info.w_rdy, brk_first=Const(0), pairs=True)
         m.d.comb += rd_walker_advance.eq(rd_plan.accept)
         info_in = rd_info_layout(rd_info.w_data)
         m.d.comb += [
             info_in.addr.eq(rd_walk.spad),
             info_in.pad.eq(rd_walk.pad),
             info_in.reuse.eq(rd_plan.reuse),
+            info_in.both.eq(rd_plan.both),
             info_in.two.eq(rd_plan.two),
             info_in.shift.eq(nb + rd_walk.ext[:lb] - rd_offset),
             info_in.mask.eq(rd_mask),
@@ -590,8 +599,9 @@ class Dma(wiring.Component):
             m.d.sync += rd_reserved.eq(rd_reserved + Mux(rd_load, rd_build.p_len, 0) - rd_pop_count)
         m.d.sync += rd_outstanding.eq(rd_outstanding + Mux(rd_load, rd_build.p_len, 0) - r_take)
 
-        # Realigner: line info + words -> rd_data.
+        # Realigner: line info + words -> rd_data. `prev` is the last word of the previous line, `prev_lo` its first.
         prev = Signal(self.data_width)
+        prev_lo = Signal(self.data_width)
         have_lo = Signal()
         out_valid = Signal()
         out = Signal(ReadLine(cfg, self.data_width))
@@ -604,11 +614,11 @@ class Dma(wiring.Component):
         lo = Signal(self.data_width)
         hi = Signal(self.data_width)
         m.d.comb += [
-            lo.eq(Mux(eff_reuse, prev, rd_word_head)),
-            hi.eq(rd_word_head),
+            lo.eq(Mux(head.both, prev_lo, Mux(eff_reuse, prev, rd_word_head))),
+            hi.eq(Mux(head.both, prev, rd_word_head)),
         ]
         needs_head = Signal()
-        m.d.comb += needs_head.eq(~head.pad & (head.two | ~eff_reuse))
+        m.d.comb += needs_head.eq(~head.pad & ~head.both & (head.two | ~eff_reuse))
         shifted = Signal(self.data_width)
         m.d.comb += shifted.eq(Cat(Const(0, self.data_width), lo, hi) >> Cat(Const(0, 3), head.shift))
         line_bytes = []
@@ -620,7 +630,7 @@ class Dma(wiring.Component):
         with m.If(rd_info.r_rdy & ~rd_halt):
             with m.If(needs_head & ~rd_words.r_rdy):
                 m.d.comb += r_wait.eq(1)
-            with m.Elif(~head.pad & ~eff_reuse & head.two):
+            with m.Elif(~head.pad & ~head.both & ~eff_reuse & head.two):
                 # The first of two new words: keep it, take the second next cycle.
                 m.d.comb += rd_pop.eq(1)
                 m.d.sync += [prev.eq(rd_word_head), have_lo.eq(1)]
@@ -629,6 +639,8 @@ class Dma(wiring.Component):
                 m.d.sync += have_lo.eq(0)
                 with m.If(needs_head):
                     m.d.sync += prev.eq(rd_word_head)
+                with m.If(~head.pad):
+                    m.d.sync += prev_lo.eq(lo)
         with m.If(rd_halt):
             m.d.sync += [out_valid.eq(0), have_lo.eq(0)]
         with m.Elif(emit):

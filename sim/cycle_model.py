@@ -186,16 +186,19 @@ def estimate_cycles(instructions, config=None, *, bus_bytes=16, timing=Timing())
 
 def load_words(load, bus_bytes):
     """Cycles the DMA's read side needs for ``load``: one per line, and one more for every line that needs a second
-    new bus word (a line's words are requested once, and shared with the previous line of the descriptor when they
-    overlap it)."""
-    cycles, last_word = 0, None
+    new bus word (a line's words are requested once, and shared with the previous line of the descriptor when it
+    starts in the previous line's last word or lies on the same two words)."""
+    cycles, last = 0, None
     for _, ext in dma_model.load_iterations(load):
         if ext is None:
             cycles += 1
             continue
         first = ext // bus_bytes
         final = (ext + load.length - 1) // bus_bytes
-        new = final - first + 1 - (1 if first == last_word else 0)
+        if last is not None and first != final and last == (first, final):
+            new = 0                                   # the same two words as the previous line: both kept
+        else:
+            new = final - first + 1 - (1 if last is not None and first == last[1] else 0)
         cycles += max(1, new)
-        last_word = final
+        last = (first, final)
     return cycles

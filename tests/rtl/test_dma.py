@@ -461,3 +461,20 @@ def test_descriptors_sharing_a_word(gaps):
     bench.run()
     bench.check()
     _check_memory(bench, before, stores)
+
+
+@pytest.mark.parametrize("gaps", [0.0, 0.3])
+def test_overlapping_lines_read_each_word_once(gaps):
+    """im2col lines of the RGB layer: 9 bytes at 3-byte steps. A line on the same two words as the previous one
+    needs no new word, so the bus carries each word of the span about once (it carried most of them twice)."""
+    bench = Bench(DatapathConfig(), 128, seed=9, bus_gaps=gaps, stream_gaps=gaps)
+    _fill(bench, 9)
+    loads = [isa.Load(0x1003, 0, 9, loops=((30, 3, 1), (4, 96, 30)), offset=2, pad_value=-7, pad=((0, 0), (1, 1))),
+             isa.Load(0x1401, 200, 6, loops=((17, 2, 1),))]
+    for load in loads:
+        bench.load(load)
+    bench.run()
+    bench.check()
+    beats = sum(n for kind, _, n in bench.mem.bursts if kind == "R")
+    span_words = 2 * ((30 * 3 + 9) // 16 + 2) + (17 * 2 + 6) // 16 + 2
+    assert beats <= span_words, f"{beats} R beats for about {span_words} distinct words"
