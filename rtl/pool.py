@@ -106,7 +106,7 @@ class Pool(wiring.Component):
         Number of channels per beat.
     max_count : int
         Largest window size (beats per window), from 1 to 2048: it sizes the accumulators, the window counter
-        and the reciprocal ROM (``max_count + 1`` entries of at most 31 bits).
+        and the reciprocal ROM (``max_count + 1`` entries: a reciprocal of at most 20 bits and its shift).
 
     Attributes
     ----------
