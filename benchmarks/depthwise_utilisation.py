@@ -48,6 +48,7 @@ from haneul.firmware import tflite
 from haneul.firmware.ir import OpType
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.depthwise import column_schedule
+from haneul.rtl.ppu import Requantizer
 from haneul.sim.golden.params import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ MODELS = {
 }
 MAPPINGS = ["array", "array (diagonal)", "unit (no reuse)", "unit + WindowBuffer", "unit + line buffer"]
 
-REQUANTIZER_LATENCY = 9
+REQUANTIZER_LATENCY = Requantizer.LATENCY   # defined once, in the RTL
 SCRATCHPAD_LATENCY = 1
 BUFFER_LATENCY = 1
 
