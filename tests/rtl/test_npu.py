@@ -235,16 +235,19 @@ def random_conv(rng, *, h, w, c, oc, k, stride, same):
     dict(h=6, w=5, c=1, oc=4, k=(3, 3), stride=1, same=True),
     dict(h=7, w=6, c=2, oc=6, k=(2, 2), stride=2, same=True),
     dict(h=5, w=7, c=1, oc=3, k=(3, 4), stride=1, same=False),
-], ids=["3x3-same", "2x2-s2-same", "3x4-valid"])
+    dict(h=4, w=9, c=5, oc=6, k=(2, 3), stride=2, same=False),
+    dict(h=5, w=4, c=6, oc=5, k=(2, 2), stride=1, same=True),
+], ids=["3x3-same", "2x2-s2-same", "3x4-valid", "channel-major-s2-valid", "channel-major-2x2-same"])
 def test_conv(shape):
-    """Convolutions with the im2col done by the DMA (row-packed layout), padding from the input zero point."""
+    """Convolutions with the im2col done by the DMA (row-packed and channel-major layouts), padding from the input
+    zero point."""
     from haneul.firmware.npu_conv import conv_program
     rng = np.random.default_rng(11)
 
     async def tb(ctx, host):
         x, f, bias, p = random_conv(rng, **shape)
         golden = kernels.conv_2d(x, f, bias, p)[0]
-        prog = conv_program(x, f, bias, p, config=CONFIG, base=0x400, rows_per_block=2)
+        prog = conv_program(x, f, bias, p, config=CONFIG, base=0x400, rows_per_block=2 if shape["c"] <= 2 else 1)
         for addr, data in prog.segments:
             host.mem.write(addr, data)
         await host.start(ctx, prog.cmd_addr)

@@ -65,6 +65,10 @@ def test_gemm_256_streams_weights():
     dict(h=9, w=8, c=3, oc=16, k=(3, 3), stride=1, same=True),
     dict(h=10, w=9, c=1, oc=20, k=(5, 5), stride=2, same=True),
     dict(h=6, w=11, c=2, oc=5, k=(3, 2), stride=1, same=False),
+    # channel-major layout: C > rows / KW, partial channel blocks, taps entirely in the padding for one-row blocks
+    dict(h=7, w=6, c=20, oc=9, k=(3, 3), stride=2, same=True),
+    dict(h=8, w=7, c=32, oc=16, k=(3, 3), stride=1, same=True),
+    dict(h=5, w=5, c=17, oc=33, k=(1, 1), stride=1, same=False),
 ])
 def test_conv_programs(shape):
     config = CONFIGS["16x16"]
