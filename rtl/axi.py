@@ -11,12 +11,12 @@ Designer, cocotbext-axi ``AxiBus.from_prefix``) expect them: ``m_axi_awaddr`` ra
     verilog.convert(npu, name="haneul_npu", ports=amba_ports(npu))
 """
 
-from amaranth.hdl import Value
+from amaranth.hdl import Module, Value
 from amaranth.hdl._ir import PortDirection
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Burst", "Resp", "AXI4Signature", "AXI4LiteSignature", "amba_ports"]
+__all__ = ["Burst", "Resp", "AXI4Signature", "AXI4LiteSignature", "amba_ports", "Renamed"]
 
 
 class Burst(enum.Enum, shape=2):
@@ -186,3 +186,43 @@ def amba_ports(component):
             raise NameError(f"Port name {name!r} is used twice")
         ports[name] = (Value.cast(value), PortDirection.Input if member.flow == In else PortDirection.Output)
     return ports
+
+
+class Renamed(wiring.Component):
+    """``component`` with some of its ports renamed, every port passed straight through.
+
+    A block whose AXI port is called ``bus`` becomes, as ``Renamed(dma, {"bus": "m_axi"})``, a top whose Verilog
+    (with :func:`amba_ports`) has ``m_axi_awaddr`` ... — how the block-level testbenches present a block as an
+    integrator would see it.
+
+    Parameters
+    ----------
+    component : wiring.Component
+    names : dict of str to str
+        ``{port name in component: port name of the wrapper}``.
+    name : str
+        Name of the wrapped component as a submodule (default ``"inner"``).
+    """
+
+    def __init__(self, component, names, *, name="inner"):
+        unknown = set(names) - set(component.signature.members)
+        if unknown:
+            raise NameError(f"{component!r} has no port {', '.join(sorted(unknown))}")
+        self.inner = component
+        self.names = dict(names)
+        self._name = name
+        super().__init__({self.names.get(port, port): member
+                          for port, member in component.signature.members.items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules[self._name] = inner = self.inner
+        for port, member in inner.signature.members.items():
+            theirs, ours = getattr(inner, port), getattr(self, self.names.get(port, port))
+            if member.is_signature:
+                wiring.connect(m, wiring.flipped(ours), theirs)
+            elif member.flow == In:
+                m.d.comb += theirs.eq(ours)
+            else:
+                m.d.comb += ours.eq(theirs)
+        return m

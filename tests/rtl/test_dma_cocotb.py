@@ -8,10 +8,7 @@ configuration on a 128-bit bus runs on Icarus and a 4x4 one on a 32-bit bus on V
 """
 
 import pytest
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-
-from haneul.rtl.axi import amba_ports
+from haneul.rtl.axi import Renamed, amba_ports
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.dma import Dma
 from haneul.sim.cocotb.runner import SIMULATORS, run, simulator_missing
@@ -27,36 +24,16 @@ DEFAULT = {("icarus", "16x16-128"), ("verilator", "4x4-32")}
 SCALE = {"icarus": 3, "verilator": 8}
 
 
-class DmaTop(wiring.Component):
+def dma_top(config, **kwargs):
     """:class:`Dma` with its AXI port named ``m_axi`` (for :func:`amba_ports`)."""
-
-    def __init__(self, config, **kwargs):
-        self.dma = Dma(config, **kwargs)
-        members = dict(self.dma.signature.members)
-        members["m_axi"] = members.pop("bus")
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        from amaranth.hdl import Module
-        m = Module()
-        m.submodules.dma = dma = self.dma
-        for name, member in self.signature.members.items():
-            theirs = dma.bus if name == "m_axi" else getattr(dma, name)
-            ours = getattr(self, name)
-            if member.is_signature:
-                wiring.connect(m, wiring.flipped(ours), theirs)
-            elif member.flow == In:
-                m.d.comb += theirs.eq(ours)
-            else:
-                m.d.comb += ours.eq(theirs)
-        return m
+    return Renamed(Dma(config, **kwargs), {"bus": "m_axi"}, name="dma")
 
 
 def verilog(size):
     from amaranth.back import verilog as amaranth_verilog
     params = SIZES[size]
     config = DatapathConfig(rows=params["rows"], cols=params["cols"], spad_depth=params["spad_depth"])
-    top = DmaTop(config, data_width=params["data_width"])
+    top = dma_top(config, data_width=params["data_width"])
     return amaranth_verilog.convert(top, name="top", ports=amba_ports(top))
 
 
@@ -79,8 +56,8 @@ def test_dma_cocotb(request, simulator, size):
 
 
 def test_top_port_names():
-    top = DmaTop(DatapathConfig())
+    top = dma_top(DatapathConfig())
     names = set(amba_ports(top))
     # Only the names are looked at: the components are not elaborated.
-    top._MustUse__silence = top.dma._MustUse__silence = True
+    top._MustUse__silence = top.inner._MustUse__silence = True
     assert {"m_axi_awaddr", "m_axi_rdata", "m_axi_wstrb", "rd_cmd__payload", "rd_data__ready", "wr_done"} <= names
