@@ -35,6 +35,7 @@ from haneul.sim.cocotb.npu import NpuTB
 from haneul.sim.cycle_model import estimate_cycles
 from haneul.sim.golden import kernels
 from haneul.sim.golden.quant import quantize_multiplier
+from haneul.sim.stimulus import random_conv
 from tests.rtl.cocotb_datapath import CLAMPS, clamp_bounds, random_biases, random_operands, random_scales
 
 PARAMS = tb_params()
@@ -104,7 +105,6 @@ async def test_gemm(dut):
 async def test_conv(dut):
     """Random small convolutions end to end, under AXI pauses."""
     from haneul.firmware.npu_conv import conv_program
-    from haneul.sim.golden.params import ConvParams, compute_padding
     tb = NpuTB(dut, CONFIG, data_width=DATA_WIDTH, mem_size=MEM)
     await tb.reset()
     rng = random.Random(cocotb.RANDOM_SEED)
@@ -117,16 +117,7 @@ async def test_conv(dut):
         kw = rng.randint(1, 3)
         kh, stride, same = rng.randint(1, 3), rng.choice([1, 2]), rng.random() < 0.6
         h, w, oc = rng.randint(kh + 1, 9), rng.randint(kw + 1, 9), rng.randint(1, 2 * CONFIG.cols + 1)
-        oh, ow = (-(-h // stride), -(-w // stride)) if same else ((h - kh) // stride + 1, (w - kw) // stride + 1)
-        pad = ((compute_padding(h, kh, stride, 1, oh), compute_padding(w, kw, stride, 1, ow)) if same
-               else ((0, 0), (0, 0)))
-        mult, shift = (np.array(v) for v in zip(*(quantize_multiplier(s) for s in nprng.uniform(0.002, 0.02, oc))))
-        p = ConvParams(input_offset=int(nprng.integers(-127, 129)), output_offset=int(nprng.integers(-128, 128)),
-                       output_multiplier=mult, output_shift=shift, stride=(stride, stride), dilation=(1, 1),
-                       padding=pad, output_size=(oh, ow), act_min=-128, act_max=int(nprng.integers(0, 128)))
-        x = nprng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
-        f = nprng.integers(-128, 128, (oc, kh, kw, c), dtype=np.int8)
-        bias = nprng.integers(-5000, 5000, oc).astype(np.int32)
+        x, f, bias, p = random_conv(nprng, h=h, w=w, c=c, oc=oc, k=(kh, kw), stride=stride, same=same)
         golden = kernels.conv_2d(x, f, bias, p)[0]
         try:
             prog = conv_program(x, f, bias, p, config=CONFIG, bus_bytes=DATA_WIDTH // 8, base=0x400)

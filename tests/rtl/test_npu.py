@@ -20,6 +20,7 @@ from haneul.rtl.npu import NPU
 from haneul.sim.axi_memory import AxiMemory
 from haneul.sim.golden import kernels
 from haneul.sim.golden.quant import quantize_multiplier
+from haneul.sim.stimulus import random_conv
 from haneul.sim.axil_manager import axi_read, axi_write
 
 CONFIG = DatapathConfig(rows=4, cols=4, spad_depth=256, spad_banks=4, acc_depth=64, acc_banks=2)
@@ -213,22 +214,6 @@ def test_abort():
         await run_gemm(ctx, host, prog, golden)
 
     simulate(tb, gaps=0.2)
-
-
-def random_conv(rng, *, h, w, c, oc, k, stride, same):
-    from haneul.sim.golden.params import ConvParams, compute_padding
-    oh = -(-h // stride) if same else (h - k[0]) // stride + 1
-    ow = -(-w // stride) if same else (w - k[1]) // stride + 1
-    pad = ((compute_padding(h, k[0], stride, 1, oh), compute_padding(w, k[1], stride, 1, ow)) if same
-           else ((0, 0), (0, 0)))
-    mult, shift = (np.array(v) for v in zip(*(quantize_multiplier(s) for s in rng.uniform(0.002, 0.02, oc))))
-    p = ConvParams(input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
-                   output_multiplier=mult, output_shift=shift, stride=(stride, stride), dilation=(1, 1),
-                   padding=pad, output_size=(oh, ow), act_min=-128, act_max=int(rng.integers(0, 128)))
-    x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
-    f = rng.integers(-128, 128, (oc, k[0], k[1], c), dtype=np.int8)
-    bias = rng.integers(-5000, 5000, oc).astype(np.int32)
-    return x, f, bias, p
 
 
 @pytest.mark.parametrize("shape", [

@@ -11,9 +11,9 @@ from haneul.firmware.npu_gemm import gemm_program
 from haneul.rtl import commands, isa
 from haneul.rtl.config import DatapathConfig
 from haneul.sim.golden import kernels
-from haneul.sim.golden.params import ConvParams, compute_padding
 from haneul.sim.golden.quant import quantize_multiplier
 from haneul.sim.isa_sim import IsaError, IsaSim
+from haneul.sim.stimulus import random_conv
 
 CONFIGS = {"4x4": DatapathConfig(rows=4, cols=4, spad_depth=256, acc_depth=64),
            "16x16": DatapathConfig()}
@@ -73,16 +73,7 @@ def test_gemm_256_streams_weights():
 def test_conv_programs(shape):
     config = CONFIGS["16x16"]
     rng = np.random.default_rng(3)
-    h, w, c, oc, (kh, kw), s, same = (shape[k] for k in ("h", "w", "c", "oc", "k", "stride", "same"))
-    oh, ow = (-(-h // s), -(-w // s)) if same else ((h - kh) // s + 1, (w - kw) // s + 1)
-    pad = ((compute_padding(h, kh, s, 1, oh), compute_padding(w, kw, s, 1, ow)) if same else ((0, 0), (0, 0)))
-    mult, shift = (np.array(v) for v in zip(*(quantize_multiplier(v) for v in rng.uniform(0.001, 0.02, oc))))
-    p = ConvParams(input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
-                   output_multiplier=mult, output_shift=shift, stride=(s, s), dilation=(1, 1), padding=pad,
-                   output_size=(oh, ow), act_min=-100, act_max=120)
-    x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
-    f = rng.integers(-128, 128, (oc, kh, kw, c), dtype=np.int8)
-    bias = rng.integers(-5000, 5000, oc).astype(np.int32)
+    x, f, bias, p = random_conv(rng, **shape, scales=(0.001, 0.02), clamp=(-100, 120))
     golden = kernels.conv_2d(x, f, bias, p)[0]
     for rows_per_block in (None, 1, 2):
         prog = conv_program(x, f, bias, p, config=config, rows_per_block=rows_per_block)
