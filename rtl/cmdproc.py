@@ -38,8 +38,8 @@ executes it:
   next ``start`` begins from a clean state without a reset of the NPU.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 

@@ -82,7 +82,6 @@ class IsaSim:
         return lines.reshape(cfg.rows, lpr * cfg.rows)[:, :cfg.cols]
 
     def _compute(self, cmd, param_queue, out_queue):
-        cfg = self.config
         if isinstance(cmd, (commands.Nop, commands.Fence)):
             return
         if isinstance(cmd, commands.Matmul):
@@ -117,8 +116,6 @@ class IsaSim:
         bits = int.from_bytes(self.read(addr, size), "little") & ((1 << layout.size) - 1)
         view = layout.from_bits(bits)
 
-        def value(v):
-            return int(v.as_value().value) if hasattr(v, "as_value") else v
         return {
             "config": {"output_offset": int(view.config.output_offset), "act_min": int(view.config.act_min),
                        "act_max": int(view.config.act_max), "rounding": Rounding(view.config.rounding)},
