@@ -308,6 +308,19 @@ class RegisterMap:
     def offset(self, name):
         return self._registers[name][0]
 
+    def pack(self, register, **fields):
+        """The word that sets the given fields of ``register`` (``pack("CTRL", start=1)``); other bits zero."""
+        word = 0
+        for name, value in fields.items():
+            f = self[register].fields[name]
+            word |= (int(value) << f.offset) & f.mask
+        return word
+
+    def unpack(self, register, name, word):
+        """Field ``name`` of ``register`` in ``word``."""
+        f = self[register].fields[name]
+        return (word & f.mask) >> f.offset
+
     def at(self, offset):
         """The name of the register at ``offset``, or ``None``."""
         return self._offsets.get(offset)

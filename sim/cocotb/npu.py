@@ -103,11 +103,10 @@ class NpuTB:
 
     def field(self, register, name, value=1):
         """``value`` placed in field ``name`` of ``register``."""
-        return (int(value) << self.regs[register].fields[name].offset) & self.regs[register].fields[name].mask
+        return self.regs.pack(register, **{name: value})
 
     def get_field(self, register, name, word):
-        f = self.regs[register].fields[name]
-        return (word & f.mask) >> f.offset
+        return self.regs.unpack(register, name, word)
 
     async def write(self, register, value):
         await self.axil.write_dword(self.regs.offset(register), value)

@@ -594,3 +594,11 @@ def test_csr_errors():
         CSR(config=16)
     with pytest.raises(TypeError, match="Register map must be a RegisterMap"):
         RegisterBank({})
+
+
+def test_pack_unpack():
+    word = REGS.pack("CTRL", start=1, abort=1)
+    assert word == field("CTRL", "start").mask | field("CTRL", "abort").mask
+    status = REGS.pack("STATUS", done=1, error_code=isa.ErrorCode.BUS_DECERR.value)
+    assert REGS.unpack("STATUS", "error_code", status) == isa.ErrorCode.BUS_DECERR.value
+    assert REGS.unpack("STATUS", "done", status) == 1 and REGS.unpack("STATUS", "busy", status) == 0

@@ -36,12 +36,10 @@ class Host:
         self.regs = npu.regs
 
     def field(self, register, name, value=1):
-        f = self.regs[register].fields[name]
-        return (value << f.offset) & f.mask
+        return self.regs.pack(register, **{name: value})
 
     def get(self, register, name, word):
-        f = self.regs[register].fields[name]
-        return (word & f.mask) >> f.offset
+        return self.regs.unpack(register, name, word)
 
     async def write(self, ctx, register, value):
         assert await axi_write(ctx, self.npu.s_axil, self.regs.offset(register), value) == Resp.OKAY
