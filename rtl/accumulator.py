@@ -16,8 +16,11 @@ the bank), each with one read and one write port; the read-modify-write pipeline
 read port only when they address the same bank in the same cycle.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -92,18 +95,20 @@ class Accumulator(wiring.Component):
 
     Write side (``wr``): ``wr.ready`` is always high, one beat per cycle. A beat accepted in cycle ``t`` reads its
     line in cycle ``t`` (only if ``accumulate``), adds in ``t + 1`` and writes the line at the end of ``t + 2``.
-    The two beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
+    The three beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
     one at a time in order.
 
     Read-out (``rd_cmd``, ``rd_data``): a command reads ``count`` lines from ``base`` and sends them on ``rd_data``
-    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + 1``; with ``rd_data`` ready the
-    read-out sends one line per cycle, also across commands (``rd_cmd.ready`` is high while the engine is idle and in
-    the cycle it requests the last line of a command). A line read while ``rd_data`` is stalled waits in a hold
-    register. ``rd_busy`` is high from the cycle after a command is accepted until its last line is accepted.
+    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + read_latency`` (``t + 3``); with
+    ``rd_data`` ready the read-out sends one line per cycle, also across commands (``rd_cmd.ready`` is high while the
+    engine is idle and in the cycle it requests the last line of a command). Lines wait in an output FIFO of
+    ``fifo_depth`` entries while ``rd_data`` is stalled; a line is requested only while the FIFO has room for it
+    (credits), so ``rd_data.ready`` reaches no further than the FIFO. ``rd_busy`` is high from the cycle after a
+    command is accepted until its last line is accepted.
 
     Coherence: a line read out observes every write beat accepted in an earlier cycle than the read: the read-out
-    waits while a beat for the same line is in the last two pipeline stages. The write side has priority at a bank's
+    waits while a beat for the same line is in the last three pipeline stages. The write side has priority at a bank's
     read port: the read-out waits while an accumulating beat reads the same bank. With the two in different halves
     (the double-buffering protocol) they never wait for each other.
 
@@ -138,13 +143,18 @@ class Accumulator(wiring.Component):
     half_depth : int
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     write_latency : int
-        Cycles from an accepted write beat to the end of the cycle in which its line is written, 3.
+        Cycles from an accepted write beat to the end of the cycle in which its line is written, 4.
     read_latency : int
-        Cycles from a line request to the line on ``rd_data``, 1.
+        Cycles from a line request to the line on ``rd_data``, 3 (the block RAM read, the bank's register, the
+        output FIFO).
+    fifo_depth : int
+        Entries of the read-out FIFO, 4: also the lines that may be requested and not yet taken, enough for one
+        line per cycle.
     """
 
-    write_latency = 3
-    read_latency = 1
+    write_latency = 4
+    read_latency = 3
+    fifo_depth = 4
 
     def __init__(self, config=None, *, cols=None, depth=None, banks=None):
         if config is None:
@@ -201,88 +211,97 @@ class Accumulator(wiring.Component):
             wports.append(mem.write_port())
             rports.append(mem.read_port())
 
+        # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
+        # read-modify-write pipeline and the read-out use the registered data, two cycles after their read.
+        bank_data = []
+        for b, rp in enumerate(rports):
+            registered = Signal(line_shape, name=f"bank{b}_data")
+            m.d.sync += registered.eq(rp.data)
+            bank_data.append(registered)
+
         def read_data(bank):
-            value = rports[0].data
+            value = bank_data[0]
             for b in range(1, self.banks):
-                value = Mux(bank == b, rports[b].data, value)
+                value = Mux(bank == b, bank_data[b], value)
             return value
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
         # Stage 0 (accept): read the line if accumulating.
-        # Stage 1: old value = read data, or the value forwarded from stage 2 or from the write of the last cycle;
-        #          add.
-        # Stage 2: write.
+        # Stage 1: the bank's read data go into its register.
+        # Stage 2: old value = registered read data, or the value forwarded from a beat ahead whose write the read
+        #          did not see (stage 3, or the writes of the last two cycles); add.
+        # Stage 3: write.
         wr = self.wr
         m.d.comb += wr.ready.eq(1)
         s0_read = Signal()
         m.d.comb += s0_read.eq(wr.valid & wr.payload.accumulate)
         s0_bank, s0_line = split(wr.payload.addr)
 
-        s1_valid = Signal()
-        s1_acc = Signal()
-        s1_addr = Signal(self.addr_width)
-        s1_bank = Signal(range(self.banks))
-        s1_data = Signal(line_shape)
+        def stage(name):
+            return SimpleNamespace(valid=Signal(name=f"{name}_valid"), acc=Signal(name=f"{name}_acc"),
+                                   addr=Signal(self.addr_width, name=f"{name}_addr"),
+                                   bank=Signal(range(self.banks), name=f"{name}_bank"),
+                                   data=Signal(line_shape, name=f"{name}_data"))
+
+        s1, s2 = stage("s1"), stage("s2")
         m.d.sync += [
-            s1_valid.eq(wr.valid),
-            s1_acc.eq(wr.payload.accumulate),
-            s1_addr.eq(wr.payload.addr),
-            s1_bank.eq(s0_bank),
-            s1_data.eq(wr.payload.data),
+            s1.valid.eq(wr.valid), s1.acc.eq(wr.payload.accumulate), s1.addr.eq(wr.payload.addr),
+            s1.bank.eq(s0_bank), s1.data.eq(wr.payload.data),
+            s2.valid.eq(s1.valid), s2.acc.eq(s1.acc), s2.addr.eq(s1.addr), s2.bank.eq(s1.bank), s2.data.eq(s1.data),
         ]
 
-        s2_valid = Signal()
-        s2_addr = Signal(self.addr_width)
-        s2_sum = Signal(line_shape)
-        # The line written at the end of the last cycle (stage 2 of the beat two ahead of stage 1).
-        w_valid = Signal()
-        w_addr = Signal(self.addr_width)
-        w_sum = Signal(line_shape)
+        # The sums of stage 3 (written this cycle) and of the writes of the last two cycles (w1, w2).
+        s3_valid, w1_valid, w2_valid = Signal(name="s3_valid"), Signal(name="w1_valid"), Signal(name="w2_valid")
+        s3_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s3", "w1", "w2"))
+        s3_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s3", "w1", "w2"))
 
         old = Signal(line_shape)
-        with m.If(s2_valid & (s2_addr == s1_addr)):
-            m.d.comb += old.eq(s2_sum)
-        with m.Elif(w_valid & (w_addr == s1_addr)):
-            m.d.comb += old.eq(w_sum)
+        with m.If(s3_valid & (s3_addr == s2.addr)):
+            m.d.comb += old.eq(s3_sum)
+        with m.Elif(w1_valid & (w1_addr == s2.addr)):
+            m.d.comb += old.eq(w1_sum)
+        with m.Elif(w2_valid & (w2_addr == s2.addr)):
+            m.d.comb += old.eq(w2_sum)
         with m.Else():
-            m.d.comb += old.eq(read_data(s1_bank))
+            m.d.comb += old.eq(read_data(s2.bank))
 
         total = Signal(line_shape)
         for k in range(cols):
             # Assignment to a signed(acc_width) element truncates the carry: two's complement wrap-around.
-            m.d.comb += total[k].eq(Mux(s1_acc, old[k], 0) + s1_data[k])
+            m.d.comb += total[k].eq(Mux(s2.acc, old[k], 0) + s2.data[k])
         m.d.sync += [
-            s2_valid.eq(s1_valid),
-            s2_addr.eq(s1_addr),
-            s2_sum.eq(total),
-            w_valid.eq(s2_valid),
-            w_addr.eq(s2_addr),
-            w_sum.eq(s2_sum),
+            s3_valid.eq(s2.valid), s3_addr.eq(s2.addr), s3_sum.eq(total),
+            w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_sum.eq(s3_sum),
+            w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
         ]
 
-        s2_bank, s2_line = split(s2_addr)
+        s3_bank, s3_line = split(s3_addr)
         for b, wp in enumerate(wports):
             m.d.comb += [
-                wp.en.eq(s2_valid & (s2_bank == b)),
-                wp.addr.eq(s2_line),
-                wp.data.eq(s2_sum),
+                wp.en.eq(s3_valid & (s3_bank == b)),
+                wp.addr.eq(s3_line),
+                wp.data.eq(s3_sum),
             ]
 
         # Read-out engine ----------------------------------------------------------------------------------------
+        # A line may be requested while a credit is left: `fifo_depth` lines requested and not yet taken from the
+        # output FIFO at most, so that `rd_data.ready` reaches only the FIFO and the credit count.
         cmd, out = self.rd_cmd, self.rd_data
         active = Signal()
         rd_addr = Signal(self.addr_width)
         remaining = Signal(self.addr_width + 1)
         rd_bank, rd_line = split(rd_addr)
+        used = Signal(range(self.fifo_depth + 1))
 
         room = Signal()
         conflict = Signal()
         hazard = Signal()
         issue = Signal()
         m.d.comb += [
-            room.eq(~out.valid | out.ready),
+            room.eq(used != self.fifo_depth),
             conflict.eq(s0_read & (s0_bank == rd_bank)),
-            hazard.eq((s1_valid & (s1_addr == rd_addr)) | (s2_valid & (s2_addr == rd_addr))),
+            hazard.eq((s1.valid & (s1.addr == rd_addr)) | (s2.valid & (s2.addr == rd_addr))
+                      | (s3_valid & (s3_addr == rd_addr))),
             issue.eq(active & room & ~conflict & ~hazard),
             cmd.ready.eq(~active | (issue & (remaining == 1))),
         ]
@@ -308,27 +327,27 @@ class Accumulator(wiring.Component):
                 rp.en.eq(rmw | (issue & (rd_bank == b))),
             ]
 
-        # Response: one line in flight, on the bank's read data the cycle after its request, then in `hold`.
-        pending = Signal()
-        pend_bank = Signal(range(self.banks))
-        held = Signal()
-        hold = Signal(line_shape)
-        line = Signal(line_shape)
-        m.d.comb += [
-            line.eq(read_data(pend_bank)),
-            out.valid.eq(pending | held),
-            out.payload.eq(Mux(held, hold, line)),
-            self.rd_busy.eq(active | pending | held),
+        # Response: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the FIFO -> t + 3.
+        r1_valid, r2_valid = Signal(), Signal()
+        r1_bank, r2_bank = Signal(range(self.banks)), Signal(range(self.banks))
+        m.d.sync += [
+            r1_valid.eq(issue), r1_bank.eq(rd_bank),
+            r2_valid.eq(r1_valid), r2_bank.eq(r1_bank),
         ]
-        m.d.sync += pending.eq(issue)
-        with m.If(issue):
-            m.d.sync += pend_bank.eq(rd_bank)
-        with m.If(pending & ~out.ready):
-            m.d.sync += [
-                held.eq(1),
-                hold.eq(line),
-            ]
-        with m.Elif(held & out.ready):
-            m.d.sync += held.eq(0)
+        m.submodules.out_fifo = fifo = SyncFIFO(width=Shape.cast(line_shape).width, depth=self.fifo_depth)
+        taken = Signal()
+        m.d.comb += [
+            fifo.w_data.eq(read_data(r2_bank)),
+            fifo.w_en.eq(r2_valid),
+            out.payload.eq(fifo.r_data),
+            out.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(out.ready),
+            taken.eq(out.valid & out.ready),
+            self.rd_busy.eq(active | (used != 0)),
+        ]
+        with m.If(issue & ~taken):
+            m.d.sync += used.eq(used + 1)
+        with m.Elif(taken & ~issue):
+            m.d.sync += used.eq(used - 1)
 
         return m

@@ -237,9 +237,9 @@ class Datapath(wiring.Component):
         resp_a = spad.rd_resp[2] if vector_ports else None
         resp_b = spad.rd_resp[3] if vector_ports == 2 else None
         if vector_ports:
-            idle_units.append(~resp_a.valid)
+            idle_units.append(~spad.rd_busy[2])
         if vector_ports == 2:
-            idle_units.append(~resp_b.valid)
+            idle_units.append(~spad.rd_busy[3])
         # Requests on ports 2 and 3: from the vector line readers, or (out_sel == DWCONV) from the column reader.
         requesters = {2: [], 3: []}
         if self.has_add or self.has_pool:

@@ -21,8 +21,9 @@ in the same cycle. Read ports contend only when they address the same bank in th
 one of them (round robin) and the others wait.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -133,11 +134,12 @@ class Scratchpad(wiring.Component):
     by ``mask`` with ``byte_mask``) at the end of the cycle in which it is accepted. ``wr.ready`` is always high.
 
     Read side: read port ``p`` is a pair of streams. A request accepted on ``rd_req[p]`` in cycle ``t`` returns its
-    line on ``rd_resp[p]`` from cycle ``t + 1`` (``rd_resp[p].valid`` is high then), with the request's ``last``.
-    Responses come back in request order, one request in flight per port: ``rd_req[p].ready`` is high when the
-    response stream is empty or being accepted (``~rd_resp[p].valid | rd_resp[p].ready``) and the addressed bank is
-    granted to the port, so a port sustains one line per cycle while its consumer is ready and it wins its bank.
-    A line read while ``rd_resp`` is stalled is held in a register, so a stall never loses or repeats data.
+    line on ``rd_resp[p]`` from cycle ``t + latency`` (``t + 3``; ``rd_resp[p].valid`` is high then, if the lines
+    before it have been taken), with the request's ``last``. Responses come back in request order through a response
+    FIFO of ``fifo_depth`` lines per port; a port may have that many lines requested and not yet taken (credits), so
+    ``rd_req[p].ready`` is high when the port has a credit and the addressed bank is granted to it. A port sustains
+    one line per cycle while its consumer is ready and it wins its bank; a stalled consumer never loses or repeats
+    data, and its ``ready`` reaches only its FIFO and credit count, never the arbitration (a timing path).
 
     Ordering: a read observes every write accepted in an earlier cycle; a write accepted in the same cycle as the
     read of the same line is not observed (the read returns the line before the write).
@@ -169,6 +171,9 @@ class Scratchpad(wiring.Component):
         Read requests, per read port.
     rd_resp : Out(stream.Signature(ReadResponse(config, width))).array(read_ports)
         Read responses, per read port.
+    rd_busy : Out(read_ports)
+        Bit ``p``: port ``p`` has lines requested and not yet taken from ``rd_resp[p]`` (in the read pipeline or
+        its response FIFO).
 
     Attributes
     ----------
@@ -180,10 +185,15 @@ class Scratchpad(wiring.Component):
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     byte_mask : bool
     latency : int
-        Cycles from an accepted read request to its response, 1.
+        Cycles from an accepted read request to its response, 3: the block RAM's read, a register behind each bank
+        (block RAM read data go to a flip-flop and nothing else), the port's response FIFO.
+    fifo_depth : int
+        Entries of each port's response FIFO, 4: also the lines a port may have requested and not yet taken, so
+        that a port sustains one line per cycle.
     """
 
-    latency = 1
+    latency = 3
+    fifo_depth = 4
 
     def __init__(self, config=None, *, width=None, depth=None, banks=None, read_ports=2, byte_mask=False):
         if config is None:
@@ -223,6 +233,7 @@ class Scratchpad(wiring.Component):
             "wr":      In(stream.Signature(WriteRequest(config, width, self.addr_width, byte_mask))),
             "rd_req":  In(stream.Signature(ReadRequest(self.addr_width))).array(read_ports),
             "rd_resp": Out(stream.Signature(ReadResponse(config, width))).array(read_ports),
+            "rd_busy": Out(read_ports),
         })
 
     def elaborate(self, platform):
@@ -255,13 +266,21 @@ class Scratchpad(wiring.Component):
                 wp.en.eq(Mux(sel, self.wr.payload.mask, 0) if self.byte_mask else sel),
             ]
 
-        # Read side: per-port request qualification -------------------------------------------------------------
+        # Read side: per-port credits --------------------------------------------------------------------------
+        # A port may have `fifo_depth` lines requested and not yet taken from its response FIFO; a request needs a
+        # credit, a register compare, so a consumer's `ready` never reaches the arbitration.
         ports = self.read_ports
-        room = []       # the port's response stream can take a new line next cycle
+        room = []
         req_bank = []
+        used = []
         for p in range(ports):
+            count = Signal(range(self.fifo_depth + 1), name=f"used{p}")
             r = Signal(name=f"room{p}")
-            m.d.comb += r.eq(~self.rd_resp[p].valid | self.rd_resp[p].ready)
+            m.d.comb += [
+                r.eq(count != self.fifo_depth),
+                self.rd_busy[p].eq(count != 0),
+            ]
+            used.append(count)
             room.append(r)
             req_bank.append(split(self.rd_req[p].payload.addr)[0])
 
@@ -288,7 +307,8 @@ class Scratchpad(wiring.Component):
                 with m.If(grant[b][p]):
                     m.d.sync += prio.eq((p + 1) % ports)
 
-        # Bank read ports ----------------------------------------------------------------------------------------
+        # Bank read ports, each followed by a register (block RAM read data drive nothing but a flip-flop) ------
+        bank_data = []
         for b, rp in enumerate(rports):
             addr = 0
             for p in range(ports):
@@ -297,9 +317,12 @@ class Scratchpad(wiring.Component):
                 rp.addr.eq(addr),
                 rp.en.eq(Cat(grant[b][p] for p in range(ports)).any()),
             ]
+            registered = Signal(line_shape, name=f"bank{b}_data")
+            m.d.sync += registered.eq(rp.data)
+            bank_data.append(registered)
 
-        # Response side: at most one line in flight per port, either on its bank's read data (the cycle after the
-        # request) or, if not accepted then, in a hold register ------------------------------------------------
+        # Response side: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the port's
+        # response FIFO -> response (t + 3) --------------------------------------------------------------------
         for p in range(ports):
             req, resp = self.rd_req[p], self.rd_resp[p]
             accept = Signal(name=f"accept{p}")
@@ -307,36 +330,33 @@ class Scratchpad(wiring.Component):
                 accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
                 req.ready.eq(accept),
             ]
-
-            pending = Signal(name=f"pending{p}")                 # line on the bank's read data this cycle
-            pend_bank = Signal(range(self.banks), name=f"pend_bank{p}")
-            held = Signal(name=f"held{p}")                       # line in the hold register
-            hold = Signal(line_shape, name=f"hold{p}")
-            tag = Signal(name=f"tag{p}")
-
-            rdata = rports[0].data
-            for b in range(1, self.banks):
-                rdata = Mux(pend_bank == b, rports[b].data, rdata)
-            line = Signal(line_shape, name=f"line{p}")
-            m.d.comb += [
-                line.eq(rdata),
-                resp.valid.eq(pending | held),
-                resp.payload.data.eq(Mux(held, hold, line)),
-                resp.payload.last.eq(tag),
+            s1_valid, s2_valid = Signal(name=f"s1_valid{p}"), Signal(name=f"s2_valid{p}")
+            s1_bank, s2_bank = (Signal(range(self.banks), name=f"s{i}_bank{p}") for i in (1, 2))
+            s1_last, s2_last = Signal(name=f"s1_last{p}"), Signal(name=f"s2_last{p}")
+            m.d.sync += [
+                s1_valid.eq(accept), s1_bank.eq(req_bank[p]), s1_last.eq(req.payload.last),
+                s2_valid.eq(s1_valid), s2_bank.eq(s1_bank), s2_last.eq(s1_last),
             ]
+            line = bank_data[0]
+            for b in range(1, self.banks):
+                line = Mux(s2_bank == b, bank_data[b], line)
 
-            m.d.sync += pending.eq(accept)
-            with m.If(accept):
-                m.d.sync += [
-                    pend_bank.eq(req_bank[p]),
-                    tag.eq(req.payload.last),
-                ]
-            with m.If(pending & ~resp.ready):
-                m.d.sync += [
-                    held.eq(1),
-                    hold.eq(line),
-                ]
-            with m.Elif(held & resp.ready):
-                m.d.sync += held.eq(0)
+            fifo = SyncFIFO(width=Shape.cast(ReadResponse(self.config, self.width)).width, depth=self.fifo_depth)
+            m.submodules[f"resp_fifo{p}"] = fifo
+            entry = Signal(ReadResponse(self.config, self.width), name=f"entry{p}")
+            m.d.comb += [
+                entry.data.eq(line),
+                entry.last.eq(s2_last),
+                fifo.w_data.eq(entry),
+                fifo.w_en.eq(s2_valid),
+                resp.payload.eq(fifo.r_data),
+                resp.valid.eq(fifo.r_rdy),
+                fifo.r_en.eq(resp.ready),
+            ]
+            taken = resp.valid & resp.ready
+            with m.If(accept & ~taken):
+                m.d.sync += used[p].eq(used[p] + 1)
+            with m.Elif(taken & ~accept):
+                m.d.sync += used[p].eq(used[p] - 1)
 
         return m

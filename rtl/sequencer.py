@@ -348,15 +348,39 @@ class Queue(wiring.Component):
 
 
 class _OutputEntry(data.StructLayout):
-    """A queued output command (``REQUANT``, ``ADD``, ``POOL``): its opcode and arguments, and for a ``REQUANT``
-    the number of earlier ``MATMUL`` tiles it still waits for."""
+    """A queued output command (``REQUANT``, ``ADD``, ``POOL``, ``DWCONV``): its opcode and arguments, for a
+    ``REQUANT`` the end of its read-out (``acc_addr + count``) and the number of earlier ``MATMUL`` tiles it still
+    waits for."""
 
     def __init__(self, config, pending_shape):
         super().__init__({
             "opcode":  Opcode,
             "args":    Arguments(config),
+            "end":     unsigned(COUNT_WIDTH + 1),
             "pending": pending_shape,
         })
+
+
+def _stage(m, port, name):
+    """A one-entry register stage in front of the output stream ``port``.
+
+    Returns the stream the sequencer's logic drives (an object with ``valid``, ``ready`` and ``payload``) and the
+    stage's ``full`` flag. Its ``ready`` is ``~full``, a flip-flop: the consumer's ``ready`` (a line reader's, which
+    depends on the scratchpad's arbitration) stops at the stage instead of running through the start decision. A
+    beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
+    """
+    inner = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_ready"),
+                            payload=Signal(port.payload.shape(), name=f"{name}_payload"))
+    full = Signal(name=f"{name}_full")
+    m.d.comb += [
+        inner.ready.eq(~full),
+        port.valid.eq(full),
+    ]
+    with m.If(port.valid & port.ready):
+        m.d.sync += full.eq(0)
+    with m.If(inner.valid & inner.ready):
+        m.d.sync += [full.eq(1), port.payload.eq(inner.payload)]
+    return inner, full
 
 
 def _hand_out(m, go, streams, name):
@@ -508,7 +532,40 @@ class Sequencer(wiring.Component):
         m = Module()
         cfg = self.config
 
-        # Tiles handed out whose last result has not been written yet.
+        # Output stages: every hand-out of the output side leaves through a one-entry register, so that the start
+        # decision below sees no consumer's `ready` (a line reader's depends on the scratchpad's arbitration).
+        stages = {}
+
+        def stage(name):
+            inner, full = _stage(m, getattr(self, name), f"{name}_stage")
+            stages[name] = full
+            return inner
+
+        acc_cmd = stage("acc_cmd")
+        param_out = stage("param_out")
+        if self.has_add or self.has_pool:
+            vec_run_a = stage("vec_run_a")
+        if self.has_add:
+            vec_run_b = stage("vec_run_b")
+            add_param_out = stage("add_param_out")
+        if self.has_pool:
+            pool_param = stage("pool_param")
+        if self.has_depthwise:
+            dw_run = stage("dw_run")
+
+        # The state of the units, as seen by the sequencer: registered, one cycle old. A started command is seen by
+        # them (or still sits in its stage) from the cycle after it started, and its queue entry stays until the end
+        # of that cycle (`taken` below), so the old view never lets two commands overlap that must not.
+        tile_done = Signal()
+        acc_busy = Signal()
+        drained = Signal(init=1)
+        m.d.sync += [
+            tile_done.eq(self.tile_done),
+            acc_busy.eq(self.acc_busy | stages["acc_cmd"]),
+            drained.eq(self.drained & ~Cat(*stages.values()).any()),
+        ]
+
+        # Tiles handed out whose last result has not been seen written yet.
         outstanding = Signal(range(self.max_tiles + 1))
 
         # Output queue (entry 0 is the head; valid entries form a prefix) and the read-out in the accumulator.
@@ -517,10 +574,11 @@ class Sequencer(wiring.Component):
         q_valid = [Signal(name=f"oq{i}_valid") for i in range(depth)]
         q = [Signal(entry_layout, name=f"oq{i}") for i in range(depth)]
         active_addr = Signal(cfg.acc_addr_width)
-        active_count = Signal(COUNT_WIDTH)
+        active_end = Signal(COUNT_WIDTH + 1)
+        taken = Signal()                                   # the head started last cycle: pop it now
 
         work = Signal()
-        m.d.comb += work.eq((outstanding != 0) | Cat(q_valid).any() | self.acc_busy | ~self.drained)
+        m.d.comb += work.eq((outstanding != 0) | Cat(q_valid).any() | acc_busy | ~drained)
 
         # Command register ---------------------------------------------------------------------------------------
         cur = Signal(CommandWord(cfg))
@@ -530,15 +588,28 @@ class Sequencer(wiring.Component):
             self.cmd.ready.eq(~cur_valid | cur_done),
             self.busy.eq(cur_valid | work),
         ]
-        # The lines of a DWCONV tile, height * width, multiplied on the way into the command register (so that the
-        # check below reads a register).
+        # Sums computed on the way into the command register, so that the checks and the write-after-read test below
+        # compare registers: the end (first line past) of each line range, and the lines of a DWCONV tile.
+        new_cmd = self.cmd.payload.args
+        ends = {
+            "act":    new_cmd.matmul.act_addr + new_cmd.matmul.count,
+            "weight": new_cmd.matmul.weight_addr + weight_tile_lines(cfg),
+            "acc":    new_cmd.matmul.acc_addr + new_cmd.matmul.count,
+            "rq":     new_cmd.requant.acc_addr + new_cmd.requant.count,
+            "add_a":  new_cmd.add.a_addr + new_cmd.add.count,
+            "add_b":  new_cmd.add.b_addr + new_cmd.add.count,
+            "pool":   new_cmd.pool.addr + new_cmd.pool.count,
+            "dw_w":   new_cmd.dwconv.weight_addr + DWCONV_KERNEL ** 2,
+        }
+        end = {name: Signal(value.shape(), name=f"cur_{name}_end") for name, value in ends.items()}
         dw_tile = Signal(2 * len(cur.args.dwconv.height))
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 cur.eq(self.cmd.payload),
                 cur_valid.eq(1),
-                dw_tile.eq(self.cmd.payload.args.dwconv.height * self.cmd.payload.args.dwconv.width),
+                dw_tile.eq(new_cmd.dwconv.height * new_cmd.dwconv.width),
             ]
+            m.d.sync += [end[name].eq(value) for name, value in ends.items()]
         with m.Elif(cur_done):
             m.d.sync += cur_valid.eq(0)
 
@@ -549,40 +620,38 @@ class Sequencer(wiring.Component):
         checks = {
             Opcode.MATMUL: [
                 (mm.count == 0, ErrorCode.BAD_COUNT),
-                ((mm.act_addr + mm.count > spad) | (mm.weight_addr + weight_tile_lines(cfg) > spad)
-                 | (mm.acc_addr + mm.count > acc), ErrorCode.BAD_RANGE),
+                ((end["act"] > spad) | (end["weight"] > spad) | (end["acc"] > acc), ErrorCode.BAD_RANGE),
             ],
             Opcode.REQUANT: [
                 (rq.count == 0, ErrorCode.BAD_COUNT),
-                (rq.acc_addr + rq.count > acc, ErrorCode.BAD_RANGE),
+                (end["rq"] > acc, ErrorCode.BAD_RANGE),
             ],
             Opcode.ADD: [
                 (Const(int(not self.has_add), 1), ErrorCode.UNSUPPORTED),
                 (add.count == 0, ErrorCode.BAD_COUNT),
-                ((add.a_addr + add.count > spad) | (add.b_addr + add.count > spad), ErrorCode.BAD_RANGE),
+                ((end["add_a"] > spad) | (end["add_b"] > spad), ErrorCode.BAD_RANGE),
             ],
             Opcode.POOL: [
                 (Const(int(not self.has_pool), 1), ErrorCode.UNSUPPORTED),
                 ((pool.count == 0) | (pool.window == 0) | (pool.window > POOL_MAX_WINDOW), ErrorCode.BAD_COUNT),
-                (pool.addr + pool.count > spad, ErrorCode.BAD_RANGE),
+                (end["pool"] > spad, ErrorCode.BAD_RANGE),
             ],
             Opcode.DWCONV: [
                 (Const(int(not self.has_depthwise), 1), ErrorCode.UNSUPPORTED),
                 ((dw.height == 0) | (dw.width == 0) | (dw.height + dw.pad_top + dw.pad_bottom < DWCONV_KERNEL)
                  | (dw.width + dw.pad_left + dw.pad_right < DWCONV_KERNEL), ErrorCode.BAD_COUNT),
-                ((dw.act_addr + dw_tile > spad) | (dw.weight_addr + DWCONV_KERNEL ** 2 > spad), ErrorCode.BAD_RANGE),
+                ((dw.act_addr + dw_tile > spad) | (end["dw_w"] > spad), ErrorCode.BAD_RANGE),
             ],
         }
 
         # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running.
-        def overlaps(addr, count):
-            return (mm.acc_addr < addr + count) & (addr < mm.acc_addr + mm.count)
+        def overlaps(addr, end_):
+            return (mm.acc_addr < end_) & (addr < end["acc"])
 
         war = Signal()
-        m.d.comb += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr,
-                                                                             e.args.requant.count)
+        m.d.comb += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr, e.end)
                                  for v, e in zip(q_valid, q)),
-                               self.acc_busy & overlaps(active_addr, active_count)).any())
+                               acc_busy & overlaps(active_addr, active_end)).any())
 
         # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is).
         mm_go = Signal()
@@ -644,14 +713,15 @@ class Sequencer(wiring.Component):
                 error_code.eq(ErrorCode.NONE),
             ]
 
-        with m.If(mm_done & ~self.tile_done):
+        with m.If(mm_done & ~tile_done):
             m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(~mm_done & self.tile_done):
+        with m.Elif(~mm_done & tile_done):
             m.d.sync += outstanding.eq(outstanding - 1)
 
         # Output queue head ----------------------------------------------------------------------------------------
         # A REQUANT after a REQUANT may start once the accumulator read-out is free (the requantiser keeps the old
         # parameters for the lines still in its pipeline); anything else waits until the output side is drained.
+        # The decision reads registers only: the queue, the registered unit state and the stages' `full` flags.
         head = q[0]
         kind = head.opcode
         hrq, hadd, hpool, hdw = head.args.requant, head.args.add, head.args.pool, head.args.dwconv
@@ -660,8 +730,8 @@ class Sequencer(wiring.Component):
         need_params = Signal()
         start = Signal()
         m.d.comb += [
-            may_start.eq(q_valid[0] & ~self.acc_busy
-                         & (self.drained | ((kind == Opcode.REQUANT) & (self.out_sel == Opcode.REQUANT)))),
+            may_start.eq(q_valid[0] & ~taken & ~acc_busy
+                         & (drained | ((kind == Opcode.REQUANT) & (self.out_sel == Opcode.REQUANT)))),
             need_params.eq(~params_loaded & (((kind == Opcode.REQUANT) & hrq.load_params)
                                              | ((kind == Opcode.ADD) & hadd.load_params)
                                              | ((kind == Opcode.DWCONV) & hdw.load_params))),
@@ -670,20 +740,21 @@ class Sequencer(wiring.Component):
         # REQUANT: parameters, then the read-out once its tiles are written. (DWCONV: parameters, then the run.)
         requantised = (kind == Opcode.REQUANT) | (kind == Opcode.DWCONV)
         m.d.comb += [
-            self.param_out.payload.eq(self.param_in.payload),
-            self.param_out.valid.eq(may_start & requantised & need_params & self.param_in.valid),
-            self.param_in.ready.eq(may_start & requantised & need_params & self.param_out.ready),
-            self.acc_cmd.valid.eq(may_start & (kind == Opcode.REQUANT) & (head.pending == 0) & ~need_params),
-            self.acc_cmd.payload.base.eq(hrq.acc_addr),
-            self.acc_cmd.payload.count.eq(hrq.count),
+            param_out.payload.eq(self.param_in.payload),
+            param_out.valid.eq(may_start & requantised & need_params & self.param_in.valid),
+            self.param_in.ready.eq(may_start & requantised & need_params & param_out.ready),
+            acc_cmd.valid.eq(may_start & (kind == Opcode.REQUANT) & (head.pending == 0) & ~need_params),
+            acc_cmd.payload.base.eq(hrq.acc_addr),
+            acc_cmd.payload.count.eq(hrq.count),
         ]
-        with m.If(self.param_out.valid & self.param_out.ready):
+        with m.If(param_out.valid & param_out.ready):
             m.d.sync += params_loaded.eq(1)
-        m.d.comb += start.eq(self.acc_cmd.valid & self.acc_cmd.ready)
-        with m.If(self.acc_cmd.valid & self.acc_cmd.ready):
+        with m.If(acc_cmd.valid & acc_cmd.ready):
+            m.d.comb += start.eq(1)
             m.d.sync += [
                 active_addr.eq(hrq.acc_addr),
-                active_count.eq(hrq.count),
+                active_end.eq(head.end),
+                self.out_sel.eq(Opcode.REQUANT),
             ]
 
         # ADD: parameters, then both operand runs. POOL: its configuration and its input run. Once the first beat
@@ -693,28 +764,26 @@ class Sequencer(wiring.Component):
         run_a_users = []
 
         def run_a_proxy(name):
-            proxy = SimpleNamespace(valid=Signal(name=f"{name}_run_a_valid"), ready=self.vec_run_a.ready)
+            proxy = SimpleNamespace(valid=Signal(name=f"{name}_run_a_valid"), ready=vec_run_a.ready)
             run_a_users.append(proxy)
             return proxy
 
         if self.has_add:
             m.d.comb += [
-                self.add_param_out.payload.eq(self.add_param_in.payload),
-                self.add_param_out.valid.eq(may_start & (kind == Opcode.ADD) & need_params
-                                            & self.add_param_in.valid),
-                self.add_param_in.ready.eq(may_start & (kind == Opcode.ADD) & need_params
-                                           & self.add_param_out.ready),
+                add_param_out.payload.eq(self.add_param_in.payload),
+                add_param_out.valid.eq(may_start & (kind == Opcode.ADD) & need_params & self.add_param_in.valid),
+                self.add_param_in.ready.eq(may_start & (kind == Opcode.ADD) & need_params & add_param_out.ready),
             ]
-            with m.If(self.add_param_out.valid & self.add_param_out.ready):
+            with m.If(add_param_out.valid & add_param_out.ready):
                 m.d.sync += params_loaded.eq(1)
             add_go = Signal()
             add_committed = Signal()
             m.d.comb += add_go.eq(q_valid[0] & (kind == Opcode.ADD) & ~need_params & (may_start | add_committed))
-            add_done, add_fired, add_committed_ = _hand_out(m, add_go, [run_a_proxy("add"), self.vec_run_b], "add")
+            add_done, add_fired, add_committed_ = _hand_out(m, add_go, [run_a_proxy("add"), vec_run_b], "add")
             m.d.comb += [
                 add_committed.eq(add_committed_),
-                self.vec_run_b.payload.addr.eq(hadd.b_addr),
-                self.vec_run_b.payload.count.eq(hadd.count),
+                vec_run_b.payload.addr.eq(hadd.b_addr),
+                vec_run_b.payload.count.eq(hadd.count),
             ]
             with m.If(add_done):
                 m.d.comb += start.eq(1)
@@ -724,67 +793,67 @@ class Sequencer(wiring.Component):
             pool_go = Signal()
             pool_committed = Signal()
             m.d.comb += pool_go.eq(q_valid[0] & (kind == Opcode.POOL) & (may_start | pool_committed))
-            pool_done, pool_fired, pool_committed_ = _hand_out(m, pool_go, [run_a_proxy("pool"), self.pool_param],
+            pool_done, pool_fired, pool_committed_ = _hand_out(m, pool_go, [run_a_proxy("pool"), pool_param],
                                                                 "pool")
             m.d.comb += [
                 pool_committed.eq(pool_committed_),
-                self.pool_param.payload.mode.eq(hpool.mode),
-                self.pool_param.payload.act_min.eq(hpool.act_min),
-                self.pool_param.payload.act_max.eq(hpool.act_max),
+                pool_param.payload.mode.eq(hpool.mode),
+                pool_param.payload.act_min.eq(hpool.act_min),
+                pool_param.payload.act_max.eq(hpool.act_max),
             ]
             with m.If(pool_done):
                 m.d.comb += start.eq(1)
             with m.If(pool_fired):
                 m.d.sync += self.out_sel.eq(Opcode.POOL)
         if self.has_depthwise:
-            # DWCONV: one beat, taken at once by the idle column reader (the output side has drained).
+            # DWCONV: one beat, to the idle column reader (the output side has drained).
             m.d.comb += [
-                self.dw_run.payload.eq(hdw),
-                self.dw_run.valid.eq(may_start & (kind == Opcode.DWCONV) & ~need_params),
+                dw_run.payload.eq(hdw),
+                dw_run.valid.eq(may_start & (kind == Opcode.DWCONV) & ~need_params),
             ]
-            with m.If(self.dw_run.valid & self.dw_run.ready):
+            with m.If(dw_run.valid & dw_run.ready):
                 m.d.comb += start.eq(1)
                 m.d.sync += self.out_sel.eq(Opcode.DWCONV)
         if self.has_add or self.has_pool:
             # vec_run_a is shared: its valid is the OR of both hand-outs (only one is ever active).
-            run_a = self.vec_run_a
-            m.d.comb += run_a.valid.eq(Cat(*(proxy.valid for proxy in run_a_users)).any())
+            m.d.comb += vec_run_a.valid.eq(Cat(*(proxy.valid for proxy in run_a_users)).any())
             with m.If(kind == Opcode.POOL):
                 m.d.comb += [
-                    run_a.payload.addr.eq(hpool.addr),
-                    run_a.payload.count.eq(hpool.count),
-                    run_a.payload.window.eq(hpool.window),
+                    vec_run_a.payload.addr.eq(hpool.addr),
+                    vec_run_a.payload.count.eq(hpool.count),
+                    vec_run_a.payload.window.eq(hpool.window),
                 ]
             with m.Else():
                 m.d.comb += [
-                    run_a.payload.addr.eq(hadd.a_addr),
-                    run_a.payload.count.eq(hadd.count),
-                    run_a.payload.window.eq(0),
+                    vec_run_a.payload.addr.eq(hadd.a_addr),
+                    vec_run_a.payload.count.eq(hadd.count),
+                    vec_run_a.payload.window.eq(0),
                 ]
-        with m.If(self.acc_cmd.valid & self.acc_cmd.ready):
-            m.d.sync += self.out_sel.eq(Opcode.REQUANT)
+        m.d.sync += taken.eq(start)
         with m.If(start):
             m.d.sync += params_loaded.eq(0)
 
-        # Queue update: pop the head on start, push at the first free entry, count down the tiles waited for.
+        # Queue update: pop the head the cycle after it started (`taken`), push at the first free entry, count down
+        # the tiles waited for.
         new = Signal(entry_layout)
         m.d.comb += [
             new.opcode.eq(cur.opcode),
             new.args.eq(cur.args),
-            new.pending.eq(Mux(cur.opcode == Opcode.REQUANT, outstanding - self.tile_done, 0)),
+            new.end.eq(end["rq"]),
+            new.pending.eq(Mux(cur.opcode == Opcode.REQUANT, outstanding - tile_done, 0)),
         ]
         shifted_valid = [Signal(name=f"oq{i}_valid_next") for i in range(depth)]
         for i in range(depth):
             if i + 1 < depth:
-                m.d.comb += shifted_valid[i].eq(Mux(start, q_valid[i + 1], q_valid[i]))
+                m.d.comb += shifted_valid[i].eq(Mux(taken, q_valid[i + 1], q_valid[i]))
             else:
-                m.d.comb += shifted_valid[i].eq(q_valid[i] & ~start)
+                m.d.comb += shifted_valid[i].eq(q_valid[i] & ~taken)
         for i in range(depth):
             shifted = Signal(entry_layout, name=f"oq{i}_shifted")
-            m.d.comb += shifted.eq(Mux(start, q[i + 1], q[i]) if i + 1 < depth else q[i])
+            m.d.comb += shifted.eq(Mux(taken, q[i + 1], q[i]) if i + 1 < depth else q[i])
             entry = Signal(entry_layout, name=f"oq{i}_next")
             m.d.comb += entry.eq(shifted)
-            with m.If(self.tile_done & (shifted.pending != 0)):
+            with m.If(tile_done & (shifted.pending != 0)):
                 m.d.comb += entry.pending.eq(shifted.pending - 1)
             first_free = ~shifted_valid[i] & (shifted_valid[i - 1] if i else 1)
             with m.If(oq_push & first_free):

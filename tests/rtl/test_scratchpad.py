@@ -183,7 +183,7 @@ def test_defaults():
     cfg = DatapathConfig()
     sp = Scratchpad(cfg)
     assert (sp.width, sp.depth, sp.banks, sp.read_ports) == (cfg.rows, cfg.spad_depth, cfg.spad_banks, 2)
-    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 1
+    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 3 and sp.fifo_depth == 4
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -327,7 +327,7 @@ def test_double_buffering():
         expected = [images[0][r["addr"]] for r in phases[1][1][p]] + [images[1][r["addr"]] for r in phases[2][1][p]]
         assert got == expected
         # Every response follows its request by exactly one cycle: no stall anywhere.
-        assert [c for c, _ in rec.fires[f"resp{p}"]] == [c + 1 for c, _ in rec.fires[f"req{p}"]]
+        assert [c for c, _ in rec.fires[f"resp{p}"]] == [c + dut.latency for c, _ in rec.fires[f"req{p}"]]
 
 
 def test_bank_conflict_round_robin():
