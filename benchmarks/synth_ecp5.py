@@ -86,6 +86,12 @@ def pool(args):
     return Pool(datapath_config(args).rows, max_count=POOL_MAX_WINDOW)
 
 
+def depthwise(args):
+    from haneul.rtl.depthwise import DepthwiseUnit
+    config = datapath_config(args)
+    return DepthwiseUnit(config, lanes=config.rows, passes=1)     # as rtl/datapath.py builds it
+
+
 def ecp5_platform():
     """The platform the design is elaborated for: ULX3S with an LFE5U-85F (CABGA381), as the board build uses."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
@@ -99,6 +105,7 @@ TARGETS = {
     "requantizer": requantizer,
     "adder": adder,
     "pool": pool,
+    "depthwise": depthwise,
 }
 
 

@@ -26,13 +26,14 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .commands import DWCONV_KERNEL, DWCONV_SIZE_WIDTH, DwconvArgs
 from .config import DatapathConfig
+from .pe import _kept, is_ecp5
 from .scratchpad import ReadRequest, ReadResponse
 from .sequencer import Queue
 
@@ -47,34 +48,116 @@ def _check_count(value, what):
         raise ValueError(f"{what} must be a positive integer, not {value!r}")
 
 
-def _kept(m, value, name):
-    """``value`` through a wire Yosys keeps, so that consecutive additions stay separate two-input adders (carry
-    chains on ECP5) instead of being merged into one multi-operand ``$macc`` cell mapped to LUT full adders."""
-    wire = Signal(value.shape(), name=name, attrs={"keep": 1})
-    m.d.comb += wire.eq(value)
-    return wire
+class _Row:
+    """One partial-product row ``sign * ((x if w else 0) << shift)`` of the unit's multipliers: ``x`` a signed value
+    (an offset input), ``w`` one weight bit, ``sign`` +1 or -1 (the weight's sign bit has weight ``-2**(n-1)``)."""
+
+    def __init__(self, x, w, shift, negate=False):
+        self.x, self.w, self.shift, self.negate = x, w, shift, negate
+
+    @property
+    def top(self):
+        """One past the row's highest bit (the row is signed: bits above it repeat bit ``top - 1``)."""
+        return self.shift + len(self.x)
+
+    def value(self):
+        return Mux(self.w, self.x, 0).as_signed() << self.shift
+
+    def bit(self, k):
+        """Bit ``k`` (absolute) of the row without its sign, ``(x if w else 0) << shift``, sign-extended, as
+        ``((x_bit, w), f)`` with ``f(x_bit, w)`` its value (0 below the shift)."""
+        if k < self.shift:
+            return (Const(0, 1), Const(0, 1)), lambda x, w: 0
+        return (self.x[min(k - self.shift, len(self.x) - 1)], self.w), lambda x, w: x & w
 
 
-def _shift_add(m, x, w, name):
-    """``x * w`` (both signed) as a shift-and-add multiplier in LUTs and carry chains.
+def _lut_init(f, arity):
+    """The 16-bit INIT of a LUT4 computing ``f`` of its first ``arity`` inputs (A, B, C, D)."""
+    return sum(f(*((i >> k) & 1 for k in range(arity))) << i for i in range(16))
 
-    ``w = -2**(n-1) w[n-1] + sum(2**i w[i])``: the rows ``(x if w[i] else 0) << i`` are summed pairwise, the sign row
-    subtracted (always the right operand of its adder).
+
+class CarryChainModel:
+    """A stand-in for an ECP5 platform in simulations: :class:`DepthwiseUnit` then builds its carry chains from an
+    Amaranth model of the ``CCU2C`` cell (as Yosys's ``cells_sim`` describes it) instead of instantiating it, so
+    that the tests run the exact INIT values and operand wiring that an ECP5 build gets."""
+
+    family = "ecp5"
+
+
+def _ccu2c(m, name, cin, halves, platform):
+    """A carry chain of ECP5 ``CCU2C`` cells: ``halves`` is a list of ``(init, (A, B, C, D))`` per bit (the LUT4 INIT
+    and its input bits). Returns the sum bits.
+
+    Per bit, ``S = LUT4(A, B, C, D) ^ carry`` and the carry out is ``carry`` where the LUT4 is 1, else
+    ``INIT[3:0](A, B)`` (the LUT4 at ``C = D = 0``, which must therefore be both the propagate there and the
+    generate). ``platform`` is :class:`CarryChainModel` to build the Amaranth model instead of the cells."""
+    if len(halves) % 2:
+        halves = halves + [(0, (Const(0, 1),) * 4)]
+    sums = Signal(len(halves), name=f"{name}_s")
+    carry = cin
+    for c in range(0, len(halves), 2):
+        (init0, in0), (init1, in1) = halves[c], halves[c + 1]
+        if isinstance(platform, CarryChainModel):
+            for k, (init, ins) in enumerate(((init0, in0), (init1, in1))):
+                lut = Const(init, 16).bit_select(Cat(*ins), 1)
+                gen = Const(init & 15, 4).bit_select(Cat(*ins[:2]), 1)
+                m.d.comb += sums[c + k].eq(lut ^ carry)
+                nxt = Signal(name=f"{name}_c{c + k}")
+                m.d.comb += nxt.eq(Mux(lut, carry, gen))
+                carry = nxt
+        else:
+            cout = Signal(name=f"{name}_c{c + 1}")
+            ports = {f"i_{pin}{k}": bit for k, ins in enumerate((in0, in1)) for pin, bit in zip("ABCD", ins)}
+            m.submodules[f"{name}_{c // 2}"] = Instance(
+                "CCU2C", p_INIT0=Const(init0, 16), p_INIT1=Const(init1, 16), p_INJECT1_0="NO", p_INJECT1_1="NO",
+                i_CIN=carry, o_S0=sums[c], o_S1=sums[c + 1], o_COUT=cout, **ports)
+            carry = cout
+    return sums
+
+
+def _width(bound):
+    """Bits of a signed value of magnitude at most ``bound``."""
+    return bound.bit_length() + 1
+
+
+def _row_pair(m, a, b, bound, name, platform):
+    """``b - a`` or ``a + b`` (``a.negate``) of two :class:`_Row` s, of magnitude at most ``bound``, as a term
+    ``(value, shift, bound)``.
+
+    On ECP5 this is one carry chain whose LUTs also select the rows (``x & w``), so the partial products cost no
+    LUTs of their own: per bit, the LUT4 computes ``a_bit ^ b_bit`` from ``x_a, w_a`` (A, B) and ``x_b, w_b`` (C, D),
+    and its ``C = D = 0`` quarter, ``a_bit``, is the generate. A negated row is inverted there, with a carry in of 1.
+    Elsewhere (simulation, other devices) it is plain arithmetic.
     """
-    n = len(w)
-    rows = [(Mux(w[i], x, 0).as_signed() << i, i == n - 1) for i in range(n)]
-    level = 0
-    while len(rows) > 1:
-        paired = []
-        for k in range(0, len(rows) - 1, 2):
-            (a, _), (b, negate) = rows[k], rows[k + 1]
-            paired.append((_kept(m, a - b if negate else a + b, f"{name}_r{level}_{k // 2}"), False))
-        if len(rows) % 2:
-            paired.append(rows[-1])
-        rows = paired
-        level += 1
-    (value, negate), = rows
-    return -value if negate else value
+    assert not b.negate
+    lo = min(a.shift, b.shift)
+    width = _width(bound >> lo)
+    if not is_ecp5(platform):
+        value = (b.value() - a.value()) if a.negate else (a.value() + b.value())
+        return _kept(m, (value >> lo)[:width].as_signed(), name), lo, bound >> lo
+    halves = []
+    for k in range(lo, lo + width):
+        (a_in, fa), (b_in, fb) = a.bit(k), b.bit(k)
+        init = _lut_init(lambda xa, wa, xb, wb: fa(xa, wa) ^ a.negate ^ fb(xb, wb), 4)
+        halves.append((init, a_in + b_in))
+    sums = _ccu2c(m, name, Const(int(a.negate), 1), halves, platform)
+    return sums[:width].as_signed(), lo, bound >> lo
+
+
+def _extend(value, width):
+    """The signed ``value`` sign-extended (or truncated) to ``width`` bits, as unsigned bits."""
+    return Cat(*(value[min(k, len(value) - 1)] for k in range(width)))
+
+
+def _add_terms(m, a, b, name):
+    """The sum of two terms ``(value, shift, bound)`` (``value * 2**shift``, ``|value| <= bound``) as a term: the bits
+    of the lower term below the other's shift pass through, and one two-input adder (a carry chain) of just the
+    width the bound needs adds the rest."""
+    (va, sa, ba), (vb, sb, bb) = sorted((a, b), key=lambda term: term[1])
+    d = sb - sa
+    bound = ba + (bb << d)
+    high = _kept(m, ((va >> d) + vb)[:_width(bound) - d].as_signed(), name)
+    return (Cat(_extend(va, d), high).as_signed() if d else high), sa, bound
 
 
 def _config(config, lanes, default="cols"):
@@ -293,14 +376,68 @@ class DepthwiseUnit(wiring.Component):
         self.passes = passes
         self.multiplier = multiplier
         self.weight_lines = passes * taps
-        self.tree_levels = ceil(log2(taps)) if taps > 1 else 0
-        self.latency = 3 + ceil(self.tree_levels / 2)
+        first_levels, levels = self._tree_shape()
+        self.latency = 3 + ceil(max(levels - 1, 0) / 2)
         self.fifo_depth = self.latency + 1
         super().__init__({
             "window": In(stream.Signature(WindowBeat(config, lanes, taps))),
             "weight": In(stream.Signature(WeightBeat(config, lanes))),
             "result": Out(stream.Signature(data.ArrayLayout(config.acc_shape, lanes))),
         })
+
+    def _pairs(self):
+        """How the LUT multipliers' partial-product rows pair up in the first adders of a lane's tree: a list of
+        ``((tap, bit, negate), (tap, bit))`` (one carry chain each) and ``((tap, bit, negate),)`` (a row alone).
+
+        Row ``(t, i)`` is ``(x[t] if w[t][i] else 0) << i``; the sign row ``i = n - 1`` is subtracted. Each tap's sign
+        row pairs with its row ``n - 2``; the rows of the other bits pair across taps at the same shift (so no bit
+        passes through), and an odd tap's leftover rows pair with their neighbours."""
+        n, taps = self.config.input_width, self.taps
+        if n == 1:
+            return [((t, 0, True),) for t in range(taps)]
+        pairs = [((t, n - 1, True), (t, n - 2)) for t in range(taps)]
+        leftover = []
+        for i in range(n - 2):
+            pairs += [((t, i, False), (t + 1, i)) for t in range(0, taps - 1, 2)]
+            if taps % 2:
+                leftover.append((taps - 1, i, False))
+        pairs += [(leftover[k], leftover[k + 1][:2]) for k in range(0, len(leftover) - 1, 2)]
+        if len(leftover) % 2:
+            pairs.append((leftover[-1],))
+        return pairs
+
+    def _pair_bounds(self):
+        """For each entry of :meth:`_pairs`, the largest magnitude of its sum: the rows of one tap share ``x``, so a
+        sign row and a positive row never add up."""
+        xb = (1 << self.config.input_width) - 1       # |x - zero_point|
+        bounds = []
+        for pair in self._pairs():
+            rows = [xb << i for _, i, *_ in pair]
+            bounds.append(max(rows) if len(pair) == 2 and pair[0][0] == pair[1][0] and pair[0][2] else sum(rows))
+        return bounds
+
+    def _tree_shape(self):
+        """``(first_levels, levels)``: adder levels of a lane's tree before the stage 2 register and after it."""
+        terms = self.taps if self.multiplier == "dsp" else len(self._pairs())
+        total = ceil(log2(terms)) if terms > 1 else 0
+        first = 0 if self.multiplier == "dsp" else min(1, total)
+        return first, total - first
+
+    def _terms(self, m, xs, ws, name, platform):
+        """The first terms ``(value, shift)`` of one lane's tree, from the taps' offset inputs ``xs`` and weights
+        ``ws``: the products (``"dsp"``), or the pairs of partial-product rows (``"lut"``)."""
+        if self.multiplier == "dsp":
+            xb = (1 << self.config.input_width) - 1   # |x - zero_point|
+            return [(x * w, 0, xb << (self.config.input_width - 1)) for x, w in zip(xs, ws)]
+        terms = []
+        for k, (pair, bound) in enumerate(zip(self._pairs(), self._pair_bounds())):
+            rows = [_Row(xs[t], ws[t][i], i, bool(negate) and negate[0]) for t, i, *negate in pair]
+            if len(rows) == 1:
+                row, = rows
+                terms.append((-row.value() if row.negate else row.value(), 0, bound))
+            else:
+                terms.append(_row_pair(m, rows[0], rows[1], bound, f"{name}_p{k}", platform))
+        return terms
 
     def elaborate(self, platform):
         cfg, lanes, taps, passes = self.config, self.lanes, self.taps, self.passes
@@ -383,9 +520,6 @@ class DepthwiseUnit(wiring.Component):
         # Pass counter: the n-th beat of an output pixel uses weight lines n * taps ... -------------------------------
 
         step = Signal(range(passes))
-        in_pixel = Signal()                      # the next beat continues an output pixel (not its first pass)
-        with m.If(accept):
-            m.d.sync += in_pixel.eq(~self.window.payload.final)
         if passes > 1:
             with m.If(accept):
                 with m.If(self.window.payload.final):
@@ -413,10 +547,9 @@ class DepthwiseUnit(wiring.Component):
             weights.append(reg(data.ArrayLayout(cfg.input_shape, lanes), f"w_t{t}", line))
 
         # The control bits travel with the data (with a reset, so that no beat appears from nowhere).
-        valid, first, final = Signal(name="valid_s1"), Signal(name="first_s1"), Signal(name="final_s1")
+        valid, final = Signal(name="valid_s1"), Signal(name="final_s1")
         m.d.sync += [
             valid.eq(accept),
-            first.eq(~in_pixel),
             final.eq(self.window.payload.final),
         ]
 
@@ -428,38 +561,42 @@ class DepthwiseUnit(wiring.Component):
                 out.append(r)
             return out
 
-        # Stage 2: products -------------------------------------------------------------------------------------------
+        # Stage 2: the products' partial-product rows, summed with the other taps' in one tree per lane -----------------
 
-        sums = []                                # sums[lane]: the terms of the current tree level
-        for lane in range(lanes):
-            terms = []
-            for t in range(taps):
-                x, w = x1[t][lane], weights[t][lane]
-                product = x * w if self.multiplier == "dsp" else _shift_add(m, x, w, f"mul_t{t}_l{lane}")
-                terms.append(reg(signed(2 * cfg.input_width + 1), f"prod_t{t}_l{lane}", product))
-            sums.append(terms)
-        valid, first, final = delay((valid, first, final), 2)
+        first_levels, levels = self._tree_shape()
+        sums = [self._terms(m, [x1[t][lane] for t in range(taps)], [weights[t][lane] for t in range(taps)],
+                            f"l{lane}", platform) for lane in range(lanes)]
 
-        # Adder tree: two levels of pairwise additions per stage ----------------------------------------------------
+        def reduce(terms, count, name):
+            """``count`` levels of the adder tree: neighbours (by shift) added pairwise."""
+            for level in range(count):
+                terms = sorted(terms, key=lambda term: term[1])
+                terms = [_add_terms(m, terms[k], terms[k + 1], f"{name}_v{level}_{k // 2}") if k + 1 < len(terms)
+                         else terms[k] for k in range(0, len(terms), 2)]
+            return terms
 
-        for stage in range(ceil(self.tree_levels / 2)):
-            for lane in range(lanes):
-                terms = sums[lane]
-                for level in range(min(2, self.tree_levels - 2 * stage)):
-                    terms = [_kept(m, terms[k] + terms[k + 1], f"sum{2 * stage + level}_{k // 2}_l{lane}")
-                             if k + 1 < len(terms) else terms[k] for k in range(0, len(terms), 2)]
-                sums[lane] = [reg(value.shape(), f"tree{stage + 1}_{k}_l{lane}", value)
-                              for k, value in enumerate(terms)]
-            valid, first, final = delay((valid, first, final), 3 + stage)
+        def register(terms, name):
+            return [(reg(value.shape(), f"{name}_{k}", value), shift, bound)
+                    for k, (value, shift, bound) in enumerate(terms)]
 
-        # Pass accumulator; a final pass writes its sum into the FIFO -------------------------------------------------
+        sums = [register(reduce(terms, first_levels, f"a_l{lane}"), f"s2_l{lane}") for lane, terms in enumerate(sums)]
+        valid, final = delay((valid, final), 2)
+        # Then two levels per stage; the last level (if any) shares the final stage with the pass accumulator.
+        for stage in range(self.latency - 3):
+            sums = [register(reduce(terms, min(2, levels - 2 * stage), f"b{stage}_l{lane}"), f"s{stage + 3}_l{lane}")
+                    for lane, terms in enumerate(sums)]
+            valid, final = delay((valid, final), 3 + stage)
+        sums = [reduce(terms, levels - 2 * (self.latency - 3), f"c_l{lane}") for lane, terms in enumerate(sums)]
+
+        # Pass accumulator; a final pass writes its sum into the FIFO and clears it ---------------------------------
 
         acc = Signal(data.ArrayLayout(cfg.acc_shape, lanes))
         total = Signal(data.ArrayLayout(cfg.acc_shape, lanes))
         for lane in range(lanes):
-            m.d.comb += total[lane].eq((Mux(first, 0, acc[lane]) + sums[lane][0])[:cfg.acc_width])
+            (value, shift, _), = sums[lane]
+            m.d.comb += total[lane].eq((acc[lane] + (value << shift))[:cfg.acc_width])
         with m.If(valid):
-            m.d.sync += acc.eq(total)
+            m.d.sync += acc.eq(Mux(final, 0, total))
         m.d.comb += [
             fifo.w_data.eq(total),
             fifo.w_en.eq(valid & final),

@@ -8,13 +8,13 @@ Run with ``pytest -W error::DeprecationWarning tests/rtl/test_depthwise.py``.
 import numpy as np
 import pytest
 from amaranth.back import rtlil, verilog
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Fragment, Module, signed
 from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
 
 from haneul.rtl import ppu
 from haneul.rtl.config import DatapathConfig
-from haneul.rtl.depthwise import DepthwiseUnit, WindowBuffer, column_schedule
+from haneul.rtl.depthwise import CarryChainModel, DepthwiseUnit, WindowBuffer, column_schedule
 from haneul.sim.golden import kernels
 from haneul.sim.golden.params import DepthwiseParams, compute_padding
 from haneul.sim.golden.quant import quantize_multiplier, wrap_int32
@@ -63,8 +63,10 @@ async def collect(ctx, stream, count, rng, gap, *, max_cycles, lanes=None):
     raise AssertionError(f"only {len(got)} of {count} beats after {max_cycles} cycles")
 
 
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
+def simulate(dut, *testbenches, platform=None):
+    """Run ``testbenches`` on ``dut``, elaborated for ``platform`` (``CarryChainModel()``: the ECP5 carry chains of
+    the depthwise unit, as an Amaranth model of the ``CCU2C`` cell)."""
+    sim = Simulator(dut if platform is None else Fragment.get(dut, platform))
     sim.add_clock(1e-8)
     for tb in testbenches:
         sim.add_testbench(tb)
@@ -135,7 +137,7 @@ def unit_streams(groups, taps):
     return weights, windows
 
 
-def check_unit(dut, groups, rng, traffic):
+def check_unit(dut, groups, rng, traffic, platform=None):
     expected = unit_model(groups, dut.lanes, dut.taps, dut.passes)
     weights, windows = unit_streams(groups, dut.taps)
     got = []
@@ -150,7 +152,7 @@ def check_unit(dut, groups, rng, traffic):
         got.extend(await collect(ctx, dut.result, len(expected), rng, traffic["out_gap"], lanes=dut.lanes,
                                  max_cycles=40 * (len(windows) + len(weights)) + 100))
 
-    simulate(dut, weight_tb, window_tb, result_tb)
+    simulate(dut, weight_tb, window_tb, result_tb, platform=platform)
     for n, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert list(g) == list(e), f"result {n}: got {list(g)}, expected {list(e)}"
 
@@ -169,22 +171,53 @@ def test_unit_shapes(lanes, taps, passes, multiplier, rng):
     check_unit(dut, random_groups(rng, lanes, taps, passes, 4), rng, TRAFFIC["gaps"])
 
 
-def test_unit_extremes(rng):
-    """The largest sums of both signs (2 passes x 9 taps of 255 * 128) and the mixed corners, every lane."""
+@pytest.mark.parametrize("multiplier, platform", [("lut", None), ("lut", CarryChainModel()), ("dsp", None)])
+def test_unit_extremes(multiplier, platform, rng):
+    """The largest sums of both signs (2 passes x 9 taps of 255 * 128) and the mixed corners, every lane; with the
+    LUT multipliers also as the ECP5 carry chains compute them (the narrowed adder widths hold exactly these)."""
     lanes, taps, passes = 4, 9, 2
     full = (1 << taps) - 1
     groups = []
     for x, zp, w in [(-128, 127, -128), (127, -128, -128), (127, -128, 127), (-128, 127, 127), (-128, -128, -128),
-                     (127, 127, 127)]:
+                     (127, 127, 127), (127, -128, -127), (-128, 127, -127), (0, -128, 64), (-1, 127, -64)]:
         windows = [(np.full((taps, lanes), x), full)] * passes
         groups.append(dict(weights=np.full((passes * taps, lanes), w), zp=zp, pixels=[windows, windows[:1]]))
+    # weights alternating in sign and the one-hot and all-ones bit patterns, against inputs at both extremes
+    pattern = np.resize([-128, 127, -1, 1, 64, -64, 85, -86, 0], passes * taps)
+    groups.append(dict(weights=np.repeat(pattern[:, None], lanes, axis=1), zp=-128,
+                       pixels=[[(np.full((taps, lanes), 127), full)], [(np.full((taps, lanes), -128), full)]]))
     expected = unit_model(groups, lanes, taps, passes)
     assert expected[0][0] == 18 * 255 * 128 and expected[2][0] == -18 * 255 * 128    # sanity of the model
-    check_unit(DepthwiseUnit(lanes=lanes, taps=taps, passes=passes), groups, rng, TRAFFIC["gaps"])
+    check_unit(DepthwiseUnit(lanes=lanes, taps=taps, passes=passes, multiplier=multiplier), groups, rng,
+               TRAFFIC["gaps"], platform)
+
+
+@pytest.mark.parametrize("lanes, taps, passes", [(2, 9, 2), (3, 9, 1), (1, 4, 2), (2, 3, 1), (1, 1, 1), (1, 17, 1)])
+def test_unit_carry_chains(lanes, taps, passes, rng):
+    """The LUT multipliers as an ECP5 build has them (the row-selecting ``CCU2C`` chains, simulated with a model of
+    the cell): random groups, bit-exact. Odd and even tap counts pair the partial-product rows differently."""
+    dut = DepthwiseUnit(lanes=lanes, taps=taps, passes=passes)
+    check_unit(dut, random_groups(rng, lanes, taps, passes, 4), rng, TRAFFIC["gaps"], CarryChainModel())
+
+
+def test_unit_ecp5_netlist():
+    """For ECP5 the LUT multipliers are ``CCU2C`` instances (one chain per pair of partial-product rows) and no
+    ``$mul``; without a platform, plain adders."""
+    class Ecp5:
+        family = "ecp5"
+
+    dut = DepthwiseUnit(lanes=1, taps=9, passes=1)
+    text = rtlil.convert(dut, name="top", platform=Ecp5())
+    assert "$mul" not in text
+    # one chain of (bound >> lowest shift) + sign bits per pair of rows, two bits per cell
+    widths = [(bound >> min(i for _, i, *_ in pair)).bit_length() + 1
+              for pair, bound in zip(dut._pairs(), dut._pair_bounds()) if len(pair) == 2]
+    assert len(widths) == 36 and text.count("cell \\CCU2C") == sum((width + 1) // 2 for width in widths)
+    assert "CCU2C" not in rtlil.convert(DepthwiseUnit(lanes=1, taps=9, passes=1), name="top")
 
 
 def test_unit_timing():
-    """Latency ``3 + ceil(ceil(log2(taps)) / 2)``, one window per cycle within a group, and exactly one idle cycle
+    """Latency 5 for 9 taps (``DepthwiseUnit.latency``), one window per cycle within a group, and exactly one idle cycle
     (the weight-set swap) between groups of as many windows as the next set has lines."""
     rng = np.random.default_rng(7)
     dut = DepthwiseUnit(lanes=2, taps=9, passes=1)
