@@ -15,8 +15,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .ppu import (CONFIG_INIT, Stages, add_offset, check_lanes, clamp_int8, multiply, rounding_shift_right,
-                  saturate)
+from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8, multiply,
+                  rounding_shift_right, saturate)
 
 __all__ = ["InputParams", "Params", "Adder"]
 
@@ -103,9 +103,12 @@ class Adder(wiring.Component):
         The sums.
     """
 
-    #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure), unfolded;
-    #: :attr:`latency` adds the folding.
-    LATENCY = 14
+    #: Pipeline stages (S1 .. S14), before the output FIFO.
+    STAGES = 14
+
+    #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure), unfolded:
+    #: the pipeline stages and the output FIFO; :attr:`latency` adds the folding.
+    LATENCY = STAGES + 1
 
     def __init__(self, lanes=16, *, left_shift=20, fold=1):
         check_lanes(lanes)
@@ -141,6 +144,12 @@ class Adder(wiring.Component):
         """Cycles from an accepted pair of input beats to its output beat (``LATENCY + fold - 1``)."""
         return self.LATENCY + self._fold - 1
 
+    @property
+    def fifo_depth(self):
+        """Entries of the output FIFO and credits, ``latency // fold + 1``: the fewest that sustain a beat every
+        ``fold`` cycles, and the most beats the unit holds (accepted and not yet sent). At most ``LATENCY + 1``."""
+        return self.latency // self._fold + 1
+
     def elaborate(self, platform):
         m = Module()
         fold = self._fold
@@ -148,12 +157,13 @@ class Adder(wiring.Component):
         part_bits = 8 * width
 
         params = Signal(Params, init=CONFIG_INIT)
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        vector = data.ArrayLayout(signed(8), self._lanes)
+        m.submodules.fifo = fifo = CreditFIFO(vector, self.fifo_depth)
+        wiring.connect(m, fifo.o, wiring.flipped(self.o))
         # `first`: the next part to enter the pipeline is part 0 of a new beat.
         if fold > 1:
-            phase = Signal(range(fold))
-            first = phase == 0
+            phase = Signal(range(fold))     # the part entering now (when not first)
+            first = Signal(init=1)          # a register: it selects the pipeline's input and the rest's update
         else:
             first = 1
         m.d.comb += self.param.ready.eq(first)
@@ -162,9 +172,10 @@ class Adder(wiring.Component):
 
         take = Signal()
         m.d.comb += [
-            take.eq(en & self.a.valid & self.b.valid & ~self.param.valid & first),
+            take.eq(fifo.credit & self.a.valid & self.b.valid & ~self.param.valid & first),
             self.a.ready.eq(take),
             self.b.ready.eq(take),
+            fifo.reserve.eq(take),
         ]
 
         # The part entering the pipeline: part 0 from the inputs, the others from the rest of the beat, kept in a
@@ -178,17 +189,21 @@ class Adder(wiring.Component):
                 in_a.eq(Mux(first, self.a.payload.as_value()[:part_bits], rest_a[:part_bits])),
                 in_b.eq(Mux(first, self.b.payload.as_value()[:part_bits], rest_b[:part_bits])),
             ]
+            # The rest loads the inputs whenever no beat is entering (it is only read after a beat was taken), so
+            # `take` reaches only the phase, not the rest's registers.
+            m.d.sync += [
+                rest_a.eq(Mux(first, self.a.payload.as_value()[part_bits:], rest_a >> part_bits)),
+                rest_b.eq(Mux(first, self.b.payload.as_value()[part_bits:], rest_b >> part_bits)),
+            ]
             with m.If(take):
                 m.d.sync += [
-                    rest_a.eq(self.a.payload.as_value()[part_bits:]),
-                    rest_b.eq(self.b.payload.as_value()[part_bits:]),
                     phase.eq(1),
+                    first.eq(0),
                 ]
-            with m.Elif(en & ~first):
+            with m.Elif(~first):
                 m.d.sync += [
-                    rest_a.eq(rest_a >> part_bits),
-                    rest_b.eq(rest_b >> part_bits),
                     phase.eq(Mux(phase == fold - 1, 0, phase + 1)),
+                    first.eq(phase == fold - 1),
                 ]
             entering = take | ~first
         else:
@@ -198,24 +213,25 @@ class Adder(wiring.Component):
             ]
             entering = take
 
-        p = Stages(m, en)
+        p = Stages(m)
         valid = entering
-        for stage in range(1, self.LATENCY + 1):
+        for stage in range(1, self.STAGES + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
         if fold > 1:
             # The part number travels with the part; the output beat is complete when its last part arrives.
-            last = p.delay(phase == fold - 1, self.LATENCY, name="last_part")
-            m.d.comb += self.o.valid.eq(valid & last)
+            last = p.delay(phase == fold - 1, self.STAGES, name="last_part")
+            m.d.comb += fifo.w_en.eq(valid & last)
         else:
-            m.d.comb += self.o.valid.eq(valid)
+            m.d.comb += fifo.w_en.eq(valid)
 
         # The parameters travel with the beats; each stage keeps what later stages read.
         cfg = params
         cfgs = {}
-        for stage in range(1, self.LATENCY):
+        for stage in range(1, self.STAGES):
             cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
 
         shift = self._left_shift
+        clamp = clamp_bounds(p, cfgs[12], name="clamp")
         outs = []
         for lane in range(width):
             scaled = []
@@ -223,7 +239,8 @@ class Adder(wiring.Component):
                 # S1: input offset.
                 value = p.reg(x + params[f"input{inp}"].offset, name=f"{name}_off_l{lane}")
                 # S2-S3: (x + offset) * multiplier; the left shift is applied to the rounding below.
-                prod, stages = multiply(p, value, cfgs[1][f"input{inp}"].multiplier, name=f"{name}_mul_l{lane}")
+                prod, stages = multiply(p, value, cfgs[1][f"input{inp}"].multiplier, name=f"{name}_mul_l{lane}",
+                                        platform=platform)
                 assert stages == 2
                 # S4: SaturatingRoundingDoublingHighMul(v << L, M) = floor((v*M*2^L + 2^30) / 2^31)
                 # = ((v*M >> (30 - L)) + 1) >> 1; it cannot saturate (|v << L| < 2^31). z = 2 * high.
@@ -239,7 +256,7 @@ class Adder(wiring.Component):
             # S7: the raw sum (|raw| < 2^31 for left_shift <= 22).
             raw = p.reg(scaled[0] + scaled[1], shape=signed(32), name=f"raw_l{lane}")
             # S8-S10: raw * output_multiplier.
-            prod, stages = multiply(p, raw, cfgs[7].output_multiplier, name=f"out_mul_l{lane}")
+            prod, stages = multiply(p, raw, cfgs[7].output_multiplier, name=f"out_mul_l{lane}", platform=platform)
             assert stages == 3
             # S11: SaturatingRoundingDoublingHighMul (raw is never INT32_MIN: no saturation); z = 2 * high.
             q = (prod >> 30) + 1
@@ -252,18 +269,17 @@ class Adder(wiring.Component):
             carry = p.reg(carry, name=f"out_carry_l{lane}")
             w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[12].output_offset), shape=signed(20),
                       name=f"out_w_l{lane}")
-            outs.append(p.reg(clamp_int8(w >> 1, cfgs[13].act_min, cfgs[13].act_max), shape=signed(8),
+            outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 
         p.emit()
         if fold > 1:
-            # Parts 0 .. fold - 2 of the output beat wait in a shift register (filled from the top); the last part
-            # is the pipeline's output register. A waiting part never holds the pipeline: o.valid is low, so en is
-            # high.
+            # Parts 0 .. fold - 2 of the output beat wait in a shift register (filled from the top); the beat enters
+            # the FIFO with its last part, the pipeline's output register.
             done = Signal(part_bits * (fold - 1))
-            with m.If(en & valid & ~self.o.valid):
+            with m.If(valid):
                 m.d.sync += done.eq(Cat(done[part_bits:], *outs))
-            m.d.comb += self.o.payload.eq(Cat(done, *outs))
+            m.d.comb += fifo.w_data.eq(Cat(done, *outs))
         else:
-            m.d.comb += self.o.payload.eq(Cat(*outs))
+            m.d.comb += fifo.w_data.eq(Cat(*outs))
         return m

@@ -197,24 +197,36 @@ class DSPMultiplier(Multiplier):
         width = len(act)
         if not is_ecp5(platform) or width > 18 or len(stored) > 18:
             return super().registered_product(m, act, stored, platform)
-        a, b = act.as_signed(), stored.as_signed()
-        p = Signal(36, name="dsp_p")
-        ports = {}
-        for i in range(18):
-            ports[f"i_A{i}"] = a[min(i, len(a) - 1)]          # sign-extended to 18 bits (SIGNEDA)
-            ports[f"i_B{i}"] = b[min(i, len(b) - 1)]
-            ports[f"i_C{i}"] = Const(0, 1)
-        for i in range(36):
-            ports[f"o_P{i}"] = p[i]
-        m.submodules.dsp = Instance(
-            "MULT18X18D",
-            p_REG_INPUTA_CLK="NONE", p_REG_INPUTB_CLK="NONE", p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
-            p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
-            i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
-            **ports)
-        return p[:2 * width].as_signed()
+        return mult18x18d(m, act, stored, name="dsp")[:2 * width].as_signed()
+
+
+def mult18x18d(m, a, b, *, name, input_registers=False):
+    """An ECP5 ``MULT18X18D`` instance (submodule ``name`` of ``m``): the signed product of ``a`` and ``b`` (at most
+    18 bits each, sign-extended) through the block's output register, and with ``input_registers`` through its
+    operand registers too (two cycles instead of one). Every register is always enabled and has no reset, so the
+    instance only fits a pipeline that never stalls. Returns the 36-bit product (a ``signed(36)`` value).
+    """
+    a, b = a.as_signed(), b.as_signed()
+    if len(a) > 18 or len(b) > 18:
+        raise ValueError("MULT18X18D operands have at most 18 bits")
+    p = Signal(36, name=f"{name}_p")
+    ports = {}
+    for i in range(18):
+        ports[f"i_A{i}"] = a[min(i, len(a) - 1)]          # sign-extended to 18 bits (SIGNEDA)
+        ports[f"i_B{i}"] = b[min(i, len(b) - 1)]
+        ports[f"i_C{i}"] = Const(0, 1)
+    for i in range(36):
+        ports[f"o_P{i}"] = p[i]
+    inputs = "CLK0" if input_registers else "NONE"
+    m.submodules[name] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK=inputs, p_REG_INPUTB_CLK=inputs, p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+        p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+        i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+        i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1),
+        **ports)
+    return p.as_signed()
 
 
 class _TreeMultiplier(Multiplier):

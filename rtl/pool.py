@@ -12,12 +12,12 @@ The division by the window size ``n`` is a multiplication by a reciprocal read f
 ``n <= max_count`` and every accumulator of ``n`` int8 values (see :func:`reciprocals` and ``docs/ppu.md``).
 """
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .ppu import CONFIG_INIT, Stages, check_lanes, clamp_int8, multiply
+from .ppu import CONFIG_INIT, CreditFIFO, Stages, check_lanes, clamp_bounds, dsp_product, multiply
 
 __all__ = ["Mode", "Config", "Beat", "reciprocals", "Pool"]
 
@@ -118,8 +118,16 @@ class Pool(wiring.Component):
         One pooled vector per window.
     """
 
-    #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure).
-    LATENCY = 8
+    #: Pipeline stages (S1 .. S10), before the output FIFO.
+    STAGES = 10
+
+    #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure): the
+    #: pipeline stages and the output FIFO.
+    LATENCY = STAGES + 1
+
+    #: Entries of the output FIFO (``LATENCY + 1``), and so the most windows the unit holds whose last beat was
+    #: accepted and whose result was not yet sent on ``o``.
+    fifo_depth = LATENCY + 1
 
     def __init__(self, lanes=16, *, max_count=256):
         check_lanes(lanes)
@@ -153,14 +161,18 @@ class Pool(wiring.Component):
         rom_rd = rom.read_port()
 
         cfg = Signal(Config, init=CONFIG_INIT)
-        en = Signal()
         fresh = Signal(init=1)      # the next input beat starts a window
         take = Signal()
+        # The pipeline never stalls: a window's result goes into the output FIFO, which has an entry reserved for it
+        # when its last beat is accepted. Without a free entry no beat is accepted, so `o.ready` reaches only the
+        # FIFO and its credit count.
+        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
+        wiring.connect(m, fifo.o, wiring.flipped(self.o))
         m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.param.ready.eq(en & fresh),
-            self.i.ready.eq(en & ~(fresh & self.param.valid)),
+            self.param.ready.eq(fresh),
+            self.i.ready.eq(fifo.credit & ~(fresh & self.param.valid)),
             take.eq(self.i.valid & self.i.ready),
+            fifo.reserve.eq(take & self.i.payload.last),
         ]
         with m.If(self.param.valid & self.param.ready):
             m.d.sync += cfg.eq(self.param.payload)
@@ -179,46 +191,66 @@ class Pool(wiring.Component):
                 step = Mux(cfg.mode == Mode.MAX, Mux(x > acc, x, acc), acc + x)
                 m.d.sync += acc.eq(Mux(fresh, x, step))
 
-        p = Stages(m, en)
+        p = Stages(m)
         valid = Signal(name="valid_s1")
-        with m.If(en):
-            m.d.sync += valid.eq(take & self.i.payload.last)
-        for stage in range(2, self.LATENCY + 1):
+        m.d.sync += valid.eq(take & self.i.payload.last)
+        for stage in range(2, self.STAGES + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
-        m.d.comb += self.o.valid.eq(valid)
+        m.d.comb += fifo.w_en.eq(valid)
 
-        # S2: reciprocal of the window size; the numerator |acc| + n//2 and the sign. (The configuration register
-        # is the window's own while its result sits in S1: it only loads when S1 advances.)
+        # S2: reciprocal of the window size; the numerator |acc| + n//2 and the sign. (The accumulators, the count and
+        # the configuration register are the window's own while its result sits in S1: the next window's first
+        # beat and a configuration load change them at the end of that cycle at the earliest.)
         m.d.comb += [
             rom_rd.addr.eq(count),
-            rom_rd.en.eq(en),
+            rom_rd.en.eq(1),
         ]
         cfgs = {1: cfg}
-        for stage in range(2, self.LATENCY):
+        for stage in range(2, self.STAGES):
             cfgs[stage] = p.reg(cfgs[stage - 1], name=f"cfg_s{stage}")
         recip = p.reg(rom_rd.data.recip, name="recip")
-        recip_shift = p.delay(rom_rd.data.shift, 4, name="recip_shift")
+        # The product takes two stages on one DSP (operand and product registers) up to max_count = 256 (a 17-bit
+        # numerator, an 18-bit reciprocal, both signed), three on 16-bit pieces above that; the quotient follows it,
+        # and is delayed to S7 (the same latency for every max_count).
+        one_dsp = num_bits <= 16
+        mul_stages = 2 if one_dsp else 3
+        recip_shift = p.delay(rom_rd.data.shift, 1 + mul_stages, name="recip_shift")
+        half = count >> 1
+        # The clamp bounds, for S9 and (registered once more) for S10.
+        low, high = clamp_bounds(p, cfgs[7], name="clamp")
+        low_s9, high_s9 = p.reg(low, name="clamp_low_s9"), p.reg(high, name="clamp_high_s9")
+        outs = []
         for lane, acc in enumerate(accs):
-            num = p.reg(Mux(acc < 0, -acc, acc) + (count >> 1), shape=unsigned(num_bits), name=f"num_l{lane}")
-            neg = p.reg(acc < 0, name=f"neg2_l{lane}")
+            neg = acc < 0
+            # |acc| + n//2: two adders in parallel rather than a negation and an adder in series
+            num = p.reg(Mux(neg, half - acc, acc + half), shape=unsigned(num_bits), name=f"num_l{lane}")
+            neg = p.reg(neg, name=f"neg2_l{lane}")
             top = p.reg(acc[:8].as_signed(), name=f"max2_l{lane}")
             # S3: the block RAM's output is slow: register it before multiplying.
             num = p.reg(num, name=f"num3_l{lane}")
-            # S4-S6: the quotient (|acc| + n//2) // n, as a product with the reciprocal. Up to max_count = 256 the
-            # operands have 17 and 18 bits (signed): one DSP multiplier and one stage, then two more registers; above
-            # that two or three stages: the depth is kept at three for a constant latency.
-            prod, stages = multiply(p, num, recip, name=f"mul_l{lane}")
-            prod = p.delay(prod, 3 - stages, name=f"prod_l{lane}")
-            neg = p.delay(neg, 4, name=f"neg_l{lane}")
-            top = p.delay(top, 4, name=f"max_l{lane}")
-            # S7: sign and mode. The quotient is at most 128.
-            quotient = ((prod >> num_bits) >> recip_shift)[:8]
-            result = p.reg(Mux(cfgs[6].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
+            # S4-S5 (S4-S6 above max_count = 256): the product of the numerator and the reciprocal.
+            if one_dsp:
+                prod = dsp_product(p, num, recip, name=f"mul_l{lane}", platform=platform, input_registers=True)
+            else:
+                prod, stages = multiply(p, num, recip, name=f"mul_l{lane}", platform=platform)
+                assert stages == mul_stages
+            neg = p.delay(neg, 5, name=f"neg_l{lane}")
+            top = p.delay(top, 5, name=f"max_l{lane}")
+            # S6 (S7): the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128 (a variable shift, alone in
+            # its stage); delayed to S7.
+            quotient = p.reg(((prod >> num_bits) >> recip_shift)[:8], name=f"quotient_l{lane}")
+            quotient = p.delay(quotient, 3 - mul_stages, name=f"quotient_l{lane}")
+            # S8: sign and mode.
+            result = p.reg(Mux(cfgs[7].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
                            name=f"result_l{lane}")
-            # S8: clamp.
-            out = p.reg(clamp_int8(result, cfgs[7].act_min, cfgs[7].act_max), shape=signed(8),
-                        name=f"out_l{lane}")
-            m.d.comb += self.o.payload[lane].eq(out)
+            # S9-S10: clamp, in two stages: the bounds reach all lanes (which sit beside their DSPs, spread over
+            # the die) through long wires, so the two comparisons and the selection each get a cycle.
+            above = p.reg(result > high, name=f"above_l{lane}")
+            below = p.reg(result < low, name=f"below_l{lane}")
+            result = p.reg(result, name=f"result9_l{lane}")
+            outs.append(p.reg(Mux(above, high_s9, Mux(below, low_s9, result))[:8].as_signed(),
+                              name=f"out_l{lane}"))
+        m.d.comb += fifo.w_data.eq(Cat(*outs))
 
         p.emit()
         return m

@@ -15,10 +15,12 @@ The module also holds the small pipeline helpers that :mod:`haneul.rtl.eltwise` 
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Rounding", "LaneParams", "Config", "Params", "Requantizer"]
+from .pe import is_ecp5, mult18x18d
+
+__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer"]
 
 
 class Rounding(enum.Enum, shape=1):
@@ -99,18 +101,16 @@ def check_lanes(lanes):
 
 
 class Stages:
-    """Pipeline registers that all advance under one enable (the stall-on-backpressure pipeline of the PPU).
+    """The pipeline registers of a post-processing unit: they load every cycle (the pipeline never stalls; an output
+    FIFO with credits, :class:`CreditFIFO`, absorbs backpressure).
 
     Parameters
     ----------
     m : Module
-        Module that receives the registers' update statements.
-    en : Value
-        Advance condition: every register created by :meth:`reg` loads its value when ``en`` is high.
+        Module that receives the registers' update statements (and the DSP instances of :func:`dsp_product`).
     """
-    def __init__(self, m, en):
-        self._m = m
-        self._en = en
+    def __init__(self, m):
+        self.m = m
         self._updates = []
 
     def reg(self, value, *, name, shape=None):
@@ -129,8 +129,7 @@ class Stages:
 
     def emit(self):
         """Add the update statements of every register created so far to the module."""
-        with self._m.If(self._en):
-            self._m.d.sync += self._updates
+        self.m.d.sync += self._updates
         self._updates = []
 
 
@@ -150,29 +149,50 @@ def as_signed(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
-def multiply(p, a, b, *, name):
+def dsp_product(p, a, b, *, name, platform, input_registers=False):
+    """The signed product ``a * b`` of two operands of at most 18 bits (signed) on one DSP, registered: one stage,
+    or two with ``input_registers`` (the operands registered first).
+
+    For an ECP5 ``platform`` the registers are the ``MULT18X18D``'s own (its output register, and its operand
+    registers: :func:`haneul.rtl.pe.mult18x18d`), so the routing into the DSP row ends in a register and the product
+    leaves the block from one; elsewhere (simulation) they are fabric registers at the same places of the pipeline.
+    Returns ``signed(len(a) + len(b))``.
+    """
+    a, b = as_signed(a), as_signed(b)
+    if is_ecp5(platform):
+        return mult18x18d(p.m, a, b, name=name, input_registers=input_registers)[:len(a) + len(b)].as_signed()
+    if input_registers:
+        a, b = p.reg(a, name=f"{name}_a"), p.reg(b, name=f"{name}_b")
+    return p.reg(a * b, name=name)
+
+
+def multiply(p, a, b, *, name, platform=None):
     """Pipelined signed multiplication ``a * b`` of up to 32x32 bits, on 16-bit pieces (ECP5 18x18 DSPs).
 
     Returns ``(product, stages)``: the registered product and the number of stages it took (1 when both operands
     have at most 18 bits: one DSP; 2 when ``a`` has at most 17 bits, 3 otherwise). The first stage registers the
-    partial products; a 32x32 product then adds the two middle products, concatenates the non-overlapping low and
-    high ones, and adds both in the last stage.
+    partial products (:func:`dsp_product`: in the DSPs' output registers for an ECP5 ``platform``); a 32x32 product
+    then adds the two middle products, concatenates the non-overlapping low and high ones, and adds both in the last
+    stage.
     """
     a, b = as_signed(a), as_signed(b)
     if a.shape().width > 33 or b.shape().width > 33:
         raise ValueError("multiply supports operands of at most 33 bits")
+
+    def product(x, y, suffix):
+        return dsp_product(p, x, y, name=f"{name}_{suffix}", platform=platform)
     if a.shape().width <= 18 and b.shape().width <= 18:
-        return p.reg(a * b, name=f"{name}_prod"), 1
+        return product(a, b, "prod"), 1
     b_lo, b_hi = split16(b)
     if a.shape().width <= 17:
-        lo = p.reg(a * b_lo, name=f"{name}_pl")
-        hi = p.reg(a * b_hi, name=f"{name}_ph")
+        lo = product(a, b_lo, "pl")
+        hi = product(a, b_hi, "ph")
         return p.reg(lo + (hi << 16), name=f"{name}_prod"), 2
     a_lo, a_hi = split16(a)
-    ll = p.reg(a_lo * b_lo, name=f"{name}_ll")
-    lh = p.reg(a_lo * b_hi, name=f"{name}_lh")
-    hl = p.reg(a_hi * b_lo, name=f"{name}_hl")
-    hh = p.reg(a_hi * b_hi, name=f"{name}_hh")
+    ll = product(a_lo, b_lo, "ll")
+    lh = product(a_lo, b_hi, "lh")
+    hl = product(a_hi, b_lo, "hl")
+    hh = product(a_hi, b_hi, "hh")
     # ll is unsigned and below 2^32: ll + hh * 2^32 is a concatenation
     base = p.reg(Cat(ll[:32], hh).as_signed(), name=f"{name}_base")
     mid = p.reg(lh + hl, name=f"{name}_mid")
@@ -214,14 +234,118 @@ def add_offset(y, carry, offset):
     return y + Cat(carry, offset).as_signed()
 
 
-def clamp_int8(value, act_min, act_max):
-    """``np.clip(value, act_min, act_max)`` as int8, that is ``min(max(value, act_min), act_max)``.
+def clamp_bounds(p, config, *, name):
+    """The clamp bounds ``(low, high)`` for :func:`clamp_int8`, registered in the pipeline ``p`` from a stage's
+    ``config`` (with ``act_min`` and ``act_max``): ``low = min(act_min, act_max)``, ``high = act_max``.
 
-    Both comparisons with ``value`` run in parallel; ``min(act_min, act_max)`` keeps the ``np.clip`` result when
-    ``act_min > act_max``.
+    They are one stage ahead of their use, so the comparison of the bounds is not in series with the clamp, and
+    one register of each drives every lane.
     """
-    low = Mux(act_min > act_max, act_max, act_min)
-    return Mux(value > act_max, act_max, Mux(value < act_min, low, value))[:8].as_signed()
+    low = p.reg(Mux(config.act_min > config.act_max, config.act_max, config.act_min), name=f"{name}_low")
+    high = p.reg(config.act_max, name=f"{name}_high")
+    return low, high
+
+
+def clamp_int8(value, low, high):
+    """``np.clip(value, act_min, act_max)`` as int8, that is ``min(max(value, act_min), act_max)``, with the bounds
+    ``(low, high)`` of :func:`clamp_bounds`.
+
+    ``low = min(act_min, act_max)`` gives the same result (it differs from ``act_min`` only when ``act_min >
+    act_max``, where ``np.clip`` gives ``act_max`` for every value) and is the only lower bound needed. Both
+    comparisons with ``value`` run in parallel.
+    """
+    return Mux(value > high, high, Mux(value < low, low, value))[:8].as_signed()
+
+
+class CreditFIFO(wiring.Component):
+    """Output queue of a pipeline that never stalls: a FIFO and the credit count in front of it.
+
+    A unit whose pipeline has no stall enable needs, for every beat it accepts, a queue entry that the beat's result
+    is sure to find free. ``reserve`` (one cycle per accepted beat) takes an entry; ``credit`` is high while fewer than
+    ``depth`` beats are reserved and not yet sent on ``o``, so the unit accepts a beat only with ``credit`` high.
+    The pipeline writes each result with ``w_en``/``w_data``, unconditionally: every write goes to a reserved entry,
+    so the write enable (which reaches every LUT-RAM cell of the queue) has no full check in front of it, and
+    ``o.ready`` reaches only the queue's pointers and the two counts, never the pipeline.
+
+    The queue is first-word-fall-through in LUT RAM (asynchronous read): a result written in cycle ``t`` is on ``o``
+    in cycle ``t + 1``. With ``depth = latency + 1``, where ``latency`` is the cycles from ``reserve`` to
+    ``o.valid``, the unit sustains one beat per cycle while ``o.ready`` is high; ``depth`` is also the most beats
+    the unit holds (accepted and not yet sent).
+
+    Parameters
+    ----------
+    shape : shape-like
+        Shape of a result (the payload of ``o``).
+    depth : int
+        Entries of the queue and credits.
+
+    Attributes
+    ----------
+    reserve : In(1)
+        A beat is accepted: one credit taken.
+    credit : Out(1)
+        Fewer than ``depth`` beats are reserved and not yet sent: another beat may be accepted.
+    w_en, w_data : In(1), In(shape)
+        A result enters the queue (never more results than reservations).
+    o : Out(stream.Signature(shape))
+        The results, in order.
+    """
+    def __init__(self, shape, depth):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
+            raise ValueError(f"Depth must be a positive integer, not {depth!r}")
+        self._shape = shape
+        self._depth = depth
+        super().__init__({
+            "reserve": In(1),
+            "credit":  Out(1),
+            "w_en":    In(1),
+            "w_data":  In(shape),
+            "o":       Out(stream.Signature(shape)),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+
+        def advance(pointer):
+            return Mux(pointer == depth - 1, 0, pointer + 1)
+
+        give = self.o.valid & self.o.ready
+        # Credits: beats reserved and not yet sent, in flight or in the queue.
+        owed = Signal(range(depth + 1))
+        m.d.comb += self.credit.eq(owed != depth)
+        with m.If(self.reserve & ~give):
+            m.d.sync += owed.eq(owed + 1)
+        with m.Elif(give & ~self.reserve):
+            m.d.sync += owed.eq(owed - 1)
+
+        m.submodules.storage = storage = Memory(shape=self._shape, depth=depth, init=[])
+        write = storage.write_port()
+        read = storage.read_port(domain="comb")
+        produce = Signal(range(depth))
+        consume = Signal(range(depth))
+        level = Signal(range(depth + 1))        # results in the queue
+        m.d.comb += [
+            write.addr.eq(produce),
+            write.data.eq(self.w_data),
+            write.en.eq(self.w_en),
+            read.addr.eq(consume),
+            self.o.payload.eq(read.data),
+            self.o.valid.eq(level != 0),
+        ]
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(advance(produce))
+        with m.If(give):
+            m.d.sync += consume.eq(advance(consume))
+        with m.If(self.w_en & ~give):
+            m.d.sync += level.eq(level + 1)
+        with m.Elif(give & ~self.w_en):
+            m.d.sync += level.eq(level - 1)
+        return m
 
 
 class Requantizer(wiring.Component):
@@ -257,6 +381,10 @@ class Requantizer(wiring.Component):
     #: the output FIFO.
     LATENCY = 10
 
+    #: Entries of the output FIFO (``LATENCY + 1``), and so the most beats the unit holds: accepted and not yet
+    #: sent on ``o``.
+    fifo_depth = LATENCY + 1
+
     def __init__(self, lanes=16):
         check_lanes(lanes)
         self._lanes = lanes
@@ -279,19 +407,15 @@ class Requantizer(wiring.Component):
             m.d.sync += params.eq(self.param.payload)
 
         stages = self.LATENCY - 1
-        depth = self.LATENCY + 1
-        m.submodules.fifo = fifo = SyncFIFO(width=8 * self._lanes, depth=depth)
-        # Credits: beats accepted and not yet sent, at most one per FIFO entry.
-        owed = Signal(range(depth + 1))
+        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
         take = self.i.valid & self.i.ready
-        give = self.o.valid & self.o.ready
-        m.d.comb += self.i.ready.eq((owed != depth) & ~self.param.valid)
-        with m.If(take & ~give):
-            m.d.sync += owed.eq(owed + 1)
-        with m.Elif(give & ~take):
-            m.d.sync += owed.eq(owed - 1)
+        m.d.comb += [
+            self.i.ready.eq(fifo.credit & ~self.param.valid),
+            fifo.reserve.eq(take),
+        ]
+        wiring.connect(m, fifo.o, wiring.flipped(self.o))
 
-        p = Stages(m, 1)
+        p = Stages(m)
         valid = take
         for stage in range(1, stages + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
@@ -302,6 +426,7 @@ class Requantizer(wiring.Component):
         for stage in range(1, stages):
             cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
 
+        clamp = clamp_bounds(p, cfgs[7], name="clamp")
         outs = []
         for lane in range(self._lanes):
             lp = params.lanes[lane]
@@ -321,7 +446,7 @@ class Requantizer(wiring.Component):
                            name=f"amount2_l{lane}")
 
             # S3-S5: the 64-bit product.
-            prod, stages = multiply(p, a, mult, name=f"mul_l{lane}")
+            prod, stages = multiply(p, a, mult, name=f"mul_l{lane}", platform=platform)
             amount = p.delay(amount, stages, name=f"amount_l{lane}")
 
             # S6: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
@@ -345,15 +470,12 @@ class Requantizer(wiring.Component):
                       name=f"w_l{lane}")
 
             # S9: clamp.
-            outs.append(p.reg(clamp_int8(w >> 1, cfgs[8].act_min, cfgs[8].act_max), shape=signed(8),
+            outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 
         p.emit()
         m.d.comb += [
             fifo.w_data.eq(Cat(*outs)),
             fifo.w_en.eq(valid),
-            self.o.payload.eq(fifo.r_data),
-            self.o.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(self.o.ready),
         ]
         return m

@@ -12,7 +12,7 @@ from haneul.rtl import eltwise
 from haneul.sim.golden import kernels, params
 from haneul.sim.golden.quant import INT32_MAX
 
-from .test_ppu import receive, run, send, unpack
+from .test_ppu import check_backpressure, pack, receive, run, send, unpack
 
 
 def tensor(scale, zero_point):
@@ -180,6 +180,21 @@ def test_throughput(fold):
     run(dut, producer, consumer)
     assert taken == [1 + fold * n for n in range(beats)]
     assert cycles == [t + dut.latency for t in taken]
+
+
+@pytest.mark.parametrize("fold", [1, 4])
+def test_backpressure(fold):
+    """With o.ready low the adder takes fifo_depth beats (LATENCY + 1 unfolded), then holds a.ready and b.ready
+    low; nothing is lost or duplicated."""
+    lanes = 4
+    rng = np.random.default_rng(22 + fold)
+    dut = eltwise.Adder(lanes, fold=fold)
+    assert dut.fifo_depth == (eltwise.Adder.LATENCY + 1 if fold == 1 else dut.latency // fold + 1)
+    p = prepared(rng)
+    xs = [(vector(rng, lanes), vector(rng, lanes)) for _ in range(dut.fifo_depth + 8)]
+    expected = [pack(kernels.add(np.array(x1, dtype=np.int8), np.array(x2, dtype=np.int8), p)) for x1, x2 in xs]
+    check_backpressure(dut, (dut.param, payload(p)), [[(dut.a, x1), (dut.b, x2)] for x1, x2 in xs], expected,
+                       depth=dut.fifo_depth, cycles_per_beat=fold)
 
 
 def test_default_16_lanes():

@@ -11,7 +11,8 @@ from haneul.rtl import pool
 from haneul.sim.golden import kernels
 from haneul.sim.golden.params import PoolParams, compute_padding
 
-from .test_ppu import receive, run, send, unpack
+from .test_pe_types import ECP5
+from .test_ppu import check_backpressure, pack, receive, run, send, unpack
 
 
 def clamp_bounds(rng):
@@ -190,7 +191,7 @@ def test_param_waits_for_window():
         ctx.set(dut.i.valid, 1)
         await ctx.tick().until(dut.i.ready)
         ctx.set(dut.i.valid, 0)
-        for _ in range(10):
+        for _ in range(pool.Pool.LATENCY + 4):
             _, _, valid, raw = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid:
                 log.append(list(unpack(raw.as_value().value, lanes)))
@@ -198,6 +199,35 @@ def test_param_waits_for_window():
     run(dut, tb)
     # the first window is MAX (reset configuration), the second an average of one value
     assert log == ["window", [20, -10], [20, -21]]
+
+
+def test_clamp_every_value():
+    """Every int8 value through both modes (windows of one beat: the average of one value is the value, with the
+    sign applied after the division) under clamp bounds at the ends of the range, empty (act_min > act_max: np.clip
+    gives act_max) and single-valued."""
+    lanes = 4
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 256 // lanes, lanes)
+    ops = []
+    for act_min, act_max in ((-128, 127), (-5, 7), (0, 0), (3, -3), (127, -128), (-128, -128), (127, 127),
+                             (-127, 126)):
+        p = PoolParams(filter=(1, 1), stride=(1, 1), padding=((0, 0), (0, 0)), output_size=(1, 256 // lanes),
+                       act_min=act_min, act_max=act_max)
+        windows = [[(0, k)] for k in range(256 // lanes)]
+        ops += [(mode, x, p, windows) for mode in (pool.Mode.MAX, pool.Mode.AVERAGE)]
+    check(pool.Pool(lanes), ops, seed=29, valid_gap=0.1, ready_gap=0.1)
+
+
+def test_backpressure():
+    """With o.ready low the pooling unit takes the last beats of fifo_depth windows, then holds i.ready low;
+    nothing is lost or duplicated."""
+    lanes = 4
+    rng = np.random.default_rng(30)
+    dut = pool.Pool(lanes)
+    assert dut.fifo_depth == pool.Pool.LATENCY + 1
+    xs = [rng.integers(-128, 128, lanes) for _ in range(dut.fifo_depth + 8)]
+    check_backpressure(dut, (dut.param, {"mode": pool.Mode.MAX, "act_min": -128, "act_max": 127}),
+                       [[(dut.i, {"data": [int(v) for v in x], "last": 1})] for x in xs], [pack(x) for x in xs],
+                       depth=dut.fifo_depth)
 
 
 def test_reciprocal_exact():
@@ -220,13 +250,22 @@ def test_reciprocal_exact():
 
 def test_one_multiplier_per_lane():
     """Up to max_count = 256 each lane divides with one multiplication of at most 18 x 18 signed bits (one ECP5
-    MULT18X18D); above that the multiplication is split into 16-bit pieces."""
+    MULT18X18D, with its operand and product registers for ECP5); above that the multiplication is split into
+    16-bit pieces."""
     def muls(dut):
         text = rtlil.convert(dut, name="top")
         cells = re.findall(r"cell \$mul .*?parameter \\A_WIDTH (\d+).*?parameter \\B_WIDTH (\d+)", text, re.S)
         return [(int(a), int(b)) for a, b in cells]
-    assert muls(pool.Pool(4)) == [(16, 17)] * 4      # unsigned: the numerator and the normalised reciprocal
+    # signed: the numerator (16 bits) and the normalised reciprocal (17 bits), each with a zero sign bit
+    assert muls(pool.Pool(4)) == [(17, 18)] * 4
     assert len(muls(pool.Pool(2, max_count=2048))) == 8
+    text = rtlil.convert(pool.Pool(4), name="top", platform=ECP5())
+    assert text.count("cell \\MULT18X18D ") == 4 and text.count("cell $mul ") == 0
+    cell = text[text.index("cell \\MULT18X18D "):]
+    cell = cell[:cell.index("\n  end\n")]
+    for line in ('parameter \\REG_INPUTA_CLK "CLK0"', 'parameter \\REG_INPUTB_CLK "CLK0"',
+                 'parameter \\REG_OUTPUT_CLK "CLK0"', "connect \\CE0 1'1", "connect \\RST0 1'0"):
+        assert line in cell, line
 
 
 def test_default_16_lanes():
