@@ -324,7 +324,7 @@ class Accumulator(wiring.Component):
             rmw = s0_read & (s0_bank == b)
             m.d.comb += [
                 rp.addr.eq(Mux(rmw, s0_line, rd_line)),
-                rp.en.eq(rmw | (issue & (rd_bank == b))),
+                rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
             ]
 
         # Response: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the FIFO -> t + 3.

@@ -315,7 +315,7 @@ class Scratchpad(wiring.Component):
                 addr = Mux(grant[b][p], split(self.rd_req[p].payload.addr)[1], addr)
             m.d.comb += [
                 rp.addr.eq(addr),
-                rp.en.eq(Cat(grant[b][p] for p in range(ports)).any()),
+                rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
             ]
             registered = Signal(line_shape, name=f"bank{b}_data")
             m.d.sync += registered.eq(rp.data)
