@@ -26,7 +26,7 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -142,6 +142,23 @@ def _row_pair(m, a, b, bound, name, platform):
         halves.append((init, a_in + b_in))
     sums = _ccu2c(m, name, Const(int(a.negate), 1), halves, platform)
     return sums[:width].as_signed(), lo, bound >> lo
+
+
+def _copy(m, value, enable, name, platform):
+    """A register loading ``value`` where ``enable`` is high, for one of several copies that spread a fan-out.
+
+    Yosys merges flip-flops with the same inputs, so for ECP5 (not :class:`CarryChainModel`) the copy is made of
+    ``TRELLIS_FF`` instances, which it leaves alone."""
+    register = Signal(value.shape(), name=name)
+    if is_ecp5(platform) and not isinstance(platform, CarryChainModel):
+        for k in range(len(value)):
+            m.submodules[f"{name}_{k}"] = Instance(
+                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+                i_CLK=ClockSignal(), i_CE=enable, i_LSR=Const(0, 1), i_DI=value[k], o_Q=register[k])
+    else:
+        with m.If(enable):
+            m.d.sync += register.eq(value)
+    return register
 
 
 def _extend(value, width):
@@ -311,9 +328,11 @@ class DepthwiseUnit(wiring.Component):
     ``window.ready`` and ``weight.ready`` depend on registers only. A cycle without ``window.valid`` is a bubble.
 
     Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when the FIFO is empty
-    (``latency = 3 + ceil(ceil(log2(taps)) / 2)``: 5 for 9 taps): stage 1 subtracts the zero point, applies the mask
-    and selects the pass's weight slice, stage 2 registers the products, then two adder-tree levels per stage, then
-    the pass accumulator, whose sum is written into the FIFO. Throughput: one window beat per cycle within a group
+    (5 for 9 taps): stage 1 subtracts the zero point, applies the mask and selects the pass's weight slice (with one
+    pass the multipliers read the active set directly); stage 2 registers the first one or two levels of each lane's
+    adder tree, which sums the partial-product rows of all its taps (``"lut"``: the rows pair up in carry chains that
+    also select them, then one adder level) or the products (``"dsp"``); then two levels per stage; the last stage has
+    at most one level and the pass accumulator, whose sum is written into the FIFO. Throughput: one window beat per cycle within a group
     while ``result.ready`` is high, and one idle cycle between groups when each group has at least as many window
     beats as the next group's set has lines (the next set loads one line per cycle from the cycle after the swap).
 
@@ -329,8 +348,11 @@ class DepthwiseUnit(wiring.Component):
         Passes per output pixel the weight set has room for: kernels up to ``passes * taps`` taps. Default 2
         (18 taps: every depthwise kernel of the MLPerf Tiny models, up to sww01's 15 x 1).
     multiplier : str
-        ``"lut"`` (default): shift-and-add multipliers in LUTs and carry chains, since the systolic array takes the
-        DSP blocks; ``"dsp"``: ``$mul`` cells, which Yosys maps to DSP blocks (one ``MULT18X18D`` each on ECP5).
+        ``"lut"`` (default), since the systolic array takes the DSP blocks: shift-and-add, the rows ``(x if w[i]
+        else 0) << i`` of all taps of a lane summed in one tree of two-input adders; for ECP5 the first adders are
+        ``CCU2C`` carry chains whose LUTs also select their two rows (:func:`_row_pair`), so a partial product costs
+        no LUT of its own. ``"dsp"``: ``$mul`` cells, which Yosys maps to DSP blocks (one ``MULT18X18D`` each on
+        ECP5). Every adder is as wide as the largest value it can hold needs.
 
     Members
     -------
@@ -349,13 +371,14 @@ class DepthwiseUnit(wiring.Component):
     weight_lines : int
         Lines of one weight set, ``passes * taps``.
     latency : int
-        Cycles from accepting a final window to its result, ``3 + ceil(ceil(log2(taps)) / 2)``.
+        Cycles from accepting a final window to its result: ``3 + ceil((L - 1) / 2)`` for ``L`` adder levels after
+        stage 2 (5 for 9 taps of 8 bits, either multiplier).
     fifo_depth : int
         Entries of the output FIFO, ``latency + 1``: enough for one window per cycle while ``result.ready`` is high.
     """
 
-    #: Multiplier implementations: ``"lut"`` (shift-and-add in LUTs and carry chains) or ``"dsp"`` (``$mul`` cells,
-    #: one DSP multiplier each).
+    #: Multiplier implementations: ``"lut"`` (shift-and-add rows in carry chains) or ``"dsp"`` (``$mul`` cells, one
+    #: DSP multiplier each).
     MULTIPLIERS = ("lut", "dsp")
 
     def __init__(self, config=None, *, lanes=None, taps=9, passes=2, multiplier="lut"):
@@ -470,7 +493,6 @@ class DepthwiseUnit(wiring.Component):
         shadow = Signal(set_layout)
         active = Signal(set_layout)
         shadow_zp = Signal(cfg.input_shape)
-        active_zp = Signal(cfg.input_shape)
         # Which lines the set sent: a line it did not send acts as zero, through the window mask (cheaper than
         # clearing the weight registers: they then load with a clock enable and no data multiplexer).
         shadow_sent = Signal(lines)
@@ -494,7 +516,6 @@ class DepthwiseUnit(wiring.Component):
         with m.If(swap):
             m.d.sync += [
                 active.eq(shadow),
-                active_zp.eq(shadow_zp),
                 active_sent.eq(shadow_sent),
                 shadow_full.eq(0),
                 count.eq(0),
@@ -530,6 +551,8 @@ class DepthwiseUnit(wiring.Component):
         # Stage 1: the window minus the zero point, masked, and the weight slice of this pass, registered together
         # (so that the multipliers read registers only) ----------------------------------------------------------------
 
+        # The active zero point, one copy per lane: a single register would drive the subtractors of all lanes.
+        active_zp = [_copy(m, shadow_zp, swap, f"active_zp_l{lane}", platform) for lane in range(lanes)]
         x1 = []
         for t in range(taps):
             tap_sent = active_sent[t]
@@ -538,13 +561,15 @@ class DepthwiseUnit(wiring.Component):
             use = Signal(name=f"use_t{t}")
             m.d.comb += use.eq(self.window.payload.mask[t] & tap_sent)
             x1.append([reg(signed(cfg.input_width + 1), f"x_t{t}_l{lane}",
-                           Mux(use, self.window.payload.data[t][lane] - active_zp, 0)) for lane in range(lanes)])
+                           Mux(use, self.window.payload.data[t][lane] - active_zp[lane], 0)) for lane in range(lanes)])
+        # With one pass the multipliers read the active set itself: it cannot change in the cycle after a window is
+        # accepted (a swap comes at the earliest one cycle after the group's last window).
         weights = []
         for t in range(taps):
             line = active[t]
             for p in range(1, passes):
                 line = Mux(step == p, active[p * taps + t], line)
-            weights.append(reg(data.ArrayLayout(cfg.input_shape, lanes), f"w_t{t}", line))
+            weights.append(line if passes == 1 else reg(data.ArrayLayout(cfg.input_shape, lanes), f"w_t{t}", line))
 
         # The control bits travel with the data (with a reset, so that no beat appears from nowhere).
         valid, final = Signal(name="valid_s1"), Signal(name="final_s1")
