@@ -26,7 +26,7 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -144,17 +144,19 @@ def _row_pair(m, a, b, bound, name, platform):
     return sums[:width].as_signed(), lo, bound >> lo
 
 
-def _copy(m, value, enable, name, platform):
-    """A register loading ``value`` where ``enable`` is high, for one of several copies that spread a fan-out.
+def _copy(m, value, enable, name, platform, *, reset=False):
+    """A register loading ``value`` where ``enable`` is high (with ``reset``: reset to 0), one of several copies that
+    spread a fan-out.
 
     Yosys merges flip-flops with the same inputs, so for ECP5 (not :class:`CarryChainModel`) the copy is made of
-    ``TRELLIS_FF`` instances, which it leaves alone."""
-    register = Signal(value.shape(), name=name)
+    ``TRELLIS_FF`` instances, which it leaves alone; the domain's reset then goes into their data input."""
+    register = Signal(value.shape(), name=name, reset_less=not reset)
     if is_ecp5(platform) and not isinstance(platform, CarryChainModel):
+        data_in, load = (Mux(ResetSignal(), 0, value), enable | ResetSignal()) if reset else (value, enable)
         for k in range(len(value)):
             m.submodules[f"{name}_{k}"] = Instance(
-                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
-                i_CLK=ClockSignal(), i_CE=enable, i_LSR=Const(0, 1), i_DI=value[k], o_Q=register[k])
+                "TRELLIS_FF", p_GSR="AUTO", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+                i_CLK=ClockSignal(), i_CE=load, i_LSR=Const(0, 1), i_DI=data_in[k], o_Q=register[k])
     else:
         with m.If(enable):
             m.d.sync += register.eq(value)
@@ -319,8 +321,9 @@ class DepthwiseUnit(wiring.Component):
       shadow set into the active one (the *swap*), and ``weight.ready`` rises again after it.
     * ``window.ready`` is low from the cycle after a group's last window until its successor's set is active, and
       after reset until the first set is active: one idle cycle between groups when the next set is already there.
-    * A weight set is read only when a window is accepted (into the stage 1 registers), so the swap never disturbs
-      windows in flight, and it depends on registers only.
+    * A weight set is read only for a window just accepted (into the stage 1 registers; with one pass the weights
+      in the next cycle, by stage 2), and a swap takes effect at the earliest one cycle after a group's last window,
+      so it never disturbs windows in flight; it depends on registers only.
 
     The pipeline never stalls (there is no clock enable). Results enter an output FIFO of ``fifo_depth = latency +
     1`` entries (``amaranth.lib.fifo.SyncFIFO``, LUT RAM) and ``result`` is its read side. Room is reserved when a
@@ -485,9 +488,10 @@ class DepthwiseUnit(wiring.Component):
         ]
 
         # Weight sets: shadow (loading) and active (computing) -----------------------------------------------------
-        # Everything of a weight set (lines, zero point, which lines were sent) is read in one place only: when a
-        # window is accepted, into the stage 1 registers. So the shadow set can be copied into the active one as soon
-        # as the last window of the active set's group has been accepted; the copy is decided by registers only.
+        # Everything of a weight set (lines, zero point, which lines were sent) is read only for a window just
+        # accepted (stage 1; with one pass the weights in stage 2, the next cycle). So the shadow set can be copied
+        # into the active one from the cycle after the last window of the active set's group has been accepted; the
+        # copy is decided by registers only.
 
         set_layout = data.ArrayLayout(data.ArrayLayout(cfg.input_shape, lanes), lines)
         shadow = Signal(set_layout)
@@ -513,9 +517,18 @@ class DepthwiseUnit(wiring.Component):
 
         # A window is accepted only without `need_swap`, a weight line only without `shadow_full`, and a swap needs
         # both: no two of the three updates below happen in the same cycle.
+        # The swap again one register per lane, for the clock enables of the lane's active weights and zero point
+        # (one net to all 2300 of them was the worst path): each copy loads the swap of the next cycle, from the
+        # next values of `need_swap` and `shadow_full` as the statements below set them.
+        next_need = (need_swap & ~swap) | (accept & self.window.payload.last)
+        next_full = Mux(w_fire, self.weight.payload.last | (count == lines - 1), shadow_full & ~swap)
+        lane_swap = [_copy(m, next_need & next_full, Const(1), f"swap_l{lane}", platform, reset=True)
+                     for lane in range(lanes)]
+        for lane in range(lanes):
+            with m.If(lane_swap[lane]):
+                m.d.sync += [active[line][lane].eq(shadow[line][lane]) for line in range(lines)]
         with m.If(swap):
             m.d.sync += [
-                active.eq(shadow),
                 active_sent.eq(shadow_sent),
                 shadow_full.eq(0),
                 count.eq(0),
@@ -552,7 +565,7 @@ class DepthwiseUnit(wiring.Component):
         # (so that the multipliers read registers only) ----------------------------------------------------------------
 
         # The active zero point, one copy per lane: a single register would drive the subtractors of all lanes.
-        active_zp = [_copy(m, shadow_zp, swap, f"active_zp_l{lane}", platform) for lane in range(lanes)]
+        active_zp = [_copy(m, shadow_zp, lane_swap[lane], f"active_zp_l{lane}", platform) for lane in range(lanes)]
         x1 = []
         for t in range(taps):
             tap_sent = active_sent[t]
