@@ -412,7 +412,7 @@ class Sequencer(wiring.Component):
     """Command sequencer of the datapath: decodes commands, checks them, orders them and hands out the work.
 
     See the module documentation for what each command does and the ordering rules. A command word is accepted on
-    ``cmd`` into a one-entry command register (one per cycle while the register empties every cycle) and leaves it
+    ``cmd`` into a one-entry command register while the register is empty (at most one every other cycle) and leaves it
     once it is handed out: a ``MATMUL`` when its three runs are accepted, a ``REQUANT``, ``ADD`` or ``POOL`` when it
     enters the output queue, a ``NOP`` at once, a ``FENCE`` when nothing is in flight, an illegal command at once
     (with the error).
@@ -584,8 +584,11 @@ class Sequencer(wiring.Component):
         cur = Signal(CommandWord(cfg))
         cur_valid = Signal()
         cur_done = Signal()
+        # The register takes a command only while it is empty, so its load enable (a net to every bit of it) comes
+        # from a flip-flop rather than from the hand-out of the command before (a cycle between commands; a MATMUL
+        # runs for `count` cycles).
         m.d.comb += [
-            self.cmd.ready.eq(~cur_valid | cur_done),
+            self.cmd.ready.eq(~cur_valid),
             self.busy.eq(cur_valid | work),
         ]
         # Sums computed on the way into the command register, so that the checks and the write-after-read test below
