@@ -144,18 +144,19 @@ def _row_pair(m, a, b, bound, name, platform):
     return sums[:width].as_signed(), lo, bound >> lo
 
 
-def _copy(m, value, enable, name, platform, *, reset=False):
-    """A register loading ``value`` where ``enable`` is high (with ``reset``: reset to 0), one of several copies that
-    spread a fan-out.
+def _copy(m, value, enable, name, platform, *, init=None):
+    """A register loading ``value`` where ``enable`` is high (reset to ``init``; no reset if ``None``), one of several
+    copies that spread a fan-out.
 
     Yosys merges flip-flops with the same inputs, so for ECP5 (not :class:`CarryChainModel`) the copy is made of
     ``TRELLIS_FF`` instances, which it leaves alone; the domain's reset then goes into their data input."""
-    register = Signal(value.shape(), name=name, reset_less=not reset)
+    register = Signal(value.shape(), name=name, init=init or 0, reset_less=init is None)
     if is_ecp5(platform) and not isinstance(platform, CarryChainModel):
-        data_in, load = (Mux(ResetSignal(), 0, value), enable | ResetSignal()) if reset else (value, enable)
+        data_in, load = (value, enable) if init is None else (Mux(ResetSignal(), init, value), enable | ResetSignal())
         for k in range(len(value)):
             m.submodules[f"{name}_{k}"] = Instance(
-                "TRELLIS_FF", p_GSR="AUTO", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+                "TRELLIS_FF", p_GSR="AUTO", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_REGSET="SET" if (init or 0) >> k & 1 else "RESET",
                 i_CLK=ClockSignal(), i_CE=load, i_LSR=Const(0, 1), i_DI=data_in[k], o_Q=register[k])
     else:
         with m.If(enable):
@@ -384,6 +385,9 @@ class DepthwiseUnit(wiring.Component):
     #: DSP multiplier each).
     MULTIPLIERS = ("lut", "dsp")
 
+    #: Lanes whose shadow weights share one copy of the line select (the clock enables of a weight line).
+    LANE_GROUP = 4
+
     def __init__(self, config=None, *, lanes=None, taps=9, passes=2, multiplier="lut"):
         config, lanes = _config(config, lanes)
         _check_count(taps, "Tap count")
@@ -522,7 +526,7 @@ class DepthwiseUnit(wiring.Component):
         # next values of `need_swap` and `shadow_full` as the statements below set them.
         next_need = (need_swap & ~swap) | (accept & self.window.payload.last)
         next_full = Mux(w_fire, self.weight.payload.last | (count == lines - 1), shadow_full & ~swap)
-        lane_swap = [_copy(m, next_need & next_full, Const(1), f"swap_l{lane}", platform, reset=True)
+        lane_swap = [_copy(m, next_need & next_full, Const(1), f"swap_l{lane}", platform, init=0)
                      for lane in range(lanes)]
         for lane in range(lanes):
             with m.If(lane_swap[lane]):
@@ -536,13 +540,22 @@ class DepthwiseUnit(wiring.Component):
             ]
         with m.If(accept & self.window.payload.last):
             m.d.sync += need_swap.eq(1)
+        # Which shadow line the next weight beat goes to, one-hot (line 0 after reset and after a swap), and one copy
+        # of it per group of lanes for their clock enables: a decode of `count` driving the enables of a whole line
+        # was the next worst path.
+        line_sel = Signal(lines, init=1)
+        next_sel = Mux(swap, 1, Mux(w_fire, line_sel.rotate_left(1), line_sel))
+        m.d.sync += line_sel.eq(next_sel)
+        group_sel = [_copy(m, next_sel, Const(1), f"line_sel_g{g}", platform, init=1)
+                     for g in range(ceil(lanes / self.LANE_GROUP))]
+        for line in range(lines):
+            for lane in range(lanes):
+                with m.If(w_fire & group_sel[lane // self.LANE_GROUP][line]):
+                    m.d.sync += shadow[line][lane].eq(self.weight.payload.data[lane])
         with m.If(w_fire):
             for line in range(lines):
                 with m.If(count == line):
-                    m.d.sync += [
-                        shadow[line].eq(self.weight.payload.data),
-                        shadow_sent[line].eq(1),
-                    ]
+                    m.d.sync += shadow_sent[line].eq(1)
                 with m.Elif(count == 0):          # the first line of a new set
                     m.d.sync += shadow_sent[line].eq(0)
             m.d.sync += [
