@@ -580,72 +580,106 @@ class Sequencer(wiring.Component):
         work = Signal()
         m.d.comb += work.eq((outstanding != 0) | Cat(q_valid).any() | acc_busy | ~drained)
 
-        # Command register ---------------------------------------------------------------------------------------
+        # Command registers ----------------------------------------------------------------------------------------
+        # Two stages. The check stage (`chk`) takes a command word and sums the ends of its line ranges on the way
+        # in; while it holds the command, its legality is computed from those registers. The command moves on into
+        # the command register (`cur`), with the verdict, when that is empty; `cur` hands it out. Each stage's load
+        # enable (a net to every bit of it) comes from flip-flops, never from the hand-out of the command ahead,
+        # and `cur` takes a command every other cycle (a MATMUL's weight tile alone takes `rows` cycles).
+        chk = Signal(CommandWord(cfg))
+        chk_valid = Signal()
         cur = Signal(CommandWord(cfg))
         cur_valid = Signal()
         cur_done = Signal()
-        # The register takes a command only while it is empty, so its load enable (a net to every bit of it) comes
-        # from a flip-flop rather than from the hand-out of the command before (a cycle between commands; a MATMUL
-        # runs for `count` cycles).
+        move = Signal()
         m.d.comb += [
-            self.cmd.ready.eq(~cur_valid),
-            self.busy.eq(cur_valid | work),
+            move.eq(chk_valid & ~cur_valid),
+            self.cmd.ready.eq(~chk_valid | ~cur_valid),
+            self.busy.eq(chk_valid | cur_valid | work),
         ]
-        # Sums computed on the way into the command register, so that the checks and the write-after-read test below
-        # compare registers: the end (first line past) of each line range, and the lines of a DWCONV tile.
-        new_cmd = self.cmd.payload.args
+        # The end (first line past) of each line range, and the lines of a DWCONV tile.
+        new_args = self.cmd.payload.args
         ends = {
-            "act":    new_cmd.matmul.act_addr + new_cmd.matmul.count,
-            "weight": new_cmd.matmul.weight_addr + weight_tile_lines(cfg),
-            "acc":    new_cmd.matmul.acc_addr + new_cmd.matmul.count,
-            "rq":     new_cmd.requant.acc_addr + new_cmd.requant.count,
-            "add_a":  new_cmd.add.a_addr + new_cmd.add.count,
-            "add_b":  new_cmd.add.b_addr + new_cmd.add.count,
-            "pool":   new_cmd.pool.addr + new_cmd.pool.count,
-            "dw_w":   new_cmd.dwconv.weight_addr + DWCONV_KERNEL ** 2,
+            "act":    new_args.matmul.act_addr + new_args.matmul.count,
+            "weight": new_args.matmul.weight_addr + weight_tile_lines(cfg),
+            "acc":    new_args.matmul.acc_addr + new_args.matmul.count,
+            "rq":     new_args.requant.acc_addr + new_args.requant.count,
+            "add_a":  new_args.add.a_addr + new_args.add.count,
+            "add_b":  new_args.add.b_addr + new_args.add.count,
+            "pool":   new_args.pool.addr + new_args.pool.count,
+            "dw_w":   new_args.dwconv.weight_addr + DWCONV_KERNEL ** 2,
         }
-        end = {name: Signal(value.shape(), name=f"cur_{name}_end") for name, value in ends.items()}
-        dw_tile = Signal(2 * len(cur.args.dwconv.height))
+        chk_end = {name: Signal(value.shape(), name=f"chk_{name}_end") for name, value in ends.items()}
+        dw_tile = Signal(2 * len(new_args.dwconv.height))
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
-                cur.eq(self.cmd.payload),
-                cur_valid.eq(1),
-                dw_tile.eq(new_cmd.dwconv.height * new_cmd.dwconv.width),
+                chk.eq(self.cmd.payload),
+                chk_valid.eq(1),
+                dw_tile.eq(new_args.dwconv.height * new_args.dwconv.width),
             ]
-            m.d.sync += [end[name].eq(value) for name, value in ends.items()]
-        with m.Elif(cur_done):
-            m.d.sync += cur_valid.eq(0)
-
-        mm, rq, add, pool, dw = cur.args.matmul, cur.args.requant, cur.args.add, cur.args.pool, cur.args.dwconv
+            m.d.sync += [chk_end[name].eq(value) for name, value in ends.items()]
+        with m.Elif(move):
+            m.d.sync += chk_valid.eq(0)
 
         # Legality (the same checks as CommandFormat.check), as (condition, error) in priority order per opcode.
+        cm, crq, cadd, cpool, cdw = (chk.args.matmul, chk.args.requant, chk.args.add, chk.args.pool,
+                                     chk.args.dwconv)
         spad, acc = cfg.spad_depth, cfg.acc_depth
         checks = {
             Opcode.MATMUL: [
-                (mm.count == 0, ErrorCode.BAD_COUNT),
-                ((end["act"] > spad) | (end["weight"] > spad) | (end["acc"] > acc), ErrorCode.BAD_RANGE),
+                (cm.count == 0, ErrorCode.BAD_COUNT),
+                ((chk_end["act"] > spad) | (chk_end["weight"] > spad) | (chk_end["acc"] > acc), ErrorCode.BAD_RANGE),
             ],
             Opcode.REQUANT: [
-                (rq.count == 0, ErrorCode.BAD_COUNT),
-                (end["rq"] > acc, ErrorCode.BAD_RANGE),
+                (crq.count == 0, ErrorCode.BAD_COUNT),
+                (chk_end["rq"] > acc, ErrorCode.BAD_RANGE),
             ],
             Opcode.ADD: [
                 (Const(int(not self.has_add), 1), ErrorCode.UNSUPPORTED),
-                (add.count == 0, ErrorCode.BAD_COUNT),
-                ((end["add_a"] > spad) | (end["add_b"] > spad), ErrorCode.BAD_RANGE),
+                (cadd.count == 0, ErrorCode.BAD_COUNT),
+                ((chk_end["add_a"] > spad) | (chk_end["add_b"] > spad), ErrorCode.BAD_RANGE),
             ],
             Opcode.POOL: [
                 (Const(int(not self.has_pool), 1), ErrorCode.UNSUPPORTED),
-                ((pool.count == 0) | (pool.window == 0) | (pool.window > POOL_MAX_WINDOW), ErrorCode.BAD_COUNT),
-                (end["pool"] > spad, ErrorCode.BAD_RANGE),
+                ((cpool.count == 0) | (cpool.window == 0) | (cpool.window > POOL_MAX_WINDOW), ErrorCode.BAD_COUNT),
+                (chk_end["pool"] > spad, ErrorCode.BAD_RANGE),
             ],
             Opcode.DWCONV: [
                 (Const(int(not self.has_depthwise), 1), ErrorCode.UNSUPPORTED),
-                ((dw.height == 0) | (dw.width == 0) | (dw.height + dw.pad_top + dw.pad_bottom < DWCONV_KERNEL)
-                 | (dw.width + dw.pad_left + dw.pad_right < DWCONV_KERNEL), ErrorCode.BAD_COUNT),
-                ((dw.act_addr + dw_tile > spad) | (end["dw_w"] > spad), ErrorCode.BAD_RANGE),
+                ((cdw.height == 0) | (cdw.width == 0) | (cdw.height + cdw.pad_top + cdw.pad_bottom < DWCONV_KERNEL)
+                 | (cdw.width + cdw.pad_left + cdw.pad_right < DWCONV_KERNEL), ErrorCode.BAD_COUNT),
+                ((cdw.act_addr + dw_tile > spad) | (chk_end["dw_w"] > spad), ErrorCode.BAD_RANGE),
             ],
         }
+        check_fault = Signal()
+        check_code = Signal(ErrorCode)
+        with m.Switch(chk.opcode):
+            with m.Case(Opcode.NOP, Opcode.FENCE):
+                pass
+            for opcode, rules in checks.items():
+                with m.Case(opcode):
+                    for i, (condition, code) in enumerate(rules):
+                        with (m.Elif(condition) if i else m.If(condition)):
+                            m.d.comb += [check_fault.eq(1), check_code.eq(code)]
+            with m.Default():
+                m.d.comb += [check_fault.eq(1), check_code.eq(ErrorCode.ILLEGAL_OPCODE)]
+
+        # The command register: the command, its verdict, and the ends the hand-out needs.
+        verdict_fault = Signal()
+        verdict_code = Signal(ErrorCode)
+        end = {name: Signal(chk_end[name].shape(), name=f"cur_{name}_end") for name in ("acc", "rq")}
+        with m.If(move):
+            m.d.sync += [
+                cur.eq(chk),
+                cur_valid.eq(1),
+                verdict_fault.eq(check_fault),
+                verdict_code.eq(check_code),
+            ]
+            m.d.sync += [end[name].eq(chk_end[name]) for name in end]
+        with m.Elif(cur_done):
+            m.d.sync += cur_valid.eq(0)
+
+        mm = cur.args.matmul
 
         # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running.
         def overlaps(addr, end_):
@@ -680,30 +714,24 @@ class Sequencer(wiring.Component):
 
         with m.If(cur_valid & error):
             m.d.comb += cur_done.eq(1)                     # discard while stopped
+        with m.Elif(cur_valid & verdict_fault):
+            m.d.comb += [fault.eq(1), fault_code.eq(verdict_code)]
         with m.Elif(cur_valid):
             with m.Switch(cur.opcode):
                 with m.Case(Opcode.NOP):
                     m.d.comb += cur_done.eq(1)
                 with m.Case(Opcode.FENCE):
                     m.d.comb += cur_done.eq(~work)
-                for opcode, rules in checks.items():
-                    with m.Case(opcode):
-                        for i, (condition, code) in enumerate(rules):
-                            with (m.Elif(condition) if i else m.If(condition)):
-                                m.d.comb += [fault.eq(1), fault_code.eq(code)]
-                        with m.Else():
-                            if opcode == Opcode.MATMUL:
-                                m.d.comb += [
-                                    mm_go.eq(~war & (outstanding < self.max_tiles)),
-                                    cur_done.eq(mm_done),
-                                ]
-                            else:
-                                m.d.comb += [
-                                    oq_push.eq(~q_valid[-1]),
-                                    cur_done.eq(oq_push),
-                                ]
+                with m.Case(Opcode.MATMUL):
+                    m.d.comb += [
+                        mm_go.eq(~war & (outstanding < self.max_tiles)),
+                        cur_done.eq(mm_done),
+                    ]
                 with m.Default():
-                    m.d.comb += [fault.eq(1), fault_code.eq(ErrorCode.ILLEGAL_OPCODE)]
+                    m.d.comb += [
+                        oq_push.eq(~q_valid[-1]),
+                        cur_done.eq(oq_push),
+                    ]
         with m.If(fault):
             m.d.comb += cur_done.eq(1)
             m.d.sync += [

@@ -406,13 +406,13 @@ def test_fence_and_nop(rng):
     cfg = CONFIGS["2x2"]
     job = make_job(cfg, rng, 4, 3, 3, half=0, clamp="none", single_rounding=False)
     fmt = Datapath(cfg).format
-    job.words = [fmt.encode(Nop())] + job.words + [fmt.encode(Fence()), fmt.encode(Nop())]
+    job.words = [fmt.encode(Nop())] + job.words + [fmt.encode(Fence()), fmt.encode(Nop()), fmt.encode(Nop())]
     h = Harness(cfg, [job], rng, cmd_gap=0, wr_gap=0, param_gap=0, out_gap=0.7)
     dut = h.dut
     fence_seen = []
 
     async def watch(ctx):
-        # The FENCE word is the one before the last; record the state when the last word (a NOP) is accepted.
+        # The FENCE word is the third from last; record the state when the last word (a NOP) is accepted.
         accepted = 0
         while accepted < len(job.words):
             *_, valid, ready = await ctx.tick().sample(dut.cmd.valid, dut.cmd.ready)
@@ -423,8 +423,9 @@ def test_fence_and_nop(rng):
 
     h.run(extra_testbenches=[watch])
     check(h)
-    # The NOP after the FENCE entered the command register only after the FENCE left it, i.e. after the last
-    # output line (at most one more line can be in the sink's sampling window).
+    # The first NOP after the FENCE waits in the check stage while the FENCE is in the command register, so the
+    # second is accepted only after the FENCE left, i.e. after the last output line (at most one more line can be in
+    # the sink's sampling window).
     assert fence_seen and fence_seen[0] >= job.out_lines - 1
 
 
