@@ -681,12 +681,19 @@ class Sequencer(wiring.Component):
 
         mm = cur.args.matmul
 
-        # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running.
+        # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running. Registered: it
+        # is computed for the command moving into the command register (from the check stage's fields), then for
+        # the command in it. One cycle old, it is conservative: while a MATMUL waits in the command register no
+        # read-out is queued ahead of it (the queue only takes commands from that register), and a queued read-out
+        # that starts stays covered (its entry until `taken` pops it, then `acc_busy`).
+        war_addr = Mux(move, chk.args.matmul.acc_addr, mm.acc_addr)
+        war_end = Mux(move, chk_end["acc"], end["acc"])
+
         def overlaps(addr, end_):
-            return (mm.acc_addr < end_) & (addr < end["acc"])
+            return (war_addr < end_) & (addr < war_end)
 
         war = Signal()
-        m.d.comb += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr, e.end)
+        m.d.sync += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr, e.end)
                                  for v, e in zip(q_valid, q)),
                                acc_busy & overlaps(active_addr, active_end)).any())
 
