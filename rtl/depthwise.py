@@ -55,11 +55,6 @@ class _Row:
     def __init__(self, x, w, shift, negate=False):
         self.x, self.w, self.shift, self.negate = x, w, shift, negate
 
-    @property
-    def top(self):
-        """One past the row's highest bit (the row is signed: bits above it repeat bit ``top - 1``)."""
-        return self.shift + len(self.x)
-
     def value(self):
         return Mux(self.w, self.x, 0).as_signed() << self.shift
 
@@ -121,7 +116,7 @@ def _width(bound):
 
 
 def _row_pair(m, a, b, bound, name, platform):
-    """``b - a`` or ``a + b`` (``a.negate``) of two :class:`_Row` s, of magnitude at most ``bound``, as a term
+    """``a + b`` of two :class:`_Row` s (``b - a`` if ``a.negate``), of magnitude at most ``bound``, as a term
     ``(value, shift, bound)``.
 
     On ECP5 this is one carry chain whose LUTs also select the rows (``x & w``), so the partial products cost no
@@ -546,11 +541,14 @@ class DepthwiseUnit(wiring.Component):
         line_sel = Signal(lines, init=1)
         next_sel = Mux(swap, 1, Mux(w_fire, line_sel.rotate_left(1), line_sel))
         m.d.sync += line_sel.eq(next_sel)
-        group_sel = [_copy(m, next_sel, Const(1), f"line_sel_g{g}", platform, init=1)
-                     for g in range(ceil(lanes / self.LANE_GROUP))]
+        groups = range(ceil(lanes / self.LANE_GROUP))
+        group_sel = [_copy(m, next_sel, Const(1), f"line_sel_g{g}", platform, init=1) for g in groups]
+        # and `shadow_full` too, so that each enable is one LUT from registers and `weight.valid`
+        group_full = [_copy(m, next_full, Const(1), f"shadow_full_g{g}", platform, init=0) for g in groups]
         for line in range(lines):
             for lane in range(lanes):
-                with m.If(w_fire & group_sel[lane // self.LANE_GROUP][line]):
+                g = lane // self.LANE_GROUP
+                with m.If(self.weight.valid & ~group_full[g] & group_sel[g][line]):
                     m.d.sync += shadow[line][lane].eq(self.weight.payload.data[lane])
         with m.If(w_fire):
             for line in range(lines):
