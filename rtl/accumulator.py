@@ -18,13 +18,14 @@ read port only when they address the same bank in the same cycle.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
+from .pe import register_copy
 
 __all__ = ["AccumulatorWrite", "ReadCommand", "Accumulator"]
 
@@ -212,18 +213,12 @@ class Accumulator(wiring.Component):
             rports.append(mem.read_port())
 
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
-        # read-modify-write pipeline and the read-out use the registered data, two cycles after their read.
+        # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
         bank_data = []
         for b, rp in enumerate(rports):
             registered = Signal(line_shape, name=f"bank{b}_data")
             m.d.sync += registered.eq(rp.data)
             bank_data.append(registered)
-
-        def read_data(bank):
-            value = bank_data[0]
-            for b in range(1, self.banks):
-                value = Mux(bank == b, bank_data[b], value)
-            return value
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
         # Stage 0 (accept): read the line if accumulating.
@@ -255,20 +250,28 @@ class Accumulator(wiring.Component):
         s3_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s3", "w1", "w2"))
         s3_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s3", "w1", "w2"))
 
+        # Where stage 2's old value comes from, decided in stage 1 (one cycle ahead, the beats ahead are one
+        # stage earlier: the one that will be in stage 3 is in stage 2 now, and so on) and registered per element,
+        # so that no address comparison and no single select register drives the whole line: one-hot over
+        # stage 3, w1, w2, each bank's registered read data; all zero when not accumulating.
+        f3 = s2.valid & (s2.addr == s1.addr)
+        f1 = s3_valid & (s3_addr == s1.addr)
+        f2 = w1_valid & (w1_addr == s1.addr)
+        sources = Cat(s1.acc & f3, s1.acc & ~f3 & f1, s1.acc & ~f3 & ~f1 & f2,
+                      *(s1.acc & ~f3 & ~f1 & ~f2 & (s1.bank == b) for b in range(self.banks)))
+        candidates = [s3_sum, w1_sum, w2_sum, *bank_data]
         old = Signal(line_shape)
-        with m.If(s3_valid & (s3_addr == s2.addr)):
-            m.d.comb += old.eq(s3_sum)
-        with m.Elif(w1_valid & (w1_addr == s2.addr)):
-            m.d.comb += old.eq(w1_sum)
-        with m.Elif(w2_valid & (w2_addr == s2.addr)):
-            m.d.comb += old.eq(w2_sum)
-        with m.Else():
-            m.d.comb += old.eq(read_data(s2.bank))
+        for k in range(cols):
+            select = register_copy(m, sources, name=f"old_src{k}", platform=platform)
+            value = 0
+            for i, candidate in enumerate(candidates):
+                value = value | Mux(select[i], candidate[k].as_unsigned(), 0)
+            m.d.comb += old[k].eq(value)
 
         total = Signal(line_shape)
         for k in range(cols):
             # Assignment to a signed(acc_width) element truncates the carry: two's complement wrap-around.
-            m.d.comb += total[k].eq(Mux(s2.acc, old[k], 0) + s2.data[k])
+            m.d.comb += total[k].eq(old[k] + s2.data[k])
         m.d.sync += [
             s3_valid.eq(s2.valid), s3_addr.eq(s2.addr), s3_sum.eq(total),
             w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_sum.eq(s3_sum),
@@ -328,16 +331,24 @@ class Accumulator(wiring.Component):
             ]
 
         # Response: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the FIFO -> t + 3.
+        # The bank select of stage 2 is registered per element (copies), as the read-modify-write sources are.
         r1_valid, r2_valid = Signal(), Signal()
-        r1_bank, r2_bank = Signal(range(self.banks)), Signal(range(self.banks))
+        r1_bank = Signal(range(self.banks))
         m.d.sync += [
             r1_valid.eq(issue), r1_bank.eq(rd_bank),
-            r2_valid.eq(r1_valid), r2_bank.eq(r1_bank),
+            r2_valid.eq(r1_valid),
         ]
+        line = Signal(line_shape)
+        for k in range(cols):
+            r2_bank = register_copy(m, r1_bank, name=f"r2_bank{k}", platform=platform)
+            value = bank_data[0][k]
+            for b in range(1, self.banks):
+                value = Mux(r2_bank == b, bank_data[b][k], value)
+            m.d.comb += line[k].eq(value)
         m.submodules.out_fifo = fifo = SyncFIFO(width=Shape.cast(line_shape).width, depth=self.fifo_depth)
         taken = Signal()
         m.d.comb += [
-            fifo.w_data.eq(read_data(r2_bank)),
+            fifo.w_data.eq(line),
             fifo.w_en.eq(r2_valid),
             out.payload.eq(fifo.r_data),
             out.valid.eq(fifo.r_rdy),

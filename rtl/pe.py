@@ -75,6 +75,26 @@ def is_ecp5(platform):
     return getattr(platform, "family", None) == "ecp5"
 
 
+def register_copy(m, value, *, name, platform):
+    """A free-running register (loads ``value`` every cycle, no reset) that stays a register of its own: one of
+    several copies of the same value, each near the logic it drives, that together spread a fan-out too wide for one
+    register.
+
+    Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance
+    (clock enable high), which it leaves alone; elsewhere (simulation) it is an ordinary register.
+    """
+    sig = Signal(value.shape(), name=name)
+    if not is_ecp5(platform):
+        m.d.sync += sig.eq(value)
+        return sig
+    d, q = Cat(value), Cat(sig)
+    for k in range(len(q)):
+        m.submodules[f"{name}_{k}"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+            i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d[k], o_Q=q[k])
+    return sig
+
+
 def _kept(m, value, name):
     """``value`` through a wire Yosys must keep.
 
