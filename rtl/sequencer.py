@@ -108,8 +108,10 @@ class LineReader(wiring.Component):
 
     A run ``{addr, count}`` becomes the requests ``addr, addr + 1, ..., addr + count - 1`` (modulo the address
     width), the last one with ``last`` set (and, with windows, every ``window``-th one). One request per cycle while
-    ``req.ready`` is high, also across runs: ``run.ready`` is high while no run is in progress and in the cycle in
-    which the last request of the current run is accepted.
+    ``req.ready`` is high, also across runs: a run waits in a one-entry ``next`` register (``run.ready`` is high
+    while that is empty) and starts in the cycle after the last request of the current run is accepted, or in the
+    cycle after it arrives when the reader is idle. So runs of two lines or more follow each other without a gap; the
+    reader takes at most one run every other cycle.
 
     Parameters
     ----------
@@ -127,7 +129,7 @@ class LineReader(wiring.Component):
     req : Out(stream.Signature(ReadRequest(addr_width)))
         Read requests (the scratchpad's ``rd_req`` payload).
     busy : Out(1)
-        A run is in progress (requests of it remain to be sent).
+        A run is in progress or waiting (requests remain to be sent).
     """
 
     def __init__(self, addr_width, count_width=COUNT_WIDTH, window_width=0):
@@ -142,21 +144,32 @@ class LineReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # A run is taken into the `next` register while that is empty (so `run.ready` is a flip-flop's output), and
+        # moves on into the current run when that ends; the requests of consecutive runs follow each other without
+        # a gap, and the scratchpad's `ready` reaches no further than this reader's own registers.
+        next_ = Signal(self.run.payload.shape())
+        next_valid = Signal()
         active = Signal()
         addr = Signal(self.addr_width)
         remaining = Signal(self.count_width)
         issue = Signal()
         final = Signal()
         boundary = Signal()
+        advance = Signal()
         m.d.comb += [
             final.eq(remaining == 1),
-            self.busy.eq(active),
+            self.busy.eq(active | next_valid),
             self.req.valid.eq(active),
             self.req.payload.addr.eq(addr),
             self.req.payload.last.eq(final | boundary),
             issue.eq(self.req.valid & self.req.ready),
-            self.run.ready.eq(~active | (issue & final)),
+            advance.eq(next_valid & (~active | (issue & final))),
+            self.run.ready.eq(~next_valid),
         ]
+        with m.If(self.run.valid & self.run.ready):
+            m.d.sync += [next_.eq(self.run.payload), next_valid.eq(1)]
+        with m.Elif(advance):
+            m.d.sync += next_valid.eq(0)
         with m.If(issue):
             m.d.sync += [
                 addr.eq(addr + 1),
@@ -170,16 +183,16 @@ class LineReader(wiring.Component):
             m.d.comb += boundary.eq((window != 0) & (position == window - 1))
             with m.If(issue):
                 m.d.sync += position.eq(Mux(boundary, 0, position + 1))
-            with m.If(self.run.valid & self.run.ready):
+            with m.If(advance):
                 m.d.sync += [
-                    window.eq(self.run.payload.window),
+                    window.eq(next_.window),
                     position.eq(0),
                 ]
-        with m.If(self.run.valid & self.run.ready):
+        with m.If(advance):
             m.d.sync += [
-                addr.eq(self.run.payload.addr),
-                remaining.eq(self.run.payload.count),
-                active.eq(self.run.payload.count != 0),
+                addr.eq(next_.addr),
+                remaining.eq(next_.count),
+                active.eq(next_.count != 0),
             ]
         return m
 
