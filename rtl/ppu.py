@@ -13,7 +13,7 @@ FULLY_CONNECTED). See ``docs/ppu.md`` for the derivation of the datapath.
 The module also holds the small pipeline helpers that :mod:`haneul.rtl.eltwise` reuses.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -108,9 +108,12 @@ class Stages:
     ----------
     m : Module
         Module that receives the registers' update statements (and the DSP instances of :func:`dsp_product`).
+    platform : platform or None
+        As passed to ``elaborate``: for ECP5, :meth:`copy` registers are ``TRELLIS_FF`` instances.
     """
-    def __init__(self, m):
+    def __init__(self, m, platform=None):
         self.m = m
+        self.platform = platform
         self._updates = []
 
     def reg(self, value, *, name, shape=None):
@@ -119,6 +122,23 @@ class Stages:
             shape = value.shape()
         sig = Signal(shape, name=name)
         self._updates.append(sig.eq(value))
+        return sig
+
+    def copy(self, value, *, name):
+        """A register loading ``value``, as :meth:`reg`, that stays a register of its own: one of several copies of
+        the same value, each near the logic it drives, that together spread a fan-out too wide for one register.
+
+        Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance
+        (clock enable high, no reset), which it leaves alone; elsewhere (simulation) it is an ordinary register.
+        """
+        if not is_ecp5(self.platform):
+            return self.reg(value, name=name)
+        sig = Signal(value.shape(), name=name)
+        d, q = Cat(value), Cat(sig)
+        for k in range(len(q)):
+            self.m.submodules[f"{name}_{k}"] = Instance(
+                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
+                i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d[k], o_Q=q[k])
         return sig
 
     def delay(self, value, stages, *, name):
@@ -166,12 +186,13 @@ def dsp_product(p, a, b, *, name, platform, input_registers=False):
     return p.reg(a * b, name=name)
 
 
-def multiply(p, a, b, *, name, platform=None):
+def multiply(p, a, b, *, name, platform=None, input_registers=False):
     """Pipelined signed multiplication ``a * b`` of up to 32x32 bits, on 16-bit pieces (ECP5 18x18 DSPs).
 
     Returns ``(product, stages)``: the registered product and the number of stages it took (1 when both operands
-    have at most 18 bits: one DSP; 2 when ``a`` has at most 17 bits, 3 otherwise). The first stage registers the
-    partial products (:func:`dsp_product`: in the DSPs' output registers for an ECP5 ``platform``); a 32x32 product
+    have at most 18 bits: one DSP; 2 when ``a`` has at most 17 bits, 3 otherwise; one more with
+    ``input_registers``). The first stage registers the partial products (:func:`dsp_product`: in the DSPs' output
+    registers for an ECP5 ``platform``, with ``input_registers`` after the DSPs' operand registers); a 32x32 product
     then adds the two middle products, concatenates the non-overlapping low and high ones, and adds both in the last
     stage.
     """
@@ -180,14 +201,15 @@ def multiply(p, a, b, *, name, platform=None):
         raise ValueError("multiply supports operands of at most 33 bits")
 
     def product(x, y, suffix):
-        return dsp_product(p, x, y, name=f"{name}_{suffix}", platform=platform)
+        return dsp_product(p, x, y, name=f"{name}_{suffix}", platform=platform, input_registers=input_registers)
+    extra = int(input_registers)
     if a.shape().width <= 18 and b.shape().width <= 18:
-        return product(a, b, "prod"), 1
+        return product(a, b, "prod"), 1 + extra
     b_lo, b_hi = split16(b)
     if a.shape().width <= 17:
         lo = product(a, b_lo, "pl")
         hi = product(a, b_hi, "ph")
-        return p.reg(lo + (hi << 16), name=f"{name}_prod"), 2
+        return p.reg(lo + (hi << 16), name=f"{name}_prod"), 2 + extra
     a_lo, a_hi = split16(a)
     ll = product(a_lo, b_lo, "ll")
     lh = product(a_lo, b_hi, "lh")
@@ -197,7 +219,7 @@ def multiply(p, a, b, *, name, platform=None):
     base = p.reg(Cat(ll[:32], hh).as_signed(), name=f"{name}_base")
     mid = p.reg(lh + hl, name=f"{name}_mid")
     width = a.shape().width + b.shape().width
-    return p.reg((base + (mid << 16))[:width].as_signed(), name=f"{name}_prod"), 3
+    return p.reg((base + (mid << 16))[:width].as_signed(), name=f"{name}_prod"), 3 + extra
 
 
 def rounding_shift_right(z, amount, away):
@@ -377,9 +399,9 @@ class Requantizer(wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure): 9 pipeline stages and
-    #: the output FIFO.
-    LATENCY = 10
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure): 10 pipeline stages
+    #: and the output FIFO.
+    LATENCY = 11
 
     #: Entries of the output FIFO (``LATENCY + 1``), and so the most beats the unit holds: accepted and not yet
     #: sent on ``o``.
@@ -415,18 +437,22 @@ class Requantizer(wiring.Component):
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
 
-        p = Stages(m)
+        p = Stages(m, platform)
         valid = take
         for stage in range(1, stages + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
 
-        # The shared configuration travels with the beats; only the rounding mode and the output stage read it.
-        cfg = params.config
-        cfgs = {}
-        for stage in range(1, stages):
-            cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
+        # The shared configuration travels with the beats. No register of it drives all lanes: each lane carries
+        # its own copy of the rounding mode from S1 on (:meth:`Stages.copy`, so that synthesis keeps the copies
+        # apart), and the output stage's fields travel once for all lanes up to S7, where each lane takes its own
+        # copy for S9-S10 (the shared S7 register drives only those copies).
+        config = params.config
+        out_cfg = data.StructLayout({"output_offset": signed(8), "act_min": signed(8), "act_max": signed(8)})
+        shared = Signal(out_cfg)
+        m.d.comb += shared.eq(Cat(config.output_offset, config.act_min, config.act_max))
+        for stage in range(1, 8):
+            shared = p.reg(shared, name=f"cfg_s{stage}")
 
-        clamp = clamp_bounds(p, cfgs[7], name="clamp")
         outs = []
         for lane in range(self._lanes):
             lp = params.lanes[lane]
@@ -434,10 +460,14 @@ class Requantizer(wiring.Component):
             x = p.reg((self.i.payload[lane] + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
             shift = p.reg(lp.shift, name=f"shift_l{lane}")
+            # This lane's rounding mode, one register per stage (rounding[k]: stage k).
+            rounding = [None, p.copy(config.rounding, name=f"rounding_s1_l{lane}")]
+            for stage in range(2, 8):
+                rounding.append(p.copy(rounding[-1], name=f"rounding_s{stage}_l{lane}"))
 
             # S2: double rounding shifts left (wrapping) before multiplying; single rounding folds the shift into the
-            # final right shift. `amount` is the right shift applied (in S7) before the last rounding step.
-            double = cfgs[1].rounding == Rounding.DOUBLE
+            # final right shift. `amount` is the right shift applied (in S8) before the last rounding step.
+            double = rounding[1] == Rounding.DOUBLE
             shift_left = double & (shift > 0)
             a = p.reg(Mux(shift_left, (x << shift.as_unsigned()[:5])[:32].as_signed(), x), shape=signed(32),
                       name=f"a_l{lane}")
@@ -445,31 +475,38 @@ class Requantizer(wiring.Component):
             amount = p.reg(Mux(double, Mux(shift < 0, -shift, 0), 30 - shift)[:6], shape=unsigned(6),
                            name=f"amount2_l{lane}")
 
-            # S3-S5: the 64-bit product.
-            prod, stages = multiply(p, a, mult, name=f"mul_l{lane}", platform=platform)
-            amount = p.delay(amount, stages, name=f"amount_l{lane}")
+            # S3-S6: the 64-bit product. S3 is the DSPs' operand registers: the routing from the fabric registers
+            # into the DSP row ends in a register, not in the multiplier.
+            prod, mul_stages = multiply(p, a, mult, name=f"mul_l{lane}", platform=platform, input_registers=True)
+            assert mul_stages == 4
+            amount = p.delay(amount, mul_stages, name=f"amount_l{lane}")
 
-            # S6: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
+            # S7: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
             # = ((prod >> 30) + 1) >> 1, saturated (only INT32_MIN * INT32_MIN reaches 2^31); z = 2 * high feeds the
-            # rounding shift of S7-S8 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
+            # rounding shift of S8-S9 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
+            # q >= 2^32, that is prod >> 30 >= 2^32 - 1, from the bits of prod (not after q's carry chain, in
+            # parallel with it).
             q = (prod >> 30) + 1
-            overflow = ~q[-1] & q[32:-1].any()        # q >= 2^32
+            overflow = ~prod[63] & (prod[62] | prod[30:62].all())
             z_double = Mux(overflow, (1 << 32) - 2, Cat(Const(0, 1), q[1:]).as_signed())
-            z = p.reg(Mux(cfgs[5].rounding == Rounding.DOUBLE, z_double, prod), shape=signed(64),
+            z = p.reg(Mux(rounding[6] == Rounding.DOUBLE, z_double, prod), shape=signed(64),
                       name=f"z_l{lane}")
-            amount = p.reg(amount, name=f"amount6_l{lane}")
+            amount = p.reg(amount, name=f"amount7_l{lane}")
 
-            # S7: arithmetic right shift (64 bits).
-            y, carry = rounding_shift_right(z, amount, cfgs[6].rounding == Rounding.DOUBLE)
+            # S8: arithmetic right shift (64 bits).
+            y, carry = rounding_shift_right(z, amount, rounding[7] == Rounding.DOUBLE)
             y = p.reg(y, shape=signed(64), name=f"y_l{lane}")
             carry = p.reg(carry, name=f"carry_l{lane}")
+            # `cfg` (S8) is this lane's copy of the output stage's fields.
+            cfg = p.copy(shared, name=f"cfg_s8_l{lane}")
 
-            # S8: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
+            # S9: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
             # outside it; the last rounding step and the zero point.
-            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[7].output_offset), shape=signed(20),
+            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfg.output_offset), shape=signed(20),
                       name=f"w_l{lane}")
+            clamp = clamp_bounds(p, cfg, name=f"clamp_l{lane}")
 
-            # S9: clamp.
+            # S10: clamp.
             outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 
