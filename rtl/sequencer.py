@@ -266,8 +266,9 @@ class ResultWriter(wiring.Component):
     """Tags the systolic array's result vectors with their accumulator line and ``accumulate`` flag.
 
     The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of the
-    head of ``run``; the run is consumed with the tile's last vector, which also pulses ``done``. A result waits
-    (``result.ready`` low) while there is no run.
+    head of ``run``; the run is consumed with the tile's last vector. A tagged beat leaves ``wr`` from a register,
+    the cycle after its result is taken; ``done`` pulses when the tile's last beat is accepted on ``wr``. A result
+    waits (``result.ready`` low) while there is no run.
 
     Parameters
     ----------
@@ -301,22 +302,28 @@ class ResultWriter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # The tagged beat leaves through a register (the line address is a sum of the run queue's output and a
+        # count: registered, it does not run on into the accumulator's block RAM address).
         index = Signal(self.addr_width)
-        fire = Signal()
+        take = Signal()
+        last = Signal()
         m.d.comb += [
-            self.wr.valid.eq(self.result.valid & self.run.valid),
-            self.result.ready.eq(self.run.valid & self.wr.ready),
-            self.wr.payload.data.eq(self.result.payload.data),
-            self.wr.payload.addr.eq(self.run.payload.addr + index),
-            self.wr.payload.accumulate.eq(self.run.payload.accumulate),
-            fire.eq(self.wr.valid & self.wr.ready),
-            self.done.eq(fire & self.result.payload.last),
-            self.run.ready.eq(self.done),
+            take.eq(self.result.valid & self.run.valid & (~self.wr.valid | self.wr.ready)),
+            self.result.ready.eq(take),
+            self.run.ready.eq(take & self.result.payload.last),
+            self.done.eq(self.wr.valid & self.wr.ready & last),
         ]
-        with m.If(fire):
-            m.d.sync += index.eq(index + 1)
-            with m.If(self.result.payload.last):
-                m.d.sync += index.eq(0)
+        with m.If(take):
+            m.d.sync += [
+                self.wr.valid.eq(1),
+                self.wr.payload.data.eq(self.result.payload.data),
+                self.wr.payload.addr.eq(self.run.payload.addr + index),
+                self.wr.payload.accumulate.eq(self.run.payload.accumulate),
+                last.eq(self.result.payload.last),
+                index.eq(Mux(self.result.payload.last, 0, index + 1)),
+            ]
+        with m.Elif(self.wr.ready):
+            m.d.sync += self.wr.valid.eq(0)
         return m
 
 
