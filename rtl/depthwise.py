@@ -26,14 +26,14 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .commands import DWCONV_KERNEL, DWCONV_SIZE_WIDTH, DwconvArgs
 from .config import DatapathConfig
-from .pe import _kept, is_ecp5
+from .pe import _kept, is_ecp5, register_copy
 from .scratchpad import ReadRequest, ReadResponse
 from .sequencer import Queue
 
@@ -77,6 +77,7 @@ class CarryChainModel:
     that the tests run the exact INIT values and operand wiring that an ECP5 build gets."""
 
     family = "ecp5"
+    simulated = True
 
 
 def _ccu2c(m, name, cin, halves, platform):
@@ -140,23 +141,8 @@ def _row_pair(m, a, b, bound, name, platform):
 
 
 def _copy(m, value, enable, name, platform, *, init=None):
-    """A register loading ``value`` where ``enable`` is high (reset to ``init``; no reset if ``None``), one of several
-    copies that spread a fan-out.
-
-    Yosys merges flip-flops with the same inputs, so for ECP5 (not :class:`CarryChainModel`) the copy is made of
-    ``TRELLIS_FF`` instances, which it leaves alone; the domain's reset then goes into their data input."""
-    register = Signal(value.shape(), name=name, init=init or 0, reset_less=init is None)
-    if is_ecp5(platform) and not isinstance(platform, CarryChainModel):
-        data_in, load = (value, enable) if init is None else (Mux(ResetSignal(), init, value), enable | ResetSignal())
-        for k in range(len(value)):
-            m.submodules[f"{name}_{k}"] = Instance(
-                "TRELLIS_FF", p_GSR="AUTO", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_REGSET="SET" if (init or 0) >> k & 1 else "RESET",
-                i_CLK=ClockSignal(), i_CE=load, i_LSR=Const(0, 1), i_DI=data_in[k], o_Q=register[k])
-    else:
-        with m.If(enable):
-            m.d.sync += register.eq(value)
-    return register
+    """A copy of a register that spreads a fan-out (:func:`~haneul.rtl.pe.register_copy`)."""
+    return register_copy(m, value, name=name, platform=platform, enable=enable, init=init)
 
 
 def _extend(value, width):

@@ -39,7 +39,7 @@ multiplier reads registers only.
 The PE has no stall input: the array never stalls its pipeline (see :mod:`haneul.rtl.systolic`).
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,23 +75,39 @@ def is_ecp5(platform):
     return getattr(platform, "family", None) == "ecp5"
 
 
-def register_copy(m, value, *, name, platform):
-    """A free-running register (loads ``value`` every cycle, no reset) that stays a register of its own: one of
-    several copies of the same value, each near the logic it drives, that together spread a fan-out too wide for one
-    register.
+def register_copy(m, value, *, name, platform, enable=None, init=None):
+    """A register loading ``value`` (every cycle, or where ``enable`` is high; reset to ``init``, no reset if
+    ``None``) that stays a register of its own: one of several copies of the same value, each near the logic it
+    drives, that together spread a fan-out too wide for one register.
 
-    Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance
-    (clock enable high), which it leaves alone; elsewhere (simulation) it is an ordinary register.
+    Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance,
+    which it leaves alone (the domain's reset then goes into its data input); elsewhere, and for platforms that only
+    stand in for ECP5 in simulations (``platform.simulated``), it is an ordinary register.
     """
-    sig = Signal(value.shape(), name=name)
-    if not is_ecp5(platform):
-        m.d.sync += sig.eq(value)
+    if init is None:
+        sig = Signal(value.shape(), name=name, reset_less=True)
+    else:
+        sig = Signal(value.shape(), name=name, init=init)
+    if not is_ecp5(platform) or getattr(platform, "simulated", False):
+        if enable is None:
+            m.d.sync += sig.eq(value)
+        else:
+            with m.If(enable):
+                m.d.sync += sig.eq(value)
         return sig
-    d, q = Cat(value), Cat(sig)
+    if init is None:
+        data_in, load = value, enable
+    else:
+        data_in = Mux(ResetSignal(), init, value)
+        load = None if enable is None else enable | ResetSignal()
+    d, q = Cat(data_in), Cat(sig)
     for k in range(len(q)):
+        ports = dict(i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d[k], o_Q=q[k])
+        if load is not None:
+            ports["i_CE"] = load
         m.submodules[f"{name}_{k}"] = Instance(
-            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
-            i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d[k], o_Q=q[k])
+            "TRELLIS_FF", p_GSR="DISABLED" if init is None else "AUTO", p_CEMUX="1" if load is None else "CE",
+            p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="SET" if (init or 0) >> k & 1 else "RESET", **ports)
     return sig
 
 

@@ -13,12 +13,12 @@ FULLY_CONNECTED). See ``docs/ppu.md`` for the derivation of the datapath.
 The module also holds the small pipeline helpers that :mod:`haneul.rtl.eltwise` reuses.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import is_ecp5, mult18x18d
+from .pe import is_ecp5, mult18x18d, register_copy
 
 __all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer"]
 
@@ -126,20 +126,9 @@ class Stages:
 
     def copy(self, value, *, name):
         """A register loading ``value``, as :meth:`reg`, that stays a register of its own: one of several copies of
-        the same value, each near the logic it drives, that together spread a fan-out too wide for one register.
-
-        Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance
-        (clock enable high, no reset), which it leaves alone; elsewhere (simulation) it is an ordinary register.
-        """
-        if not is_ecp5(self.platform):
-            return self.reg(value, name=name)
-        sig = Signal(value.shape(), name=name)
-        d, q = Cat(value), Cat(sig)
-        for k in range(len(q)):
-            self.m.submodules[f"{name}_{k}"] = Instance(
-                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR", p_REGSET="RESET",
-                i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_DI=d[k], o_Q=q[k])
-        return sig
+        the same value that together spread a fan-out too wide for one register (:func:`~haneul.rtl.pe.register_copy`:
+        ``TRELLIS_FF`` instances on ECP5, which Yosys does not merge)."""
+        return register_copy(self.m, value, name=name, platform=self.platform)
 
     def delay(self, value, stages, *, name):
         """``value`` delayed by ``stages`` pipeline stages."""
