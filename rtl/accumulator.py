@@ -18,13 +18,13 @@ read port only when they address the same bank in the same cycle.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
+from .credit import CreditFIFO
 from .pe import register_copy
 
 __all__ = ["AccumulatorWrite", "ReadCommand", "Accumulator"]
@@ -287,21 +287,22 @@ class Accumulator(wiring.Component):
             ]
 
         # Read-out engine ----------------------------------------------------------------------------------------
-        # A line may be requested while a credit is left: `fifo_depth` lines requested and not yet taken from the
-        # output FIFO at most, so that `rd_data.ready` reaches only the FIFO and the credit count.
+        # A line may be requested while a credit is left (a CreditFIFO): `fifo_depth` lines requested and not yet
+        # taken from the output FIFO at most, so that `rd_data.ready` reaches only the FIFO and the credit count.
         cmd, out = self.rd_cmd, self.rd_data
         active = Signal()
         rd_addr = Signal(self.addr_width)
         remaining = Signal(self.addr_width + 1)
         rd_bank, rd_line = split(rd_addr)
-        used = Signal(range(self.fifo_depth + 1))
+        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth)
+        wiring.connect(m, fifo.o, wiring.flipped(out))
 
         room = Signal()
         conflict = Signal()
         hazard = Signal()
         issue = Signal()
         m.d.comb += [
-            room.eq(used != self.fifo_depth),
+            room.eq(fifo.credit),
             conflict.eq(s0_read & (s0_bank == rd_bank)),
             hazard.eq((s1.valid & (s1.addr == rd_addr)) | (s2.valid & (s2.addr == rd_addr))
                       | (s3_valid & (s3_addr == rd_addr))),
@@ -345,20 +346,11 @@ class Accumulator(wiring.Component):
             for b in range(1, self.banks):
                 value = Mux(r2_bank == b, bank_data[b][k], value)
             m.d.comb += line[k].eq(value)
-        m.submodules.out_fifo = fifo = SyncFIFO(width=Shape.cast(line_shape).width, depth=self.fifo_depth)
-        taken = Signal()
         m.d.comb += [
-            fifo.w_data.eq(line),
+            fifo.reserve.eq(issue),
             fifo.w_en.eq(r2_valid),
-            out.payload.eq(fifo.r_data),
-            out.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(out.ready),
-            taken.eq(out.valid & out.ready),
-            self.rd_busy.eq(active | (used != 0)),
+            fifo.w_data.eq(line),
+            self.rd_busy.eq(active | fifo.busy),
         ]
-        with m.If(issue & ~taken):
-            m.d.sync += used.eq(used + 1)
-        with m.Elif(taken & ~issue):
-            m.d.sync += used.eq(used - 1)
 
         return m

@@ -15,9 +15,9 @@ The module also holds the small pipeline helpers that :mod:`haneul.rtl.eltwise` 
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .credit import CreditFIFO
 from .pe import is_ecp5, mult18x18d, register_copy
 
 __all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer"]
@@ -266,97 +266,6 @@ def clamp_int8(value, low, high):
     comparisons with ``value`` run in parallel.
     """
     return Mux(value > high, high, Mux(value < low, low, value))[:8].as_signed()
-
-
-class CreditFIFO(wiring.Component):
-    """Output queue of a pipeline that never stalls: a FIFO and the credit count in front of it.
-
-    A unit whose pipeline has no stall enable needs, for every beat it accepts, a queue entry that the beat's result
-    is sure to find free. ``reserve`` (one cycle per accepted beat) takes an entry; ``credit`` is high while fewer than
-    ``depth`` beats are reserved and not yet sent on ``o``, so the unit accepts a beat only with ``credit`` high.
-    The pipeline writes each result with ``w_en``/``w_data``, unconditionally: every write goes to a reserved entry,
-    so the write enable (which reaches every LUT-RAM cell of the queue) has no full check in front of it, and
-    ``o.ready`` reaches only the queue's pointers and the two counts, never the pipeline.
-
-    The queue is first-word-fall-through in LUT RAM (asynchronous read): a result written in cycle ``t`` is on ``o``
-    in cycle ``t + 1``. With ``depth = latency + 1``, where ``latency`` is the cycles from ``reserve`` to
-    ``o.valid``, the unit sustains one beat per cycle while ``o.ready`` is high; ``depth`` is also the most beats
-    the unit holds (accepted and not yet sent).
-
-    Parameters
-    ----------
-    shape : shape-like
-        Shape of a result (the payload of ``o``).
-    depth : int
-        Entries of the queue and credits.
-
-    Attributes
-    ----------
-    reserve : In(1)
-        A beat is accepted: one credit taken.
-    credit : Out(1)
-        Fewer than ``depth`` beats are reserved and not yet sent: another beat may be accepted.
-    w_en, w_data : In(1), In(shape)
-        A result enters the queue (never more results than reservations).
-    o : Out(stream.Signature(shape))
-        The results, in order.
-    """
-    def __init__(self, shape, depth):
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
-            raise ValueError(f"Depth must be a positive integer, not {depth!r}")
-        self._shape = shape
-        self._depth = depth
-        super().__init__({
-            "reserve": In(1),
-            "credit":  Out(1),
-            "w_en":    In(1),
-            "w_data":  In(shape),
-            "o":       Out(stream.Signature(shape)),
-        })
-
-    @property
-    def depth(self):
-        return self._depth
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = self._depth
-
-        def advance(pointer):
-            return Mux(pointer == depth - 1, 0, pointer + 1)
-
-        give = self.o.valid & self.o.ready
-        # Credits: beats reserved and not yet sent, in flight or in the queue.
-        owed = Signal(range(depth + 1))
-        m.d.comb += self.credit.eq(owed != depth)
-        with m.If(self.reserve & ~give):
-            m.d.sync += owed.eq(owed + 1)
-        with m.Elif(give & ~self.reserve):
-            m.d.sync += owed.eq(owed - 1)
-
-        m.submodules.storage = storage = Memory(shape=self._shape, depth=depth, init=[])
-        write = storage.write_port()
-        read = storage.read_port(domain="comb")
-        produce = Signal(range(depth))
-        consume = Signal(range(depth))
-        level = Signal(range(depth + 1))        # results in the queue
-        m.d.comb += [
-            write.addr.eq(produce),
-            write.data.eq(self.w_data),
-            write.en.eq(self.w_en),
-            read.addr.eq(consume),
-            self.o.payload.eq(read.data),
-            self.o.valid.eq(level != 0),
-        ]
-        with m.If(self.w_en):
-            m.d.sync += produce.eq(advance(produce))
-        with m.If(give):
-            m.d.sync += consume.eq(advance(consume))
-        with m.If(self.w_en & ~give):
-            m.d.sync += level.eq(level + 1)
-        with m.Elif(give & ~self.w_en):
-            m.d.sync += level.eq(level - 1)
-        return m
 
 
 class Requantizer(wiring.Component):

@@ -21,13 +21,13 @@ in the same cycle. Read ports contend only when they address the same bank in th
 one of them (round robin) and the others wait.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
+from .credit import CreditFIFO
 
 __all__ = ["WriteRequest", "ReadRequest", "ReadResponse", "Scratchpad"]
 
@@ -267,21 +267,19 @@ class Scratchpad(wiring.Component):
             ]
 
         # Read side: per-port credits --------------------------------------------------------------------------
-        # A port may have `fifo_depth` lines requested and not yet taken from its response FIFO; a request needs a
-        # credit, a register compare, so a consumer's `ready` never reaches the arbitration.
+        # A port may have `fifo_depth` lines requested and not yet taken from its response FIFO (a CreditFIFO); a
+        # request needs a credit, a register compare, so a consumer's `ready` never reaches the arbitration.
         ports = self.read_ports
         room = []
         req_bank = []
-        used = []
+        fifos = []
         for p in range(ports):
-            count = Signal(range(self.fifo_depth + 1), name=f"used{p}")
-            r = Signal(name=f"room{p}")
-            m.d.comb += [
-                r.eq(count != self.fifo_depth),
-                self.rd_busy[p].eq(count != 0),
-            ]
-            used.append(count)
-            room.append(r)
+            fifo = CreditFIFO(ReadResponse(self.config, self.width), self.fifo_depth)
+            m.submodules[f"resp_fifo{p}"] = fifo
+            wiring.connect(m, fifo.o, wiring.flipped(self.rd_resp[p]))
+            m.d.comb += self.rd_busy[p].eq(fifo.busy)
+            fifos.append(fifo)
+            room.append(fifo.credit)
             req_bank.append(split(self.rd_req[p].payload.addr)[0])
 
         # Per-bank round-robin arbitration -----------------------------------------------------------------------
@@ -324,7 +322,7 @@ class Scratchpad(wiring.Component):
         # Response side: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the port's
         # response FIFO -> response (t + 3) --------------------------------------------------------------------
         for p in range(ports):
-            req, resp = self.rd_req[p], self.rd_resp[p]
+            req = self.rd_req[p]
             accept = Signal(name=f"accept{p}")
             m.d.comb += [
                 accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
@@ -341,22 +339,12 @@ class Scratchpad(wiring.Component):
             for b in range(1, self.banks):
                 line = Mux(s2_bank == b, bank_data[b], line)
 
-            fifo = SyncFIFO(width=Shape.cast(ReadResponse(self.config, self.width)).width, depth=self.fifo_depth)
-            m.submodules[f"resp_fifo{p}"] = fifo
-            entry = Signal(ReadResponse(self.config, self.width), name=f"entry{p}")
+            fifo = fifos[p]
             m.d.comb += [
-                entry.data.eq(line),
-                entry.last.eq(s2_last),
-                fifo.w_data.eq(entry),
+                fifo.reserve.eq(accept),
                 fifo.w_en.eq(s2_valid),
-                resp.payload.eq(fifo.r_data),
-                resp.valid.eq(fifo.r_rdy),
-                fifo.r_en.eq(resp.ready),
+                fifo.w_data.data.eq(line),
+                fifo.w_data.last.eq(s2_last),
             ]
-            taken = resp.valid & resp.ready
-            with m.If(accept & ~taken):
-                m.d.sync += used[p].eq(used[p] + 1)
-            with m.Elif(taken & ~accept):
-                m.d.sync += used[p].eq(used[p] - 1)
 
         return m
