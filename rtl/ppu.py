@@ -297,9 +297,9 @@ class Requantizer(wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure): 10 pipeline stages
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure): 11 pipeline stages
     #: and the output FIFO.
-    LATENCY = 11
+    LATENCY = 12
 
     #: Entries of the output FIFO (``LATENCY + 1``), and so the most beats the unit holds: accepted and not yet
     #: sent on ``o``.
@@ -399,12 +399,17 @@ class Requantizer(wiring.Component):
             cfg = p.copy(shared, name=f"cfg_s8_l{lane}")
 
             # S9: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
-            # outside it; the last rounding step and the zero point.
-            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfg.output_offset), shape=signed(20),
-                      name=f"w_l{lane}")
+            # outside it.
+            sat = p.reg(saturate(y, signed(18)), shape=signed(18), name=f"sat_l{lane}")
+            carry = p.reg(carry, name=f"carry9_l{lane}")
+            offset = p.reg(cfg.output_offset, name=f"offset9_l{lane}")
+            cfg = p.reg(cfg, name=f"cfg_s9_l{lane}")
+
+            # S10: the last rounding step and the zero point.
+            w = p.reg(add_offset(sat, carry, offset), shape=signed(20), name=f"w_l{lane}")
             clamp = clamp_bounds(p, cfg, name=f"clamp_l{lane}")
 
-            # S10: clamp.
+            # S11: clamp.
             outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 
