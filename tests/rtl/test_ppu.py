@@ -359,3 +359,19 @@ def test_lanes_validation():
         ppu.Requantizer(0)
     with pytest.raises(TypeError, match="Lane count must be a positive integer"):
         ppu.Requantizer(True)
+
+
+def test_rounding_ties():
+    """Exact halves of both signs through the last rounding step (round half away from zero with double rounding,
+    half up with single rounding): small negative shifts and multipliers of 1/2 and 3/4 on a sweep of accumulators
+    make a tie every few values."""
+    lanes = 4
+    events = []
+    for single in (False, True):
+        for shift in (-1, -2, -3):
+            for mult in (1 << 30, 3 << 29):
+                events.append(("param", dict(single=single, output_offset=0, act_min=-128, act_max=127,
+                                             lanes=[(0, mult, shift)] * lanes)))
+                for x in range(-160, 160, lanes):
+                    events.append(("data", [x + k for k in range(lanes)]))
+    check_requantizer(lanes, events, seed=5, valid_gap=0.1, ready_gap=0.1)
