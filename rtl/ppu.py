@@ -219,23 +219,11 @@ def rounding_shift_right(z, amount, away):
     ``(y + carry) >> 1`` is ``floor(z / 2**(amount+1) + 1/2)`` (round half up), or round half away from zero when
     ``away`` is set. ``away`` is only supported for ``amount <= 32`` (the discarded bits are taken from ``z[:32]``).
     """
-    y, tie = rounding_shift_parts(z, amount, away)
-    return y, rounding_carry(y, tie)
-
-
-def rounding_shift_parts(z, amount, away):
-    """:func:`rounding_shift_right` in two parts that can be registered apart: ``y = z >> amount`` and ``tie``, set
-    when the carry is zero if ``y`` is odd (``away`` set, ``z`` negative, the bits below ``y`` all zero), computed
-    beside the shift rather than after it. :func:`rounding_carry` then gives the carry."""
     y = z.as_signed() >> amount
     low_mask = ~(Const(0xFFFF_FFFF, 32) << amount)[:32]
-    tie = away & z.as_signed()[-1] & ((z[:32] & low_mask) == 0)
-    return y, tie
-
-
-def rounding_carry(y, tie):
-    """The carry of :func:`rounding_shift_right` from the parts of :func:`rounding_shift_parts`."""
-    return ~(tie & y[0])
+    exact_half = ((z[:32] & low_mask) == 0) & y[0]
+    carry = ~(away & z.as_signed()[-1] & exact_half)
+    return y, carry
 
 
 def saturate(value, shape):
@@ -403,17 +391,17 @@ class Requantizer(wiring.Component):
                       name=f"z_l{lane}")
             amount = p.reg(amount, name=f"amount7_l{lane}")
 
-            # S8: arithmetic right shift (64 bits); the rounding tie test beside it (the carry follows in S9).
-            y, tie = rounding_shift_parts(z, amount, rounding[7] == Rounding.DOUBLE)
+            # S8: arithmetic right shift (64 bits).
+            y, carry = rounding_shift_right(z, amount, rounding[7] == Rounding.DOUBLE)
             y = p.reg(y, shape=signed(64), name=f"y_l{lane}")
-            tie = p.reg(tie, name=f"tie_l{lane}")
+            carry = p.reg(carry, name=f"carry_l{lane}")
             # `cfg` (S8) is this lane's copy of the output stage's fields.
             cfg = p.copy(shared, name=f"cfg_s8_l{lane}")
 
             # S9: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
             # outside it.
             sat = p.reg(saturate(y, signed(18)), shape=signed(18), name=f"sat_l{lane}")
-            carry = p.reg(rounding_carry(y, tie), name=f"carry9_l{lane}")
+            carry = p.reg(carry, name=f"carry9_l{lane}")
             offset = p.reg(cfg.output_offset, name=f"offset9_l{lane}")
             cfg = p.reg(cfg, name=f"cfg_s9_l{lane}")
 
