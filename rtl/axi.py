@@ -16,7 +16,7 @@ from amaranth.hdl._ir import PortDirection
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Burst", "Resp", "AXI4Signature", "AXI4LiteSignature", "amba_ports", "Renamed"]
+__all__ = ["Burst", "Resp", "AXI4Signature", "AXI4LiteSignature", "amba_ports", "Renamed", "pass_through"]
 
 
 class Burst(enum.Enum, shape=2):
@@ -217,12 +217,23 @@ class Renamed(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules[self._name] = inner = self.inner
-        for port, member in inner.signature.members.items():
-            theirs, ours = getattr(inner, port), getattr(self, self.names.get(port, port))
-            if member.is_signature:
-                wiring.connect(m, wiring.flipped(ours), theirs)
-            elif member.flow == In:
-                m.d.comb += theirs.eq(ours)
-            else:
-                m.d.comb += ours.eq(theirs)
+        pass_through(m, inner, self, self.names)
         return m
+
+
+def pass_through(m, inner, outer, names=None, *, skip=()):
+    """Connect every port of the component ``inner`` to the same-shaped port of the wrapper ``outer`` (named
+    ``names.get(port, port)``), except the ports in ``skip``: interfaces with :func:`wiring.connect`, plain ports by
+    direction. For wrappers that present a block under other names (:class:`Renamed`) or change a few of its ports
+    (a testbench's fault injection)."""
+    names = names or {}
+    for port, member in inner.signature.members.items():
+        if port in skip:
+            continue
+        theirs, ours = getattr(inner, port), getattr(outer, names.get(port, port))
+        if member.is_signature:
+            wiring.connect(m, wiring.flipped(ours), theirs)
+        elif member.flow == In:
+            m.d.comb += theirs.eq(ours)
+        else:
+            m.d.comb += ours.eq(theirs)

@@ -7,8 +7,8 @@ By default 4x4 runs on Icarus and on Verilator; the other (simulator, size) pair
 import pytest
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
 
+from haneul.rtl.axi import pass_through
 from haneul.rtl.commands import ErrorCode
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.datapath import Datapath
@@ -88,16 +88,7 @@ class FaultyDatapath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.datapath = dp = self.datapath
-        for name, member in self.signature.members.items():
-            ours, theirs = getattr(self, name), getattr(dp, name)
-            if name in ("out", "ppu_param"):
-                continue
-            if member.is_signature:
-                wiring.connect(m, wiring.flipped(ours), theirs)
-            elif member.flow == In:
-                m.d.comb += theirs.eq(ours)
-            else:
-                m.d.comb += ours.eq(theirs)
+        pass_through(m, dp, self, skip=("out", "ppu_param"))
 
         # ppu_param, with the parameter faults.
         param = self.ppu_param.payload
