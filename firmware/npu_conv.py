@@ -49,6 +49,13 @@ def fold_bias(bias, filters, input_offset):
     return ((folded + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
 
 
+def _taps(outputs, stride, offset, size):
+    """The input coordinates ``o * stride + offset`` of the output coordinates ``outputs`` under one kernel tap,
+    and the indices of those inside ``0 .. size - 1`` (the others are padding)."""
+    coords = [o * stride + offset for o in outputs]
+    return coords, [i for i, v in enumerate(coords) if 0 <= v < size]
+
+
 def _geometry(x, filters, p):
     h, w, c = x.shape
     oc, kh, kw, _ = filters.shape
@@ -78,8 +85,7 @@ def _row_packed(x, filters, p, rows):
         oy0, n_rows = m0 // ow, count // ow
         loads = []
         for ky in range(kh):
-            iys = [oy * sh + ky - pt for oy in range(oy0, oy0 + n_rows)]
-            real = [i for i, iy in enumerate(iys) if 0 <= iy < h]
+            iys, real = _taps(range(oy0, oy0 + n_rows), sh, ky - pt, h)
             if not real:
                 # The kernel row lies entirely in the padding for these output rows: every line is the zero
                 # point, read from a line of zero points kept after the input (stride 0).
@@ -114,11 +120,9 @@ def _channel_major(x, filters, p, rows):
         oy0, n_rows = m0 // ow, count // ow
         loads = []
         for ky in range(kh):
-            iys = [oy * sh + ky - pt for oy in range(oy0, oy0 + n_rows)]
-            real_y = [i for i, iy in enumerate(iys) if 0 <= iy < h]
+            iys, real_y = _taps(range(oy0, oy0 + n_rows), sh, ky - pt, h)
             for kx in range(kw):
-                ixs = [ox * sw + kx - pl for ox in range(ow)]
-                real_x = [i for i, ix in enumerate(ixs) if 0 <= ix < w]
+                ixs, real_x = _taps(range(ow), sw, kx - pl, w)
                 first = spad + (ky * kw + kx) * blocks_c * m_tile
                 if not real_y or not real_x:
                     # The whole tap lies in the padding for these rows: zero-point lines, read with stride 0.
