@@ -54,7 +54,8 @@ RESOURCES = [
 
 def datapath_config(args):
     """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes/--lut-mult``."""
-    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult", "add_lanes")
+    overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult", "add_lanes",
+                                                       "requant_lanes")
                  if getattr(args, name) is not None}
     return dataclasses.replace(DatapathConfig(), **overrides)
 
@@ -71,7 +72,8 @@ def datapath(args):
 
 def requantizer(args):
     from haneul.rtl.ppu import Requantizer
-    return Requantizer(datapath_config(args).cols)
+    config = datapath_config(args)
+    return Requantizer(config.cols, fold=config.requant_fold)
 
 
 def adder(args):
@@ -183,6 +185,8 @@ def main(argv=None):
     parser.add_argument("--dsp-pes", type=int, help="DatapathConfig.dsp_pes: PEs whose multiplier is a DSP")
     parser.add_argument("--lut-mult", help="DatapathConfig.lut_mult: multiplier type of the other PEs (lut, booth)")
     parser.add_argument("--add-lanes", type=int, help="DatapathConfig.add_lanes: pipeline lanes of the adder")
+    parser.add_argument("--requant-lanes", type=int,
+                        help="DatapathConfig.requant_lanes: pipeline lanes of the requantiser")
     parser.add_argument("--without", action="append", default=[], choices=("add", "pool", "depthwise"),
                         help="datapath target: leave this vector unit out (repeatable)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")

@@ -65,8 +65,8 @@ class DatapathConfig:
         Budget of processing elements whose multiplier is a DSP block (one ``MULT18X18D`` each on ECP5); the other
         PEs build their multiplier from LUTs (``lut_mult``). PEs are given DSPs whole columns first, column 0 first
         and top to bottom (see :meth:`pe_mult`); a budget above ``rows * cols`` makes every PE a DSP PE, 0 none.
-        Default 64: four of the 16 columns, which leaves 92 of the 156 multipliers of an ECP5-85F for the
-        post-processing units (64 for a 16-lane requantiser, 16 for the pooling unit, 8 per adder lane).
+        Default 96: six of the 16 columns, which leaves 60 of the 156 multipliers of an ECP5-85F for the
+        post-processing units (4 per requantiser lane: 32 for 8 lanes; 16 for the pooling unit, 8 per adder lane).
         ``docs/fpga.md`` has the budget.
     lut_mult : str
         Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
@@ -77,6 +77,13 @@ class DatapathConfig:
         it takes a line of ``rows`` elements in ``rows // add_lanes`` cycles, with three multipliers per pipeline
         lane (8 ECP5 DSP blocks). A divisor of ``rows``. Default 1: one line every ``rows`` cycles, 8 DSP blocks;
         a 16-lane adder (128) does not fit an ECP5-85F beside the array and the requantiser (``docs/fpga.md``).
+    requant_lanes : int
+        Most pipeline lanes of the requantiser (:class:`haneul.rtl.ppu.Requantizer`): it takes an accumulator line
+        in :attr:`requant_fold` ``= ceil(cols / requant_lanes)`` cycles, on ``ceil(cols / requant_fold)`` pipeline
+        lanes of four multipliers each. At least ``cols`` gives one line per cycle. Default 8: a 16-column line
+        every 2 cycles, which the array outpaces only in GEMMs of one K-tile
+        (a read-out line per 1 to ``K / rows`` cycles of MACs), for 32 DSP blocks and about 8 000 LUTs fewer than a
+        16-lane requantiser (``docs/fpga.md``).
 
     Raises
     ------
@@ -94,9 +101,10 @@ class DatapathConfig:
     spad_banks: int = 4
     acc_depth: int = 512
     acc_banks: int = 2
-    dsp_pes: int = 64
+    dsp_pes: int = 96
     lut_mult: str = "booth"
     add_lanes: int = 1
+    requant_lanes: int = 8
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),
@@ -136,6 +144,10 @@ class DatapathConfig:
         if self.add_lanes <= 0 or self.rows % self.add_lanes:
             raise ValueError(f"Adder lane count must be a positive divisor of the row count {self.rows}, "
                              f"not {self.add_lanes!r}")
+        if not _is_int(self.requant_lanes):
+            raise TypeError(f"Requantiser lane count must be a positive integer, not {self.requant_lanes!r}")
+        if self.requant_lanes <= 0:
+            raise ValueError(f"Requantiser lane count must be a positive integer, not {self.requant_lanes!r}")
         from .pe import MULTIPLIERS  # the registry of PE types lives with the PE
         lut_types = sorted(name for name, mult in MULTIPLIERS.items() if not mult.uses_dsp)
         if self.lut_mult not in lut_types:
@@ -169,6 +181,11 @@ class DatapathConfig:
         accumulator register) and 1 in the output FIFO.
         """
         return self.rows + self.cols + 2
+
+    @property
+    def requant_fold(self) -> int:
+        """Cycles the requantiser takes per accumulator line: ``ceil(cols / requant_lanes)``."""
+        return -(-self.cols // self.requant_lanes)
 
     # Processing element types ------------------------------------------------------------------------------------
 

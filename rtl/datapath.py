@@ -171,7 +171,7 @@ class Datapath(wiring.Component):
         m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2 + vector_ports)
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.accumulator = acc = Accumulator(cfg)
-        m.submodules.requantizer = requant = Requantizer(cfg.cols)
+        m.submodules.requantizer = requant = Requantizer(cfg.cols, fold=cfg.requant_fold)
         m.submodules.sequencer = seq = Sequencer(
             cfg, Params(cfg.cols),
             add_param_shape=eltwise.Params if self.has_add else None,
@@ -227,7 +227,7 @@ class Datapath(wiring.Component):
             return count
 
         # Lines inside the requantiser (its pipeline and its output register).
-        inflight = in_flight("inflight", Requantizer.LATENCY + 1, requant.i.valid & requant.i.ready,
+        inflight = in_flight("inflight", requant.fifo_depth, requant.i.valid & requant.i.ready,
                              requant.o.valid & requant.o.ready)
         idle_units = [inflight == 0]
 

@@ -11,10 +11,11 @@ Per lane, bit-exactly with :func:`haneul.sim.golden.kernels.add`::
 ``RoundingDivideByPOT(-shift)``. See ``docs/ppu.md``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .fold import Fold, FoldedTiming
 from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8, multiply,
                   rounding_shift_right, saturate)
 
@@ -63,7 +64,7 @@ class Params(data.Struct):
     act_max:           signed(8)
 
 
-class Adder(wiring.Component):
+class Adder(FoldedTiming, wiring.Component):
     """Element-wise ADD of two streams of int8 vectors.
 
     A beat is consumed from ``a`` and ``b`` together (both ``ready`` rise only when both are ``valid``). Parameters
@@ -72,11 +73,12 @@ class Adder(wiring.Component):
     accepted, and ``param.ready`` is always high. After reset the parameters are zero, with the clamp bounds -128
     and 127.
 
-    The datapath is a pipeline of :attr:`LATENCY` stages with a single stall enable: one beat per cycle (one per
-    ``fold`` cycles when folded), correct under any pattern of valid and ready gaps.
+    The datapath is a pipeline of :attr:`STAGES` stages that never stalls, then an output FIFO with credits
+    (:class:`~haneul.rtl.credit.CreditFIFO`): one beat per cycle (one per ``fold`` cycles when folded), correct
+    under any pattern of valid and ready gaps.
 
     With ``fold > 1`` the pipeline is ``lanes // fold`` lanes wide and a beat goes through it in ``fold`` parts on
-    consecutive cycles: part 0 (lanes ``0 .. lanes // fold - 1``) straight from the inputs in the cycle the beat is
+    consecutive cycles (:class:`~haneul.rtl.fold.Fold`): part 0 (lanes ``0 .. lanes // fold - 1``) straight from the inputs in the cycle the beat is
     accepted, the other parts from a register that keeps the rest of the beat. The parts leave the pipeline on
     consecutive cycles and the output beat is assembled from them. The unit then takes a beat every ``fold``
     cycles, its latency is :attr:`latency` ``= LATENCY + fold - 1``, and it needs ``fold`` times fewer multipliers
@@ -135,94 +137,44 @@ class Adder(wiring.Component):
     def left_shift(self):
         return self._left_shift
 
-    @property
-    def fold(self):
-        return self._fold
-
-    @property
-    def latency(self):
-        """Cycles from an accepted pair of input beats to its output beat (``LATENCY + fold - 1``)."""
-        return self.LATENCY + self._fold - 1
-
-    @property
-    def fifo_depth(self):
-        """Entries of the output FIFO and credits, ``latency // fold + 1``: the fewest that sustain a beat every
-        ``fold`` cycles, and the most beats the unit holds (accepted and not yet sent). At most ``LATENCY + 1``."""
-        return self.latency // self._fold + 1
-
     def elaborate(self, platform):
         m = Module()
         fold = self._fold
         width = self._lanes // fold     # pipeline lanes
-        part_bits = 8 * width
 
         params = Signal(Params, init=CONFIG_INIT)
         vector = data.ArrayLayout(signed(8), self._lanes)
         m.submodules.fifo = fifo = CreditFIFO(vector, self.fifo_depth)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
-        # `first`: the next part to enter the pipeline is part 0 of a new beat.
-        if fold > 1:
-            phase = Signal(range(fold))     # the part entering now (when not first)
-            first = Signal(init=1)          # a register: it selects the pipeline's input and the rest's update
-        else:
-            first = 1
-        m.d.comb += self.param.ready.eq(first)
+        # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
+        f = Fold(m, fold)
+        m.d.comb += self.param.ready.eq(f.ready)
         with m.If(self.param.valid & self.param.ready):
             m.d.sync += params.eq(self.param.payload)
 
         take = Signal()
         m.d.comb += [
-            take.eq(fifo.credit & self.a.valid & self.b.valid & ~self.param.valid & first),
+            take.eq(fifo.credit & self.a.valid & self.b.valid & ~self.param.valid & f.ready),
             self.a.ready.eq(take),
             self.b.ready.eq(take),
             fifo.reserve.eq(take),
         ]
+        entering = f.advance(take)
 
-        # The part entering the pipeline: part 0 from the inputs, the others from the rest of the beat, kept in a
-        # shift register that moves one part down per cycle.
+        # The part entering the pipeline.
         in_a = Signal(data.ArrayLayout(signed(8), width))
         in_b = Signal(data.ArrayLayout(signed(8), width))
-        if fold > 1:
-            rest_a = Signal(part_bits * (fold - 1))
-            rest_b = Signal(part_bits * (fold - 1))
-            m.d.comb += [
-                in_a.eq(Mux(first, self.a.payload.as_value()[:part_bits], rest_a[:part_bits])),
-                in_b.eq(Mux(first, self.b.payload.as_value()[:part_bits], rest_b[:part_bits])),
-            ]
-            # The rest loads the inputs whenever no beat is entering (it is only read after a beat was taken), so
-            # `take` reaches only the phase, not the rest's registers.
-            m.d.sync += [
-                rest_a.eq(Mux(first, self.a.payload.as_value()[part_bits:], rest_a >> part_bits)),
-                rest_b.eq(Mux(first, self.b.payload.as_value()[part_bits:], rest_b >> part_bits)),
-            ]
-            with m.If(take):
-                m.d.sync += [
-                    phase.eq(1),
-                    first.eq(0),
-                ]
-            with m.Elif(~first):
-                m.d.sync += [
-                    phase.eq(Mux(phase == fold - 1, 0, phase + 1)),
-                    first.eq(phase == fold - 1),
-                ]
-            entering = take | ~first
-        else:
-            m.d.comb += [
-                in_a.eq(self.a.payload),
-                in_b.eq(self.b.payload),
-            ]
-            entering = take
+        m.d.comb += [
+            in_a.eq(f.part(self.a.payload, name="rest_a")),
+            in_b.eq(f.part(self.b.payload, name="rest_b")),
+        ]
 
         p = Stages(m)
         valid = entering
         for stage in range(1, self.STAGES + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
-        if fold > 1:
-            # The part number travels with the part; the output beat is complete when its last part arrives.
-            last = p.delay(phase == fold - 1, self.STAGES, name="last_part")
-            m.d.comb += fifo.w_en.eq(valid & last)
-        else:
-            m.d.comb += fifo.w_en.eq(valid)
+        # The part number travels with the part; the output beat is complete when its last part arrives.
+        m.d.comb += fifo.w_en.eq(valid & f.last(p, self.STAGES))
 
         # The parameters travel with the beats; each stage keeps what later stages read.
         cfg = params
@@ -273,13 +225,6 @@ class Adder(wiring.Component):
                               name=f"out_l{lane}"))
 
         p.emit()
-        if fold > 1:
-            # Parts 0 .. fold - 2 of the output beat wait in a shift register (filled from the top); the beat enters
-            # the FIFO with its last part, the pipeline's output register.
-            done = Signal(part_bits * (fold - 1))
-            with m.If(valid):
-                m.d.sync += done.eq(Cat(done[part_bits:], *outs))
-            m.d.comb += fifo.w_data.eq(Cat(done, *outs))
-        else:
-            m.d.comb += fifo.w_data.eq(Cat(*outs))
+        # The beat enters the FIFO with its last part, the pipeline's output register.
+        m.d.comb += fifo.w_data.eq(f.assemble(valid, Cat(*outs)))
         return m

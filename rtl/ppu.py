@@ -18,6 +18,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .credit import CreditFIFO
+from .fold import Fold, FoldedTiming
 from .pe import is_ecp5, mult18x18d, register_copy
 
 __all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer"]
@@ -268,7 +269,7 @@ def clamp_int8(value, low, high):
     return Mux(value > high, high, Mux(value < low, low, value))[:8].as_signed()
 
 
-class Requantizer(wiring.Component):
+class Requantizer(FoldedTiming, wiring.Component):
     """Bias add, requantisation, zero point, clamp and int8 packing of a vector of int32 accumulators.
 
     Parameters are loaded through the ``param`` stream into a parameter register: a parameter beat applies to every
@@ -282,10 +283,19 @@ class Requantizer(wiring.Component):
     pipeline's registers (a stall enable on all of them, about 11 000 flip-flops at 16 lanes, was the slowest net of
     the ECP5 build). One beat per cycle, correct under any pattern of valid and ready gaps.
 
+    With ``fold > 1`` the pipeline is ``width = ceil(lanes / fold)`` lanes wide and a beat goes through it in
+    ``fold`` parts on consecutive cycles (:class:`~haneul.rtl.fold.Fold`; lane ``j`` of the pipeline computes
+    element ``k * width + j`` of part ``k`` with that element's parameters, and nothing of use past the last
+    element): a beat every ``fold`` cycles, a :attr:`latency` of ``LATENCY + fold - 1``, about ``fold`` times fewer
+    multipliers (four ECP5 DSP blocks per pipeline lane). ``param.ready`` is then low while the parts of a beat
+    are entering.
+
     Parameters
     ----------
     lanes : int
         Number of accumulators per beat (the systolic array's column count).
+    fold : int
+        Cycles per beat, at most ``lanes``. Default 1.
 
     Attributes
     ----------
@@ -297,17 +307,16 @@ class Requantizer(wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure): 11 pipeline stages
-    #: and the output FIFO.
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 11 pipeline
+    #: stages and the output FIFO; :attr:`latency` adds the folding.
     LATENCY = 12
 
-    #: Entries of the output FIFO (``LATENCY + 1``), and so the most beats the unit holds: accepted and not yet
-    #: sent on ``o``.
-    fifo_depth = LATENCY + 1
-
-    def __init__(self, lanes=16):
+    def __init__(self, lanes=16, *, fold=1):
         check_lanes(lanes)
+        if not isinstance(fold, int) or isinstance(fold, bool) or not 0 < fold <= lanes:
+            raise ValueError(f"Fold must be a positive integer up to the lane count {lanes}, not {fold!r}")
         self._lanes = lanes
+        self._fold = fold
         super().__init__({
             "i":     In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
             "param": In(stream.Signature(Params(lanes))),
@@ -320,25 +329,32 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        fold = self._fold
+        width = -(-self._lanes // fold)     # pipeline lanes
 
+        # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
+        f = Fold(m, fold, platform=platform)
         params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
-        m.d.comb += self.param.ready.eq(1)
-        with m.If(self.param.valid):
+        m.d.comb += self.param.ready.eq(f.ready)
+        with m.If(self.param.valid & self.param.ready):
             m.d.sync += params.eq(self.param.payload)
 
         stages = self.LATENCY - 1
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
         take = self.i.valid & self.i.ready
         m.d.comb += [
-            self.i.ready.eq(fifo.credit & ~self.param.valid),
+            self.i.ready.eq(fifo.credit & ~self.param.valid & f.ready),
             fifo.reserve.eq(take),
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        entering = f.advance(take)
 
         p = Stages(m, platform)
-        valid = take
+        valid = entering
         for stage in range(1, stages + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
+        # The part number travels with the part; the beat enters the FIFO with its last part.
+        m.d.comb += fifo.w_en.eq(valid & f.last(p, stages))
 
         # The shared configuration travels with the beats. No register of it drives all lanes: each lane carries
         # its own copy of the rounding mode from S1 on (:meth:`Stages.copy`, so that synthesis keeps the copies
@@ -351,11 +367,24 @@ class Requantizer(wiring.Component):
         for stage in range(1, 8):
             shared = p.reg(shared, name=f"cfg_s{stage}")
 
+        # Folded, each pipeline lane takes its accumulator and its parameters for the part entering through
+        # multiplexers driven by its own copy of `first`.
+        # Elements past the last (when `width` does not divide `lanes`) are zeros with zero parameters.
+        def element(k, lane):
+            index = k * width + lane
+            if index < self._lanes:
+                return self.i.payload[index], params.lanes[index]
+            return Const(0, 32), LaneParams(Const(0, LaneParams.as_shape().size))
+
         outs = []
-        for lane in range(self._lanes):
-            lp = params.lanes[lane]
+        for lane in range(width):
+            first = f.first_copy(f"first_l{lane}")
+            accs, lps = zip(*(element(k, lane) for k in range(fold)))
+            acc = f.part(Cat(*accs), name=f"rest_l{lane}", first=first)
+            lp = f.select(list(lps), first=first)
+            lp = LaneParams(lp) if not isinstance(lp, data.View) else lp
             # S1: bias add with int32 wrap.
-            x = p.reg((self.i.payload[lane] + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
+            x = p.reg((acc[:32].as_signed() + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
             shift = p.reg(lp.shift, name=f"shift_l{lane}")
             # This lane's rounding mode, one register per stage (rounding[k]: stage k).
@@ -414,8 +443,5 @@ class Requantizer(wiring.Component):
                               name=f"out_l{lane}"))
 
         p.emit()
-        m.d.comb += [
-            fifo.w_data.eq(Cat(*outs)),
-            fifo.w_en.eq(valid),
-        ]
+        m.d.comb += fifo.w_data.eq(f.assemble(valid, Cat(*outs))[:8 * self._lanes])
         return m

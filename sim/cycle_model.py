@@ -8,8 +8,9 @@ The model schedules every instruction on the resources the hardware has, in the 
   unit's own register), which is what lets a long-running queue hold up the fetch of the others;
 * the **array**: a ``MATMUL`` keeps it for ``max(count, weight tile lines)`` cycles (the next weight tile streams in
   while the current one works); its results are in the accumulator ``array_latency`` cycles after its last vector;
-* the **read-out**: a ``REQUANT`` streams ``count`` lines through the requantiser once the ``MATMUL`` s before it
-  have written their results, ``readout_latency`` cycles from the accumulator to the output stream;
+* the **read-out**: a ``REQUANT`` streams ``count`` lines through the requantiser, one per ``requant_fold`` cycles
+  (``DatapathConfig.requant_fold``), once the ``MATMUL`` s before it have written their results,
+  ``readout_latency`` cycles (plus ``requant_fold - 1`` when folded) from the accumulator to the output stream;
 * the **write channel**: a ``STORE`` writes its lines as the output stream produces them, one per cycle, and
   completes ``write_latency`` cycles after its last line;
 * the **tokens**: an instruction starts no earlier than the completion of the instruction whose signal it takes.
@@ -49,6 +50,8 @@ def estimate_cycles(instructions, config=None, *, bus_bytes=16, timing=Timing())
     cfg = config or DatapathConfig()
     tile = weight_tile_lines(cfg)
     array_latency = cfg.rows + cfg.cols + timing.array_extra
+    fold = cfg.requant_fold
+    readout_latency = timing.readout_latency + fold - 1
     fetch_words = isa.INSTR_BYTES // bus_bytes
     param_words = -(-Params(cfg.cols).size // (8 * bus_bytes))
 
@@ -155,12 +158,12 @@ def estimate_cycles(instructions, config=None, *, bus_bytes=16, timing=Timing())
             unit_free[q] = max(t + timing.issue, begin - 2 * span)
         elif isinstance(instr, isa.Compute) and isinstance(instr.command, commands.Requant):
             begin = max(t, readout_free, results_at)
-            readout_free = begin + instr.command.count
-            out_lines += [begin + timing.readout_latency + i for i in range(instr.command.count)]
-            done = readout_free + timing.readout_latency
+            readout_free = begin + instr.command.count * fold
+            out_lines += [begin + readout_latency + i * fold for i in range(instr.command.count)]
+            done = readout_free + readout_latency
             unit_free[q] = t + timing.issue
         elif isinstance(instr, isa.Compute):
-            done = max(t, array_free + array_latency, readout_free + timing.readout_latency)
+            done = max(t, array_free + array_latency, readout_free + readout_latency)
             unit_free[q] = t + timing.issue
         elif isinstance(instr, isa.Store):
             line_time = max(t, wr_free)

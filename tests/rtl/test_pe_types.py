@@ -247,10 +247,10 @@ def test_array_mul_cells(rows, cols, dsp_pes, count):
 
 def test_pe_type_placement():
     cfg = DatapathConfig()
-    # The default 16 x 16 array: columns 0-3 on DSPs (64 of the 156 MULT18X18D of an ECP5-85F), the rest in LUTs.
-    assert cfg.dsp_count == 64
-    assert [cfg.pe_mult(0, n) for n in range(16)] == ["dsp"] * 4 + ["booth"] * 12
-    assert {cfg.pe_mult(k, n) for k in range(16) for n in range(4)} == {"dsp"}
+    # The default 16 x 16 array: columns 0-5 on DSPs (96 of the 156 MULT18X18D of an ECP5-85F), the rest in LUTs.
+    assert cfg.dsp_count == 96
+    assert [cfg.pe_mult(0, n) for n in range(16)] == ["dsp"] * 6 + ["booth"] * 10
+    assert {cfg.pe_mult(k, n) for k in range(16) for n in range(6)} == {"dsp"}
     # A budget that is not a whole number of columns fills the next column from the top.
     cfg = DatapathConfig(rows=4, cols=4, dsp_pes=6)
     assert [[cfg.pe_mult(k, n) for n in range(4)] for k in range(4)] == [
@@ -317,8 +317,8 @@ def test_mixed_gemm(rows, cols, dsp_pes, lut_mult, ms, traffic):
 
 
 def test_default_16x16_is_mixed():
-    # The default array, as synthesised, has 64 DSP PEs and 192 Booth PEs. The 16 x 16 cases of
+    # The default array, as synthesised, has 96 DSP PEs and 160 Booth PEs. The 16 x 16 cases of
     # tests/rtl/test_systolic.py run this configuration (a full-size simulation takes 10 s, so it is not repeated).
     cfg = DatapathConfig()
     kinds = [cfg.pe_mult(k, n) for k in range(16) for n in range(16)]
-    assert (kinds.count("dsp"), kinds.count("booth")) == (64, 192)
+    assert (kinds.count("dsp"), kinds.count("booth")) == (96, 160)

@@ -211,8 +211,8 @@ def make_program(rng, lanes, beats, *, special=()):
     return events
 
 
-def check_requantizer(lanes, events, *, seed, valid_gap, ready_gap):
-    dut = ppu.Requantizer(lanes)
+def check_requantizer(lanes, events, *, seed, valid_gap, ready_gap, fold=1):
+    dut = ppu.Requantizer(lanes, fold=fold)
     rng = np.random.default_rng(seed)
     expected, current, beats = [], None, []
     for kind, value in events:
@@ -228,7 +228,8 @@ def check_requantizer(lanes, events, *, seed, valid_gap, ready_gap):
         await send(ctx, beats, rng, valid_gap)
 
     async def consumer(ctx):
-        got.extend(await receive(ctx, dut.o, len(expected), rng, ready_gap, max_cycles=20 * len(events) + 100))
+        got.extend(await receive(ctx, dut.o, len(expected), rng, ready_gap,
+                                 max_cycles=20 * fold * len(events) + 100))
 
     run(dut, producer, consumer)
     for n, (raw, exp) in enumerate(zip(got, expected, strict=True)):
@@ -268,12 +269,31 @@ def test_corners():
     check_requantizer(4, corner_program(4), seed=4, valid_gap=0.2, ready_gap=0.2)
 
 
-def test_throughput():
-    """Without gaps, one beat per cycle after the pipeline latency."""
+@pytest.mark.parametrize("lanes,fold,valid_gap,ready_gap,seed", [
+    (4, 2, 0.3, 0.3, 11), (4, 4, 0.0, 0.5, 12), (8, 2, 0.5, 0.0, 13), (6, 3, 0.2, 0.2, 14), (16, 2, 0.0, 0.0, 15),
+    (9, 2, 0.3, 0.3, 16), (5, 3, 0.0, 0.3, 17)])
+def test_folded(lanes, fold, valid_gap, ready_gap, seed):
+    """A folded requantiser (ceil(lanes / fold) pipeline lanes, a beat in fold parts, each element with its own
+    parameters; the last part short when the fold does not divide the lanes) gives the same results, with parameter reloads between beats and the corner parameters."""
+    rng = np.random.default_rng(seed)
+    events = corner_program(lanes)[:40] + make_program(rng, lanes, 150)
+    check_requantizer(lanes, events, seed=seed, valid_gap=valid_gap, ready_gap=ready_gap, fold=fold)
+
+
+def test_fold_validation():
+    with pytest.raises(ValueError, match=r"^Fold must be a positive integer up to the lane count 16, not 17$"):
+        ppu.Requantizer(16, fold=17)
+    with pytest.raises(ValueError, match=r"^Fold must be a positive integer up to the lane count 16, not 0$"):
+        ppu.Requantizer(16, fold=0)
+
+
+@pytest.mark.parametrize("fold", [1, 2, 4])
+def test_throughput(fold):
+    """Without gaps, one beat per cycle (per fold cycles when folded) after the pipeline latency."""
     lanes, beats = 4, 60
     rng = np.random.default_rng(5)
     p = make_params(rng, lanes)
-    dut = ppu.Requantizer(lanes)
+    dut = ppu.Requantizer(lanes, fold=fold)
     accs = [[accumulator(rng, b, m, s) for b, m, s in p["lanes"]] for _ in range(beats)]
     cycles = {}
 
@@ -286,12 +306,12 @@ def test_throughput():
         for n, acc in enumerate(accs):
             ctx.set(dut.i.payload, acc)
             ctx.set(dut.i.valid, 1)
-            await ctx.tick()
+            await ctx.tick().until(dut.i.ready)
         ctx.set(dut.i.valid, 0)
 
     async def consumer(ctx):
         got = []
-        for cycle in range(beats + 20):
+        for cycle in range(beats * fold + 20):
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid:
                 got.append(payload.as_value().value)
@@ -302,8 +322,9 @@ def test_throughput():
 
     run(dut, producer, consumer)
     # param load on cycle 0, first beat accepted on cycle 1
-    assert cycles["first"] == 1 + ppu.Requantizer.LATENCY
-    assert cycles["last"] - cycles["first"] == beats - 1
+    assert dut.latency == ppu.Requantizer.LATENCY + fold - 1
+    assert cycles["first"] == 1 + dut.latency
+    assert cycles["last"] - cycles["first"] == (beats - 1) * fold
 
 
 def test_default_16_lanes():
@@ -317,15 +338,16 @@ def test_default_16_lanes():
     check_requantizer(16, make_program(rng, 16, 12), seed=6, valid_gap=0.2, ready_gap=0.2)
 
 
-def test_backpressure():
+@pytest.mark.parametrize("fold", [1, 2])
+def test_backpressure(fold):
     """With o.ready low the requantiser takes fifo_depth beats, then holds i.ready low; nothing is lost."""
     lanes = 4
     rng = np.random.default_rng(7)
-    dut = ppu.Requantizer(lanes)
+    dut = ppu.Requantizer(lanes, fold=fold)
     p = make_params(rng, lanes)
     accs = [[accumulator(rng, b, m, s) for b, m, s in p["lanes"]] for _ in range(dut.fifo_depth + 8)]
     check_backpressure(dut, (dut.param, param_payload(p)), [[(dut.i, acc)] for acc in accs],
-                       [pack(golden(p, acc)) for acc in accs], depth=dut.fifo_depth)
+                       [pack(golden(p, acc)) for acc in accs], depth=dut.fifo_depth, cycles_per_beat=fold)
 
 
 def test_rounding_identities():

@@ -162,7 +162,8 @@ def test_config_defaults():
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 34
-    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes) == (64, 64, "booth", 1)
+    assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
+        96, 96, "booth", 1, 8, 2)
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
@@ -172,6 +173,9 @@ def test_config_defaults():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rows = 8
     assert DatapathConfig(rows=4, cols=8).macs_per_cycle == 32
+    # the requantiser folds only arrays wider than its lanes
+    assert [DatapathConfig(cols=c).requant_fold for c in (3, 4, 8, 9, 16, 32)] == [1, 1, 1, 2, 2, 4]
+    assert DatapathConfig(requant_lanes=16).requant_fold == 1
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -191,6 +195,8 @@ def test_config_defaults():
     ({"add_lanes": 3}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 3$"),
     ({"add_lanes": 0}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 0$"),
     ({"add_lanes": 2.0}, TypeError, r"^Adder lane count must be a positive integer, not 2\.0$"),
+    ({"requant_lanes": 0}, ValueError, r"^Requantiser lane count must be a positive integer, not 0$"),
+    ({"requant_lanes": None}, TypeError, r"^Requantiser lane count must be a positive integer, not None$"),
 ])
 def test_config_validation(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -1,0 +1,145 @@
+"""Folding a post-processing pipeline: :class:`Fold`.
+
+A unit whose beats have ``lanes`` elements can run them through a pipeline ``lanes // fold`` lanes wide, one part of
+the beat per cycle on ``fold`` consecutive cycles: ``fold`` times fewer multipliers and adders for a beat every
+``fold`` cycles. The element-wise adder (:class:`haneul.rtl.eltwise.Adder`) and the requantiser
+(:class:`haneul.rtl.ppu.Requantizer`) fold this way; ``docs/ppu.md`` ("Folding") has the timing.
+
+A folded beat goes through the pipeline in parts ``0 .. fold - 1``: part 0 (elements ``0 .. width - 1``) straight
+from the input in the cycle the beat is accepted, the others from a register that keeps the rest of the beat and
+moves one part down per cycle. Each part carries a flag "last part" down the pipeline; the output parts wait in a
+shift register and the beat is complete with its last part.
+"""
+
+from amaranth.hdl import Array, Cat, Mux, Signal
+
+from .pe import register_copy
+
+__all__ = ["Fold", "FoldedTiming"]
+
+
+class FoldedTiming:
+    """Timing properties of a folded unit: a component with a class attribute ``LATENCY`` (cycles from an accepted
+    beat to its output beat, unfolded, output FIFO included) and its fold in ``_fold``."""
+
+    @property
+    def fold(self):
+        """Cycles per beat."""
+        return self._fold
+
+    @property
+    def latency(self):
+        """Cycles from an accepted beat to its output beat (``LATENCY + fold - 1``)."""
+        return self.LATENCY + self._fold - 1
+
+    @property
+    def fifo_depth(self):
+        """Entries of the output FIFO and credits, ``latency // fold + 1`` (``LATENCY + 1`` unfolded): the fewest
+        that sustain a beat every ``fold`` cycles, and the most beats the unit holds (accepted and not yet sent)."""
+        return self.latency // self._fold + 1
+
+
+class Fold:
+    """The part counter and the part multiplexers of a folded pipeline, in a module ``m``.
+
+    Parameters
+    ----------
+    m : Module
+        Module that receives the counter and the registers.
+    fold : int
+        Parts per beat (1: no folding; every method then passes its argument through).
+    platform : platform or None
+        As passed to ``elaborate``: :meth:`first_copy` registers are ``TRELLIS_FF`` instances on ECP5.
+
+    Attributes
+    ----------
+    ready : Value
+        High when a new beat may enter this cycle (no part of a beat is still to enter): the unit accepts a beat
+        only with ``ready`` high, and holds its parameters while it is low (later parts read them).
+    first : Signal or int
+        A register, high when the next part to enter is part 0 of a new beat (1 without folding).
+    phase : Signal or None
+        The part entering now, when ``first`` is low.
+    """
+    def __init__(self, m, fold, *, platform=None):
+        if not isinstance(fold, int) or isinstance(fold, bool) or fold <= 0:
+            raise ValueError(f"Fold must be a positive integer, not {fold!r}")
+        self.m = m
+        self.fold = fold
+        self.platform = platform
+        self._first_next = None
+        if fold > 1:
+            self.first = Signal(init=1, name="first")
+            self.phase = Signal(range(fold), name="phase")
+            self.ready = self.first
+        else:
+            self.first = 1
+            self.phase = None
+            self.ready = 1
+
+    def advance(self, take):
+        """Count the parts of the beat accepted with ``take`` (high only with :attr:`ready`). Returns ``entering``:
+        a part enters the pipeline this cycle (``take`` for part 0, then the parts that follow on their own)."""
+        if self.fold == 1:
+            return take
+        m, fold = self.m, self.fold
+        last = self.phase == fold - 1
+        self._first_next = first_next = Signal(name="first_next")
+        m.d.comb += first_next.eq(Mux(take, 0, Mux(self.first, 1, last)))
+        m.d.sync += self.first.eq(first_next)
+        with m.If(take):
+            m.d.sync += self.phase.eq(1)
+        with m.Elif(~self.first):
+            m.d.sync += self.phase.eq(Mux(last, 0, self.phase + 1))
+        return take | ~self.first
+
+    def first_copy(self, name):
+        """A copy of :attr:`first` (:func:`~haneul.rtl.pe.register_copy`), to drive one lane's part multiplexers
+        instead of the one register driving all of them. Call after :meth:`advance`."""
+        if self.fold == 1:
+            return 1
+        return register_copy(self.m, self._first_next, name=name, platform=self.platform, init=1)
+
+    def part(self, value, *, name, first=None):
+        """The part of ``value`` (a beat's elements as one value, part 0 in the low bits) that enters the
+        pipeline: part 0 from ``value`` when :attr:`first` (or its copy ``first``) is high, later parts from a
+        shift register that loads the rest of ``value`` whenever part 0 could enter (it is only read after a beat
+        was accepted, so ``take`` reaches only the counter)."""
+        value = value.as_value() if hasattr(value, "as_value") else value
+        if self.fold == 1:
+            return value
+        first = self.first if first is None else first
+        bits = len(value) // self.fold
+        rest = Signal(bits * (self.fold - 1), name=name)
+        self.m.d.sync += rest.eq(Mux(first, value[bits:], rest >> bits))
+        return Mux(first, value[:bits], rest[:bits])
+
+    def select(self, parts, *, first=None):
+        """The element of ``parts`` (one value per part, held while the beat enters, as parameters are) for the
+        part that enters: ``parts[0]`` when :attr:`first` (or its copy ``first``) is high, else
+        ``parts[phase]``."""
+        if self.fold == 1:
+            return parts[0]
+        first = self.first if first is None else first
+        later = parts[1] if self.fold == 2 else Array(parts[1:])[self.phase - 1]
+        return Mux(first, parts[0], later)
+
+    def last(self, p, stages, *, name="last_part"):
+        """The "last part" flag of the part leaving stage ``stages`` of the pipeline ``p`` (a
+        :class:`~haneul.rtl.ppu.Stages`): 1 without folding."""
+        if self.fold == 1:
+            return 1
+        return p.delay(self.phase == self.fold - 1, stages, name=name)
+
+    def assemble(self, valid, part, *, name="done"):
+        """The output beat ``Cat(earlier parts, part)``: ``part`` is the pipeline's output register, which holds the
+        last part when :meth:`last` says so; the parts before it wait in a shift register, filled from the top
+        whenever ``valid`` (a part leaves the pipeline)."""
+        part = part.as_value() if hasattr(part, "as_value") else part
+        if self.fold == 1:
+            return part
+        bits = len(part)
+        done = Signal(bits * (self.fold - 1), name=name)
+        with self.m.If(valid):
+            self.m.d.sync += done.eq(Cat(done[bits:], part))
+        return Cat(done, part)
