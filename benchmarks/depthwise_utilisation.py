@@ -152,7 +152,7 @@ def buffer_plan(layer, buffer):
 def unit_cycles(layer, mapping, *, lanes, taps, passes, ports, buffer=(3, 3), unit_latency=None):
     k = layer.taps
     beats = ceil(k / taps)
-    if beats > passes:
+    if passes is not None and beats > passes:
         raise SystemExit(f"{layer.label()}: {k} taps need {beats} passes, the unit holds {passes}")
     groups = ceil(layer.c / lanes)
     compute = layer.oh * layer.ow * beats
@@ -181,8 +181,10 @@ def unit_cycles(layer, mapping, *, lanes, taps, passes, ports, buffer=(3, 3), un
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lanes", type=int, default=DatapathConfig().cols, help="unit lanes (default: cols, 16)")
-    parser.add_argument("--taps", type=int, default=9, help="multipliers per lane (default 9)")
-    parser.add_argument("--passes", type=int, default=2, help="passes the weight set holds (default 2)")
+    parser.add_argument("--taps", type=int, default=DatapathConfig().dw_taps,
+                        help=f"multipliers per lane (default: dw_taps, {DatapathConfig().dw_taps})")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="passes the weight set holds (default: as many as each kernel needs)")
     parser.add_argument("--ports", type=int, default=2, help="scratchpad read ports for the unit (default 2)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args(argv)

@@ -55,7 +55,7 @@ RESOURCES = [
 def datapath_config(args):
     """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes/--lut-mult``."""
     overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult", "add_lanes",
-                                                       "requant_lanes")
+                                                       "requant_lanes", "dw_taps")
                  if getattr(args, name) is not None}
     return dataclasses.replace(DatapathConfig(), **overrides)
 
@@ -91,7 +91,8 @@ def pool(args):
 def depthwise(args):
     from haneul.rtl.depthwise import DepthwiseUnit
     config = datapath_config(args)
-    return DepthwiseUnit(config, lanes=config.rows, passes=1)     # as rtl/datapath.py builds it
+    # as rtl/datapath.py builds it
+    return DepthwiseUnit(config, lanes=config.rows, taps=config.dw_taps, passes=config.dw_passes)
 
 
 def ecp5_platform():
@@ -187,6 +188,7 @@ def main(argv=None):
     parser.add_argument("--add-lanes", type=int, help="DatapathConfig.add_lanes: pipeline lanes of the adder")
     parser.add_argument("--requant-lanes", type=int,
                         help="DatapathConfig.requant_lanes: pipeline lanes of the requantiser")
+    parser.add_argument("--dw-taps", type=int, help="DatapathConfig.dw_taps: multipliers per depthwise lane")
     parser.add_argument("--without", action="append", default=[], choices=("add", "pool", "depthwise"),
                         help="datapath target: leave this vector unit out (repeatable)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")

@@ -84,6 +84,12 @@ class DatapathConfig:
         every 2 cycles, which the array outpaces only in GEMMs of one K-tile
         (a read-out line per 1 to ``K / rows`` cycles of MACs), for 32 DSP blocks and about 8 000 LUTs fewer than a
         16-lane requantiser (``docs/fpga.md``).
+    dw_taps : int
+        Multipliers per lane of the depthwise unit (:class:`haneul.rtl.depthwise.DepthwiseUnit`): a 3 x 3 window
+        goes through it in :attr:`dw_passes` ``= ceil(9 / dw_taps)`` beats on consecutive cycles
+        (``commands.DWCONV_KERNEL``: 3). At most 9 (one beat per window). Default 5: two cycles per window, which the scratchpad's two read ports nearly match at
+        stride 1 (a window every 1.5 cycles at best) and outpace at stride 2, for about 40 % fewer LUTs than 9 taps
+        (``docs/depthwise.md``).
 
     Raises
     ------
@@ -105,6 +111,7 @@ class DatapathConfig:
     lut_mult: str = "booth"
     add_lanes: int = 1
     requant_lanes: int = 8
+    dw_taps: int = 5
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),
@@ -148,6 +155,12 @@ class DatapathConfig:
             raise TypeError(f"Requantiser lane count must be a positive integer, not {self.requant_lanes!r}")
         if self.requant_lanes <= 0:
             raise ValueError(f"Requantiser lane count must be a positive integer, not {self.requant_lanes!r}")
+        from .commands import DWCONV_KERNEL  # the DWCONV window is defined with the command
+        window = DWCONV_KERNEL ** 2
+        if not _is_int(self.dw_taps):
+            raise TypeError(f"Depthwise tap count must be an integer in [1, {window}], not {self.dw_taps!r}")
+        if not 1 <= self.dw_taps <= window:
+            raise ValueError(f"Depthwise tap count must be an integer in [1, {window}], not {self.dw_taps!r}")
         from .pe import MULTIPLIERS  # the registry of PE types lives with the PE
         lut_types = sorted(name for name, mult in MULTIPLIERS.items() if not mult.uses_dsp)
         if self.lut_mult not in lut_types:
@@ -186,6 +199,12 @@ class DatapathConfig:
     def requant_fold(self) -> int:
         """Cycles the requantiser takes per accumulator line: ``ceil(cols / requant_lanes)``."""
         return -(-self.cols // self.requant_lanes)
+
+    @property
+    def dw_passes(self) -> int:
+        """Beats (cycles) per 3 x 3 window in the depthwise unit: ``ceil(9 / dw_taps)``."""
+        from .commands import DWCONV_KERNEL
+        return -(-DWCONV_KERNEL ** 2 // self.dw_taps)
 
     # Processing element types ------------------------------------------------------------------------------------
 

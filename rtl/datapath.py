@@ -59,8 +59,9 @@ class Datapath(wiring.Component):
     line every ``rows // add_lanes`` cycles), the pooling unit one per lane (one DSP block). The depthwise
     unit (``DWCONV``: a :class:`~haneul.rtl.depthwise.ColumnReader` on scratchpad read ports 2 and 3, a 3 x 3
     :class:`~haneul.rtl.depthwise.WindowBuffer` and a :class:`~haneul.rtl.depthwise.DepthwiseUnit` of ``rows``
-    lanes x 9 LUT multipliers, one pass) shares the requantiser with the accumulator read-out through a two-way
-    multiplexer switched by ``out_sel``; it is the largest of the optional units (about 2.1 k LUT4 per lane).
+    lanes x ``config.dw_taps`` LUT multipliers, a window in ``config.dw_passes`` beats) shares the requantiser with
+    the accumulator read-out through a two-way multiplexer switched by ``out_sel``; it is the largest of the
+    optional units (``docs/fpga.md``).
 
     Parameters
     ----------
@@ -286,8 +287,9 @@ class Datapath(wiring.Component):
             # DWCONV: the column reader on ports 2 and 3 feeds the window buffer and the unit; the unit's sums
             # (rows lanes, the others zero) go into the requantiser instead of the accumulator read-out.
             m.submodules.dw_reader = dw_reader = ColumnReader(cfg)
-            m.submodules.dw_buffer = dw_buffer = WindowBuffer(cfg, lanes=cfg.rows)
-            m.submodules.dw_unit = dw_unit = DepthwiseUnit(cfg, lanes=cfg.rows, passes=1)
+            m.submodules.dw_buffer = dw_buffer = WindowBuffer(cfg, lanes=cfg.rows, taps=cfg.dw_taps)
+            m.submodules.dw_unit = dw_unit = DepthwiseUnit(cfg, lanes=cfg.rows, taps=cfg.dw_taps,
+                                                           passes=dw_buffer.passes)
             wiring.connect(m, seq.dw_run, dw_reader.run)
             wiring.connect(m, dw_reader.weight, dw_unit.weight)
             wiring.connect(m, dw_reader.column, dw_buffer.column)
@@ -313,7 +315,8 @@ class Datapath(wiring.Component):
                     m.d.comb += requant.i.payload[lane].eq(dw_unit.result.payload[lane])
             with m.Else():
                 m.d.comb += requant.i.payload.eq(source.payload)
-            pixels = in_flight("pixels", dw_unit.fifo_depth + 1, dw_unit.window.valid & dw_unit.window.ready,
+            pixels = in_flight("pixels", dw_unit.fifo_depth + 1,
+                               dw_unit.window.valid & dw_unit.window.ready & dw_unit.window.payload.final,
                                dw_unit.result.valid & dw_unit.result.ready)
             idle_units += [pixels == 0, ~dw_reader.busy, ~dw_buffer.window.valid]
             outputs[Opcode.DWCONV] = requant.o

@@ -26,7 +26,7 @@ produce those columns (and the reference the tests drive the hardware with). See
 import dataclasses
 from math import ceil, log2
 
-from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -666,8 +666,12 @@ class WindowBuffer(wiring.Component):
     window.ready``, so a column shifts in only when the previous window has been taken. A column accepted in cycle
     ``t`` with ``emit`` makes ``window`` valid from cycle ``t + 1``; one column per cycle.
 
-    ``window`` has the layout :class:`WindowBeat` ``(config, lanes, kh * kw)`` with ``final`` set, so it connects to
-    a :class:`DepthwiseUnit` of ``taps = kh * kw`` with :func:`wiring.connect`.
+    ``window`` has the layout :class:`WindowBeat` ``(config, lanes, taps)``, so it connects to a
+    :class:`DepthwiseUnit` of the same ``taps`` with :func:`wiring.connect`. With ``taps = kh * kw`` (the default)
+    a window is one beat with ``final`` set. With fewer, it is ``passes = ceil(kh * kw / taps)`` beats on
+    consecutive handshakes, beat ``p`` carrying window taps ``p * taps .. p * taps + taps - 1`` (taps past the
+    window masked off) and the last one ``final`` (and ``last`` if the window's column had it): a unit of ``taps``
+    multipliers per lane then computes a window in ``passes`` cycles. The next column shifts in with the last beat.
 
     Parameters
     ----------
@@ -677,26 +681,39 @@ class WindowBuffer(wiring.Component):
         Channels per line. Default ``config.cols``.
     kh, kw : int
         Window height (lines per column) and width (columns). Default 3 x 3.
+    taps : int, optional
+        Lines per window beat, at most ``kh * kw`` (the default).
 
     Members
     -------
     column : In(stream.Signature(ColumnBeat(config, lanes, kh)))
-    window : Out(stream.Signature(WindowBeat(config, lanes, kh * kw)))
+    window : Out(stream.Signature(WindowBeat(config, lanes, taps)))
+
+    Attributes
+    ----------
+    passes : int
+        Beats per window, ``ceil(kh * kw / taps)``.
     """
 
-    def __init__(self, config=None, *, lanes=None, kh=3, kw=3):
+    def __init__(self, config=None, *, lanes=None, kh=3, kw=3, taps=None):
         config, lanes = _config(config, lanes)
         _check_count(kh, "Window height")
         _check_count(kw, "Window width")
+        if taps is None:
+            taps = kh * kw
+        _check_count(taps, "Tap count")
+        if taps > kh * kw:
+            raise ValueError(f"Tap count must be at most the window's {kh * kw} taps, not {taps!r}")
         self.config = config
         self.lanes = lanes
         self.kh = kh
         self.kw = kw
-        self.taps = kh * kw
+        self.taps = taps
+        self.passes = ceil(kh * kw / taps)
         self.latency = 1
         super().__init__({
             "column": In(stream.Signature(ColumnBeat(config, lanes, kh))),
-            "window": Out(stream.Signature(WindowBeat(config, lanes, kh * kw))),
+            "window": Out(stream.Signature(WindowBeat(config, lanes, taps))),
         })
 
     def elaborate(self, platform):
@@ -708,8 +725,20 @@ class WindowBuffer(wiring.Component):
         out_valid = Signal()
         out_last = Signal()
 
+        # The pass being sent (several beats per window): the window stays in the column registers until its last
+        # beat is taken.
+        passes = self.passes
+        if passes > 1:
+            pass_ = Signal(range(passes))
+            last_pass = pass_ == passes - 1
+            with m.If(self.window.valid & self.window.ready):
+                m.d.sync += pass_.eq(Mux(last_pass, 0, pass_ + 1))
+        else:
+            pass_, last_pass = 0, 1
+        done = self.window.ready & last_pass            # the window's last beat is taken (when valid)
+
         beat = self.column.payload
-        m.d.comb += self.column.ready.eq(~self.window.valid | self.window.ready)
+        m.d.comb += self.column.ready.eq(~self.window.valid | done)
         with m.If(self.column.valid & self.column.ready):
             for j in range(kw - 1):
                 m.d.sync += [
@@ -722,20 +751,29 @@ class WindowBuffer(wiring.Component):
                 out_valid.eq(beat.emit),
                 out_last.eq(beat.last),
             ]
-        with m.Elif(self.window.ready):
+        with m.Elif(done):
             m.d.sync += out_valid.eq(0)
 
-        for i in range(kh):
-            for j in range(kw):
-                t = i * kw + j
-                m.d.comb += [
-                    self.window.payload.data[t].eq(cols[j][i]),
-                    self.window.payload.mask[t].eq(masks[j][i]),
-                ]
+        # Window tap t = i * kw + j is kernel row i, column j; beat p carries taps p * taps + (0 .. taps - 1).
+        window_data = [cols[t % kw][t // kw] for t in range(kh * kw)]
+        window_mask = [masks[t % kw][t // kw] for t in range(kh * kw)]
+        for t in range(self.taps):
+            data_by_pass = [window_data[p * self.taps + t] if p * self.taps + t < kh * kw else 0
+                            for p in range(passes)]
+            mask_by_pass = [window_mask[p * self.taps + t] if p * self.taps + t < kh * kw else 0
+                            for p in range(passes)]
+            if passes > 1:
+                data_by_pass, mask_by_pass = Array(data_by_pass)[pass_], Array(mask_by_pass)[pass_]
+            else:
+                data_by_pass, mask_by_pass = data_by_pass[0], mask_by_pass[0]
+            m.d.comb += [
+                self.window.payload.data[t].eq(data_by_pass),
+                self.window.payload.mask[t].eq(mask_by_pass),
+            ]
         m.d.comb += [
             self.window.valid.eq(out_valid),
-            self.window.payload.final.eq(1),
-            self.window.payload.last.eq(out_last),
+            self.window.payload.final.eq(last_pass),
+            self.window.payload.last.eq(out_last & last_pass),
         ]
         return m
 

@@ -8,6 +8,7 @@ masked by the unit or written into the tile as the input zero point) and run by 
 (:mod:`haneul.sim.datapath_driver`), also mixed with GEMMs, ``ADD`` and ``POOL``.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,15 @@ def dwconv_mask(plan):
 
 # Random layers ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["4x4", "4x8"])
-def test_random_dwconv(name, rng):
+@pytest.mark.parametrize("name, dw_taps", [("4x4", None), ("4x8", None), ("4x4", 9), ("4x4", 3)])
+def test_random_dwconv(name, dw_taps, rng):
     """Random layers (1 to 7 pixels per side, channels not multiples of the lane count, SAME and VALID, stride 1 and
     2, masked or prepadded padding, zero points including -128 and 127, every clamp mode, random per-channel
-    requantisation) with random gaps on every stream: every output line bit-exact."""
+    requantisation) with random gaps on every stream: every output line bit-exact; with the default depthwise unit
+    (a window in two passes) and with one pass (9 taps) or three (3 taps)."""
     cfg = CONFIGS[name]
+    if dw_taps is not None:
+        cfg = dataclasses.replace(cfg, dw_taps=dw_taps)
     jobs = [random_dwconv(cfg, rng, half=g % 2, clamp=CLAMPS[g % len(CLAMPS)], stride=1 + g % 2,
                           same=g % 4 < 2, prepadded=g % 3 == 0)
             for g in range(8)]

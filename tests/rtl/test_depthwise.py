@@ -318,15 +318,27 @@ def buffer_model(columns, kh, kw, lanes):
     return out
 
 
-@pytest.mark.parametrize("kh, kw, traffic", [(3, 3, "gaps"), (3, 3, "backpressure"), (1, 3, "gaps"),
-                                             (2, 1, "smooth")])
-def test_window_buffer_random(kh, kw, traffic, rng):
+@pytest.mark.parametrize("kh, kw, taps, traffic", [(3, 3, 9, "gaps"), (3, 3, 9, "backpressure"), (1, 3, 3, "gaps"),
+                                                   (2, 1, 2, "smooth"), (3, 3, 5, "gaps"), (3, 3, 5, "backpressure"),
+                                                   (3, 3, 3, "smooth"), (3, 3, 4, "gaps"), (1, 3, 1, "backpressure")])
+def test_window_buffer_random(kh, kw, taps, traffic, rng):
+    """Random columns (padding masks, row starts, windows emitted or not) under random gaps: the windows match the
+    model; with ``taps < kh * kw`` each window comes as ``ceil(kh * kw / taps)`` beats, the last one final."""
     lanes = 2
-    dut = WindowBuffer(lanes=lanes, kh=kh, kw=kw)
+    dut = WindowBuffer(lanes=lanes, kh=kh, kw=kw, taps=taps)
+    passes = -(-kh * kw // taps)
+    assert dut.passes == passes
     columns = [{"data": rng.integers(-128, 128, (kh, lanes)).tolist(), "mask": int(rng.integers(0, 1 << kh)),
                 "start": int(rng.random() < 0.2), "emit": int(rng.random() < 0.6), "last": int(rng.random() < 0.3)}
                for _ in range(80)]
-    expected = buffer_model(columns, kh, kw, lanes)
+    windows = buffer_model(columns, kh, kw, lanes)
+    expected = []
+    for data, mask, last in windows:
+        data = np.concatenate([data, np.zeros((passes * taps - kh * kw, lanes), dtype=np.int64)])
+        for q in range(passes):
+            final = q == passes - 1
+            expected.append((data[q * taps:(q + 1) * taps], (mask >> (q * taps)) & ((1 << taps) - 1), final,
+                             last if final else 0))
     got = []
     flow = TRAFFIC[traffic]
 
@@ -337,9 +349,9 @@ def test_window_buffer_random(kh, kw, traffic, rng):
         got.extend(await collect(ctx, dut.window, len(expected), rng, flow["out_gap"], max_cycles=2000))
 
     simulate(dut, column_tb, window_tb)
-    for n, (g, (data, mask, last)) in enumerate(zip(got, expected, strict=True)):
-        assert [[g.data[t][k] for k in range(lanes)] for t in range(kh * kw)] == data.tolist(), f"window {n}"
-        assert (g.mask, g.final, g.last) == (mask, 1, last), f"window {n}"
+    for n, (g, (data, mask, final, last)) in enumerate(zip(got, expected, strict=True)):
+        assert [[g.data[t][k] for k in range(lanes)] for t in range(taps)] == data.tolist(), f"beat {n}"
+        assert (g.mask, g.final, g.last) == (mask, final, last), f"beat {n}"
 
 
 @pytest.mark.parametrize("h, w, k, s, same", [(5, 4, 3, 1, True), (5, 4, 3, 2, True), (48, 48, 3, 2, True),
@@ -459,18 +471,20 @@ def layer_results(got, lanes, groups, p, c):
     return arr.transpose(1, 2, 0, 3).reshape(oh, ow, groups * lanes)[:, :, :c]
 
 
-@pytest.mark.parametrize("stride, same, traffic", [(1, True, "gaps"), (2, True, "backpressure"),
-                                                   (1, False, "smooth"), (2, False, "gaps")])
-def test_layer_vs_golden(stride, same, traffic, rng):
+@pytest.mark.parametrize("stride, same, traffic, taps", [(1, True, "gaps", 9), (2, True, "backpressure", 9),
+                                                         (1, False, "smooth", 9), (2, False, "gaps", 9),
+                                                         (1, True, "gaps", 5), (2, False, "backpressure", 5),
+                                                         (1, True, "smooth", 3)])
+def test_layer_vs_golden(stride, same, traffic, taps, rng):
     """A 5 x 4 x 6 layer, 3 x 3 kernel, through WindowBuffer -> DepthwiseUnit (lanes 4: two channel groups, the second
-    half empty): the int32 sums match numpy exactly, and requantised by the golden ``requantize`` (what the
-    Requantizer computes) match ``kernels.depthwise_conv_2d``."""
+    half empty), a window in one beat of 9 taps or in passes of fewer: the int32 sums match numpy exactly, and
+    requantised by the golden ``requantize`` (what the Requantizer computes) match ``kernels.depthwise_conv_2d``."""
     lanes, c = 4, 6
     groups = -(-c // lanes)
     x, filters, bias, p, zp_in = random_layer(rng, 5, 4, c, (3, 3), stride, same)
     top = Module()
-    top.submodules.buf = buf = WindowBuffer(lanes=lanes)
-    top.submodules.unit = unit = DepthwiseUnit(lanes=lanes)
+    top.submodules.buf = buf = WindowBuffer(lanes=lanes, taps=taps)
+    top.submodules.unit = unit = DepthwiseUnit(lanes=lanes, taps=taps, passes=buf.passes)
     wiring.connect(top, buf.window, unit.window)
     columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
     weights = layer_weight_beats(filters, zp_in, lanes, groups)

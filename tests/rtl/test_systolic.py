@@ -176,6 +176,8 @@ def test_config_defaults():
     # the requantiser folds only arrays wider than its lanes
     assert [DatapathConfig(cols=c).requant_fold for c in (3, 4, 8, 9, 16, 32)] == [1, 1, 1, 2, 2, 4]
     assert DatapathConfig(requant_lanes=16).requant_fold == 1
+    assert (cfg.dw_taps, cfg.dw_passes, DatapathConfig(dw_taps=9).dw_passes, DatapathConfig(dw_taps=3).dw_passes) == (
+        5, 2, 1, 3)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -196,6 +198,9 @@ def test_config_defaults():
     ({"add_lanes": 0}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 0$"),
     ({"add_lanes": 2.0}, TypeError, r"^Adder lane count must be a positive integer, not 2\.0$"),
     ({"requant_lanes": 0}, ValueError, r"^Requantiser lane count must be a positive integer, not 0$"),
+    ({"dw_taps": 10}, ValueError, r"^Depthwise tap count must be an integer in \[1, 9\], not 10$"),
+    ({"dw_taps": 0}, ValueError, r"^Depthwise tap count must be an integer in \[1, 9\], not 0$"),
+    ({"dw_taps": 4.5}, TypeError, r"^Depthwise tap count must be an integer in \[1, 9\], not 4\.5$"),
     ({"requant_lanes": None}, TypeError, r"^Requantiser lane count must be a positive integer, not None$"),
 ])
 def test_config_validation(kwargs, error, message):
