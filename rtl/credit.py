@@ -74,16 +74,24 @@ class CreditFIFO(wiring.Component):
             return Mux(pointer == depth - 1, 0, pointer + 1)
 
         give = self.o.valid & self.o.ready
-        # Credits: beats reserved and not yet sent, in flight or in the queue.
+        # Credits: beats reserved and not yet sent, in flight or in the queue. `credit` is a flip-flop of its own,
+        # loaded with the next count's test, so that the decision to accept a beat starts at a register.
         owed = Signal(range(depth + 1))
+        owed_next = Signal(range(depth + 1))
+        credit = Signal(init=1)
         m.d.comb += [
-            self.credit.eq(owed != depth),
+            owed_next.eq(owed),
+            self.credit.eq(credit),
             self.busy.eq(owed != 0),
         ]
         with m.If(self.reserve & ~give):
-            m.d.sync += owed.eq(owed + 1)
+            m.d.comb += owed_next.eq(owed + 1)
         with m.Elif(give & ~self.reserve):
-            m.d.sync += owed.eq(owed - 1)
+            m.d.comb += owed_next.eq(owed - 1)
+        m.d.sync += [
+            owed.eq(owed_next),
+            credit.eq(owed_next != depth),
+        ]
 
         m.submodules.storage = storage = Memory(shape=self._shape, depth=depth, init=[])
         write = storage.write_port()

@@ -170,13 +170,16 @@ class LineReader(wiring.Component):
             m.d.sync += [next_.eq(self.run.payload), next_valid.eq(1)]
         with m.Elif(advance):
             m.d.sync += next_valid.eq(0)
+        # The registers' next values if a request is issued this cycle and if not are both computed from
+        # registers; `issue` (the scratchpad's arbitration) only chooses between them.
+        take_next = Signal()            # the waiting run starts if a request is issued
+        m.d.comb += take_next.eq(next_valid & final)
         with m.If(issue):
             m.d.sync += [
-                addr.eq(addr + 1),
-                remaining.eq(remaining - 1),
+                addr.eq(Mux(take_next, next_.addr, addr + 1)),
+                remaining.eq(Mux(take_next, next_.count, remaining - 1)),
+                active.eq(Mux(take_next, next_.count != 0, ~final)),
             ]
-            with m.If(final):
-                m.d.sync += active.eq(0)
         if self.window_width:
             window = Signal(self.window_width)
             position = Signal(self.window_width)        # lines of the current window requested so far
@@ -188,7 +191,7 @@ class LineReader(wiring.Component):
                     window.eq(next_.window),
                     position.eq(0),
                 ]
-        with m.If(advance):
+        with m.If(next_valid & ~active):
             m.d.sync += [
                 addr.eq(next_.addr),
                 remaining.eq(next_.count),
