@@ -88,9 +88,11 @@ class CreditFIFO(wiring.Component):
             m.d.comb += owed_next.eq(owed + 1)
         with m.Elif(give & ~self.reserve):
             m.d.comb += owed_next.eq(owed - 1)
+        # `owed_next != depth` from the two tests of `owed` (registers only) and the handshakes: one LUT after
+        # `reserve`, which comes from the consumer's arbitration.
         m.d.sync += [
             owed.eq(owed_next),
-            credit.eq(owed_next != depth),
+            credit.eq(Mux(self.reserve & ~give, owed < depth - 1, Mux(give & ~self.reserve, 1, owed != depth))),
         ]
 
         m.submodules.storage = storage = Memory(shape=self._shape, depth=depth, init=[])
