@@ -388,21 +388,28 @@ def _stage(m, port, name):
     """A one-entry register stage in front of the output stream ``port``.
 
     Returns the stream the sequencer's logic drives (an object with ``valid``, ``ready`` and ``payload``) and the
-    stage's ``full`` flag. Its ``ready`` is ``~full``, a flip-flop: the consumer's ``ready`` (a line reader's, which
+    stage's ``full`` flag. Its ``ready`` is ``empty`` (``~full``), a flip-flop: the consumer's ``ready`` (a line reader's, which
     depends on the scratchpad's arbitration) stops at the stage instead of running through the start decision. A
     beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
+
+    The payload register loads whenever the stage is empty, not on the handshake: its clock enable (a requantiser
+    parameter beat is over 1 100 bits) is then the output of a flip-flop (``empty``), not the sequencer's start
+    decision; the beat that enters is the one loaded in the cycle of its handshake.
     """
     inner = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_ready"),
                             payload=Signal(port.payload.shape(), name=f"{name}_payload"))
     full = Signal(name=f"{name}_full")
+    empty = Signal(name=f"{name}_empty", init=1)
     m.d.comb += [
-        inner.ready.eq(~full),
+        inner.ready.eq(empty),
         port.valid.eq(full),
     ]
     with m.If(port.valid & port.ready):
-        m.d.sync += full.eq(0)
+        m.d.sync += [full.eq(0), empty.eq(1)]
     with m.If(inner.valid & inner.ready):
-        m.d.sync += [full.eq(1), port.payload.eq(inner.payload)]
+        m.d.sync += [full.eq(1), empty.eq(0)]
+    with m.If(empty):
+        m.d.sync += port.payload.eq(inner.payload)
     return inner, full
 
 
