@@ -254,9 +254,15 @@ class Accumulator(wiring.Component):
         # stage earlier: the one that will be in stage 3 is in stage 2 now, and so on) and registered per element,
         # so that no address comparison and no single select register drives the whole line: one-hot over
         # stage 3, w1, w2, each bank's registered read data; all zero when not accumulating.
-        f3 = s2.valid & (s2.addr == s1.addr)
-        f1 = s3_valid & (s3_addr == s1.addr)
-        f2 = w1_valid & (w1_addr == s1.addr)
+        # The address comparisons themselves are made a stage earlier still, on the beat being accepted against
+        # the beats that will be in stage 2, stage 3 and w1 when it is in stage 1, and registered: the decision
+        # in stage 1 is then a few LUTs from flip-flops in front of the copies' fan-out.
+        f3, f1, f2 = (Signal(name=f"fwd_{n}") for n in ("s3", "w1", "w2"))
+        m.d.sync += [
+            f3.eq(s1.valid & (s1.addr == wr.payload.addr)),
+            f1.eq(s2.valid & (s2.addr == wr.payload.addr)),
+            f2.eq(s3_valid & (s3_addr == wr.payload.addr)),
+        ]
         sources = Cat(s1.acc & f3, s1.acc & ~f3 & f1, s1.acc & ~f3 & ~f1 & f2,
                       *(s1.acc & ~f3 & ~f1 & ~f2 & (s1.bank == b) for b in range(self.banks)))
         candidates = [s3_sum, w1_sum, w2_sum, *bank_data]
