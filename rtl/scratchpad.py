@@ -131,10 +131,12 @@ class Scratchpad(wiring.Component):
     """Double-buffered, banked int8 scratchpad with one write stream and ``read_ports`` read streams.
 
     Write side: a beat on ``wr`` writes ``wr.payload.data`` to line ``wr.payload.addr`` (only the elements selected
-    by ``mask`` with ``byte_mask``) at the end of the cycle in which it is accepted. ``wr.ready`` is always high.
+    by ``mask`` with ``byte_mask``); the write reaches the block RAM from a register, one cycle after the beat is
+    accepted, as the reads reach it one cycle after their grant (so the order below holds). ``wr.ready`` is always
+    high.
 
     Read side: read port ``p`` is a pair of streams. A request accepted on ``rd_req[p]`` in cycle ``t`` returns its
-    line on ``rd_resp[p]`` from cycle ``t + latency`` (``t + 3``; ``rd_resp[p].valid`` is high then, if the lines
+    line on ``rd_resp[p]`` from cycle ``t + latency`` (``t + 4``; ``rd_resp[p].valid`` is high then, if the lines
     before it have been taken), with the request's ``last``. Responses come back in request order through a response
     FIFO of ``fifo_depth`` lines per port; a port may have that many lines requested and not yet taken (credits), so
     ``rd_req[p].ready`` is high when the port has a credit and the addressed bank is granted to it. A port sustains
@@ -185,15 +187,17 @@ class Scratchpad(wiring.Component):
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     byte_mask : bool
     latency : int
-        Cycles from an accepted read request to its response, 3: the block RAM's read, a register behind each bank
-        (block RAM read data go to a flip-flop and nothing else), the port's response FIFO.
+        Cycles from an accepted read request to its response, 4: the bank's address register (the arbitration
+        ends in a flip-flop, not in the block RAM's address pins, which are far apart on the die), the block RAM's
+        read, a register behind each bank (block RAM read data go to a flip-flop and nothing else), the port's
+        response FIFO.
     fifo_depth : int
-        Entries of each port's response FIFO, 4: also the lines a port may have requested and not yet taken, so
+        Entries of each port's response FIFO, 5: also the lines a port may have requested and not yet taken, so
         that a port sustains one line per cycle.
     """
 
-    latency = 3
-    fifo_depth = 4
+    latency = 4
+    fifo_depth = 5
 
     def __init__(self, config=None, *, width=None, depth=None, banks=None, read_ports=2, byte_mask=False):
         if config is None:
@@ -255,15 +259,18 @@ class Scratchpad(wiring.Component):
             wports.append(mem.write_port(granularity=1 if self.byte_mask else None))
             rports.append(mem.read_port())
 
-        # Write side ---------------------------------------------------------------------------------------------
+        # Write side: through a register, one cycle late like the reads ------------------------------------------
         m.d.comb += self.wr.ready.eq(1)
-        wr_bank, wr_line = split(self.wr.payload.addr)
+        wr_valid = Signal(name="wr_valid")
+        wr_req = Signal(self.wr.payload.shape(), name="wr_req")
+        m.d.sync += [wr_valid.eq(self.wr.valid), wr_req.eq(self.wr.payload)]
+        wr_bank, wr_line = split(wr_req.addr)
         for b, wp in enumerate(wports):
-            sel = self.wr.valid & (wr_bank == b)
+            sel = wr_valid & (wr_bank == b)
             m.d.comb += [
                 wp.addr.eq(wr_line),
-                wp.data.eq(self.wr.payload.data),
-                wp.en.eq(Mux(sel, self.wr.payload.mask, 0) if self.byte_mask else sel),
+                wp.data.eq(wr_req.data),
+                wp.en.eq(Mux(sel, wr_req.mask, 0) if self.byte_mask else sel),
             ]
 
         # Read side: per-port credits --------------------------------------------------------------------------
@@ -305,22 +312,25 @@ class Scratchpad(wiring.Component):
                 with m.If(grant[b][p]):
                     m.d.sync += prio.eq((p + 1) % ports)
 
-        # Bank read ports, each followed by a register (block RAM read data drive nothing but a flip-flop) ------
+        # Bank read ports: the granted address goes into a register, then into the block RAM; the read data
+        # drive nothing but a flip-flop ------------------------------------------------------------------------
         bank_data = []
         for b, rp in enumerate(rports):
             addr = 0
             for p in range(ports):
                 addr = Mux(grant[b][p], split(self.rd_req[p].payload.addr)[1], addr)
+            bank_addr = Signal(local_bits, name=f"bank{b}_addr")
+            m.d.sync += bank_addr.eq(addr)
             m.d.comb += [
-                rp.addr.eq(addr),
+                rp.addr.eq(bank_addr),
                 rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
             ]
             registered = Signal(line_shape, name=f"bank{b}_data")
             m.d.sync += registered.eq(rp.data)
             bank_data.append(registered)
 
-        # Response side: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the port's
-        # response FIFO -> response (t + 3) --------------------------------------------------------------------
+        # Response side: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register
+        # (t + 3), selected into the port's response FIFO -> response (t + 4) -------------------------------------
         for p in range(ports):
             req = self.rd_req[p]
             accept = Signal(name=f"accept{p}")
@@ -328,23 +338,22 @@ class Scratchpad(wiring.Component):
                 accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
                 req.ready.eq(accept),
             ]
-            s1_valid, s2_valid = Signal(name=f"s1_valid{p}"), Signal(name=f"s2_valid{p}")
-            s1_bank, s2_bank = (Signal(range(self.banks), name=f"s{i}_bank{p}") for i in (1, 2))
-            s1_last, s2_last = Signal(name=f"s1_last{p}"), Signal(name=f"s2_last{p}")
-            m.d.sync += [
-                s1_valid.eq(accept), s1_bank.eq(req_bank[p]), s1_last.eq(req.payload.last),
-                s2_valid.eq(s1_valid), s2_bank.eq(s1_bank), s2_last.eq(s1_last),
-            ]
+            valid, bank, last = accept, req_bank[p], req.payload.last
+            for i in range(1, 4):
+                s_valid, s_bank, s_last = (Signal(name=f"s{i}_valid{p}"), Signal(range(self.banks),
+                                           name=f"s{i}_bank{p}"), Signal(name=f"s{i}_last{p}"))
+                m.d.sync += [s_valid.eq(valid), s_bank.eq(bank), s_last.eq(last)]
+                valid, bank, last = s_valid, s_bank, s_last
             line = bank_data[0]
             for b in range(1, self.banks):
-                line = Mux(s2_bank == b, bank_data[b], line)
+                line = Mux(bank == b, bank_data[b], line)
 
             fifo = fifos[p]
             m.d.comb += [
                 fifo.reserve.eq(accept),
-                fifo.w_en.eq(s2_valid),
+                fifo.w_en.eq(valid),
                 fifo.w_data.data.eq(line),
-                fifo.w_data.last.eq(s2_last),
+                fifo.w_data.last.eq(last),
             ]
 
         return m

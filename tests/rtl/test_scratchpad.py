@@ -183,7 +183,7 @@ def test_defaults():
     cfg = DatapathConfig()
     sp = Scratchpad(cfg)
     assert (sp.width, sp.depth, sp.banks, sp.read_ports) == (cfg.rows, cfg.spad_depth, cfg.spad_banks, 2)
-    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 3 and sp.fifo_depth == 4
+    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 4 and sp.fifo_depth == 5
 
 
 @pytest.mark.parametrize("kwargs, error", [
