@@ -40,7 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
-from .pe import ActivationLayout, ProcessingElement
+from .pe import ProcessingElement
 
 __all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray"]
 

@@ -333,11 +333,11 @@ def test_window_buffer_random(kh, kw, taps, traffic, rng):
                for _ in range(80)]
     windows = buffer_model(columns, kh, kw, lanes)
     expected = []
-    for data, mask, last in windows:
-        data = np.concatenate([data, np.zeros((passes * taps - kh * kw, lanes), dtype=np.int64)])
+    for lines, mask, last in windows:
+        lines = np.concatenate([lines, np.zeros((passes * taps - kh * kw, lanes), dtype=np.int64)])
         for q in range(passes):
             final = q == passes - 1
-            expected.append((data[q * taps:(q + 1) * taps], (mask >> (q * taps)) & ((1 << taps) - 1), final,
+            expected.append((lines[q * taps:(q + 1) * taps], (mask >> (q * taps)) & ((1 << taps) - 1), final,
                              last if final else 0))
     got = []
     flow = TRAFFIC[traffic]
@@ -349,8 +349,8 @@ def test_window_buffer_random(kh, kw, taps, traffic, rng):
         got.extend(await collect(ctx, dut.window, len(expected), rng, flow["out_gap"], max_cycles=2000))
 
     simulate(dut, column_tb, window_tb)
-    for n, (g, (data, mask, final, last)) in enumerate(zip(got, expected, strict=True)):
-        assert [[g.data[t][k] for k in range(lanes)] for t in range(taps)] == data.tolist(), f"beat {n}"
+    for n, (g, (lines, mask, final, last)) in enumerate(zip(got, expected, strict=True)):
+        assert [[g.data[t][k] for k in range(lanes)] for t in range(taps)] == lines.tolist(), f"beat {n}"
         assert (g.mask, g.final, g.last) == (mask, final, last), f"beat {n}"
 
 
@@ -373,14 +373,14 @@ def test_column_schedule(h, w, k, s, same):
         windows = buffer_model(beats, k, k, 1)
         assert [c.ow for c in columns if c.emit] == list(range(ow))
         assert len(windows) == ow
-        for col, (data, mask, _) in enumerate(windows):
+        for col, (lines, mask, _) in enumerate(windows):
             for i in range(k):
                 for j in range(k):
                     ih, iw = r * s - pad[0][0] + i, col * s - pad[1][0] + j
                     inside = 0 <= ih < h and 0 <= iw < w
                     assert (mask >> (i * k + j)) & 1 == inside
                     if inside:
-                        assert data[i * k + j][0] == image[ih, iw]
+                        assert lines[i * k + j][0] == image[ih, iw]
         reads = sum(c.reads for c in columns)
         if s <= k:
             rows_in = sum(ih is not None for ih in columns[0].rows)
