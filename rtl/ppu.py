@@ -381,8 +381,7 @@ class Requantizer(FoldedTiming, wiring.Component):
             first = f.first_copy(f"first_l{lane}")
             accs, lps = zip(*(element(k, lane) for k in range(fold)))
             acc = f.part(Cat(*accs), name=f"rest_l{lane}", first=first)
-            lp = f.select(list(lps), first=first)
-            lp = LaneParams(lp) if not isinstance(lp, data.View) else lp
+            lp = LaneParams(f.select(list(lps), first=first))
             # S1: bias add with int32 wrap.
             x = p.reg((acc[:32].as_signed() + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
