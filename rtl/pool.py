@@ -118,8 +118,8 @@ class Pool(wiring.Component):
         One pooled vector per window.
     """
 
-    #: Pipeline stages (S1 .. S10), before the output FIFO.
-    STAGES = 10
+    #: Pipeline stages (S0 .. S10), before the output FIFO.
+    STAGES = 11
 
     #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure): the
     #: pipeline stages and the output FIFO.
@@ -168,33 +168,43 @@ class Pool(wiring.Component):
         # FIFO and its credit count.
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        # S0: the accepted beat, registered: it comes from a queue in LUT RAM (the scratchpad's response queue, far
+        # away on a large build), and the accumulators' comparisons and adders get a cycle of their own.
+        s0_valid = Signal()
+        s0 = Signal(Beat(self._lanes), reset_less=True)
+        s0_first = Signal(reset_less=True)
         m.d.comb += [
-            self.param.ready.eq(fresh),
+            # A configuration load waits for the beat in S0 to reach the accumulators, which read the mode.
+            self.param.ready.eq(fresh & ~s0_valid),
             self.i.ready.eq(fifo.credit & ~(fresh & self.param.valid)),
             take.eq(self.i.valid & self.i.ready),
             fifo.reserve.eq(take & self.i.payload.last),
         ]
         with m.If(self.param.valid & self.param.ready):
             m.d.sync += cfg.eq(self.param.payload)
+        with m.If(take):
+            m.d.sync += fresh.eq(self.i.payload.last)
+        m.d.sync += [
+            s0_valid.eq(take),
+            s0.eq(self.i.payload),
+            s0_first.eq(fresh),
+        ]
 
         # S1: the accumulators (a running maximum or sum per lane) and the window size.
         acc_shape = Shape.cast(range(-128 * self._max_count, 127 * self._max_count + 1))
         accs = [Signal(acc_shape, name=f"acc_l{lane}") for lane in range(self._lanes)]
         count = Signal(range(self._max_count + 1))
-        with m.If(take):
-            m.d.sync += [
-                fresh.eq(self.i.payload.last),
-                count.eq(Mux(fresh, 1, count + 1)),
-            ]
+        with m.If(s0_valid):
+            m.d.sync += count.eq(Mux(s0_first, 1, count + 1))
             for lane, acc in enumerate(accs):
-                x = self.i.payload.data[lane]
+                x = s0.data[lane]
                 step = Mux(cfg.mode == Mode.MAX, Mux(x > acc, x, acc), acc + x)
-                m.d.sync += acc.eq(Mux(fresh, x, step))
+                m.d.sync += acc.eq(Mux(s0_first, x, step))
 
         p = Stages(m)
         valid = Signal(name="valid_s1")
-        m.d.sync += valid.eq(take & self.i.payload.last)
-        for stage in range(2, self.STAGES + 1):
+        m.d.sync += valid.eq(s0_valid & s0.last)
+        for stage in range(2, self.STAGES):
             valid = p.reg(valid, name=f"valid_s{stage}")
         m.d.comb += fifo.w_en.eq(valid)
 
@@ -206,7 +216,7 @@ class Pool(wiring.Component):
             rom_rd.en.eq(1),
         ]
         cfgs = {1: cfg}
-        for stage in range(2, self.STAGES):
+        for stage in range(2, self.STAGES - 1):
             cfgs[stage] = p.reg(cfgs[stage - 1], name=f"cfg_s{stage}")
         recip = p.reg(rom_rd.data.recip, name="recip")
         # The product takes two stages on one DSP (operand and product registers) up to max_count = 256 (a 17-bit

@@ -40,7 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
-from .pe import ProcessingElement
+from .pe import ProcessingElement, register_copy
 
 __all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray"]
 
@@ -197,8 +197,6 @@ class SystolicArray(wiring.Component):
         # The pipeline never stalls. A vector is accepted only if the output FIFO will have room for its result:
         # `used` counts the vectors accepted and not yet taken from `result`, in flight or in the FIFO.
         used = Signal(range(self.fifo_depth + 1))
-        credit = Signal()
-        m.d.comb += credit.eq(used != self.fifo_depth)
 
         # Tile control -------------------------------------------------------------------------------------------
 
@@ -208,9 +206,17 @@ class SystolicArray(wiring.Component):
         m.d.comb += [
             shadow_full.eq(shadow_rows == rows),
             self.weight.ready.eq(~shadow_full),
-            self.act.ready.eq(credit & (~need_swap | shadow_full)),
         ]
-        act_fire = self.act.valid & self.act.ready
+        # `act.ready` is a flip-flop, loaded with the next cycle's verdict: a credit and, for a vector that starts a
+        # tile, a full shadow. It has two copies: one drives the producer's handshake, the other this array's, so
+        # that neither handshake crosses from one block to the other and back within a cycle (the activations come
+        # from the scratchpad's response queue, which sits across the die from the array's control on the 16 x 16
+        # ECP5 build).
+        ready_next = Signal()
+        ready_local = register_copy(m, ready_next, name="act_ready_local", platform=platform, init=0)
+        ready_port = register_copy(m, ready_next, name="act_ready_port", platform=platform, init=0)
+        m.d.comb += self.act.ready.eq(ready_port)
+        act_fire = self.act.valid & ready_local
         weight_fire = self.weight.valid & self.weight.ready
         result_fire = self.result.valid & self.result.ready
         swap = Signal()
@@ -227,6 +233,13 @@ class SystolicArray(wiring.Component):
             m.d.sync += used.eq(used + 1)
         with m.Elif(~act_fire & result_fire):
             m.d.sync += used.eq(used - 1)
+        # The next cycle's state, each from a test of this cycle's registers selected by the handshakes.
+        depth = self.fifo_depth
+        credit_next = Mux(act_fire & ~result_fire, used < depth - 1,
+                          Mux(result_fire & ~act_fire, 1, used != depth))
+        need_swap_next = Mux(act_fire, self.act.payload.last, need_swap)
+        full_next = Mux(swap, 0, Mux(weight_fire, shadow_rows == rows - 1, shadow_full))
+        m.d.comb += ready_next.eq(credit_next & (~need_swap_next | full_next))
 
         # Weight write bus, column n delayed n cycles --------------------------------------------------------------
         # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
@@ -276,7 +289,6 @@ class SystolicArray(wiring.Component):
         # enable only reaches the LUT RAM of its own column. A FIFO row is complete when its last column is written.
         # Every write goes to a free entry, as `used` reserved one for each accepted vector, so nothing checks for
         # full (the entry of vector v is free once vector v - fifo_depth was read, which it was when v was accepted).
-        depth = self.fifo_depth
         pipe_latency = self.latency - 1           # the last column is written in cycle t + latency - 1
         valid = [act_fire]
         for i in range(pipe_latency):
