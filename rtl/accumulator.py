@@ -307,13 +307,30 @@ class Accumulator(wiring.Component):
         conflict = Signal()
         hazard = Signal()
         issue = Signal()
+        cmd_take = Signal()
+        # The hazard: the line to read is still to be written by a beat in stage 1, 2 or 3. The comparisons are
+        # made a cycle earlier, against the beats that will then be in those stages (the one being accepted, stages
+        # 1 and 2), for each address the read-out may have next (the same, the next, a command's base), and
+        # registered; this cycle's handshakes of the read-out, registered too, pick one.
+        def ahead(addr):
+            return ((wr.valid & (wr.payload.addr == addr)) | (s1.valid & (s1.addr == addr))
+                    | (s2.valid & (s2.addr == addr)))
+        hazard_same, hazard_next, hazard_base = (Signal(name=f"hazard_{n}") for n in ("same", "next", "base"))
+        took_issue, took_cmd = Signal(), Signal()
+        m.d.sync += [
+            hazard_same.eq(ahead(rd_addr)),
+            hazard_next.eq(ahead((rd_addr + 1)[:self.addr_width])),
+            hazard_base.eq(ahead(cmd.payload.base)),
+            took_issue.eq(issue),
+            took_cmd.eq(cmd_take),
+        ]
         m.d.comb += [
             room.eq(fifo.credit),
             conflict.eq(s0_read & (s0_bank == rd_bank)),
-            hazard.eq((s1.valid & (s1.addr == rd_addr)) | (s2.valid & (s2.addr == rd_addr))
-                      | (s3_valid & (s3_addr == rd_addr))),
+            hazard.eq(Mux(took_cmd, hazard_base, Mux(took_issue, hazard_next, hazard_same))),
             issue.eq(active & room & ~conflict & ~hazard),
             cmd.ready.eq(~active | (issue & (remaining == 1))),
+            cmd_take.eq(cmd.valid & cmd.ready),
         ]
 
         with m.If(issue):
@@ -323,7 +340,7 @@ class Accumulator(wiring.Component):
             ]
             with m.If(remaining == 1):
                 m.d.sync += active.eq(0)
-        with m.If(cmd.valid & cmd.ready):
+        with m.If(cmd_take):
             m.d.sync += [
                 rd_addr.eq(cmd.payload.base),
                 remaining.eq(cmd.payload.count),
