@@ -188,12 +188,13 @@ class DatapathConfig:
 
     @property
     def latency(self) -> int:
-        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 2``).
+        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 3``).
 
-        ``rows - 1 + cols - 1`` cycles of skew and wavefront, 3 in the last PE (operand registers, product register,
-        accumulator register) and 1 in the output FIFO.
+        ``rows - 1 + cols - 1`` cycles of skew and wavefront, ``ProcessingElement.LATENCY`` (4) in the last PE
+        (operand registers, product register, its fabric copy, accumulator register) and 1 in the output FIFO.
         """
-        return self.rows + self.cols + 2
+        from .pe import ProcessingElement  # the PE pipeline is defined with the PE
+        return self.rows - 1 + self.cols - 1 + ProcessingElement.LATENCY + 1
 
     @property
     def requant_fold(self) -> int:

@@ -2,17 +2,18 @@
 
 A processing element (PE) holds one weight of the current tile and performs one multiply-accumulate per cycle::
 
-            psum_in (from the PE above, 2 cycles after act_in)
+            psum_in (from the PE above, 3 cycles after act_in)
                   |
     act_in ---> [ PE ] ---> act_out (to the PE on the right, one cycle later)
                   |
-            psum_out = psum_in + act_in.value * weight   (to the PE below, 3 cycles after act_in)
+            psum_out = psum_in + act_in.value * weight   (to the PE below, 4 cycles after act_in)
 
-The multiply-accumulate is pipelined in three register stages so that a DSP block has registers on both sides and
+The multiply-accumulate is pipelined in four register stages so that a DSP block has registers on both sides and
 a LUT multiplier most of a cycle for itself: (1) the activation (``act_out``) and the weight in use (``active``),
-(2) the product (the LUT types register their adder tree before its last adder, which joins stage 3), (3) the
+(2) the product (the LUT types register their adder tree before its last adder), (3) the product once more in fabric
+flip-flops (the LUT types' last adder comes before it; a DSP block's output leaves its DSP row through it), (4) the
 partial sum. Each PE delays the activation by one cycle and the partial sum by one cycle, so the skewed wavefront of
-the array is unchanged; only the fill latency grows by two cycles.
+the array is unchanged; only the fill latency grows by three cycles.
 
 The weight register is double-buffered: a *shadow* weight is written through ``w_load``/``w_data`` while the
 *active* weight keeps computing. The swap is not a global signal: the ``swap`` bit travels with the activation that
@@ -380,8 +381,8 @@ class ProcessingElement(wiring.Component):
     """int8 x int8 multiply, int32 accumulate, with a double-buffered stationary weight.
 
     All outputs are registered. ``act_out`` follows ``act_in`` by one cycle. ``psum_out`` follows ``act_in`` by
-    :attr:`LATENCY` (3) cycles and ``psum_in`` by one: for an activation on ``act_in`` in cycle ``t``, ``psum_out``
-    in cycle ``t + 3`` is ``psum_in`` of cycle ``t + 2`` plus ``act_in.value * weight``. That is the timing of the PE
+    :attr:`LATENCY` (4) cycles and ``psum_in`` by one: for an activation on ``act_in`` in cycle ``t``, ``psum_out``
+    in cycle ``t + 4`` is ``psum_in`` of cycle ``t + 3`` plus ``act_in.value * weight``. That is the timing of the PE
     above, so PEs chain down a column. Accumulation wraps modulo ``2**acc_width`` (it cannot overflow when the
     array's :class:`~haneul.rtl.config.DatapathConfig` validated ``acc_width`` against the row count).
 
@@ -404,7 +405,7 @@ class ProcessingElement(wiring.Component):
     act_out : Out(ActivationLayout(input_width))
         ``act_in`` delayed by one cycle, to the PE on the right.
     psum_in : In(signed(acc_width))
-        Partial sum from the PE above (0 for the top row), two cycles after the activation.
+        Partial sum from the PE above (0 for the top row), three cycles after the activation.
     psum_out : Out(signed(acc_width))
         ``psum_in + act_in.value * weight``, to the PE below.
     w_load : In(1)
@@ -423,7 +424,7 @@ class ProcessingElement(wiring.Component):
     """
 
     #: Cycles from ``act_in`` to the ``psum_out`` it contributes to.
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, *, input_width=8, acc_width=32, mult="dsp"):
         for name, value in (("Input width", input_width), ("Accumulator width", acc_width)):
@@ -466,9 +467,15 @@ class ProcessingElement(wiring.Component):
         # Stage 2: the product, from registers to a register.
         product = self.mult.registered_product(m, value, self.active, platform)
 
-        # Stage 3: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
+        # Stage 3: the product once more, in fabric flip-flops: a DSP block's output register sits in the DSP row,
+        # often far from the partial-sum chain of its column, and a LUT multiplier's last adder gets a cycle of its
+        # own.
+        product_d = Signal(product.shape(), name="product_d", reset_less=True)
+        m.d.sync += product_d.eq(product)
+
+        # Stage 4: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
         psum = Signal(signed(self.acc_width), reset_less=True)
-        m.d.sync += psum.eq(self.psum_in + product)
+        m.d.sync += psum.eq(self.psum_in + product_d)
 
         m.d.comb += [
             self.act_out.value.eq(value),

@@ -336,14 +336,29 @@ class Requantizer(FoldedTiming, wiring.Component):
         f = Fold(m, fold, platform=platform)
         params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
         m.d.comb += self.param.ready.eq(f.ready)
-        with m.If(self.param.valid & self.param.ready):
-            m.d.sync += params.eq(self.param.payload)
+        # A parameter beat goes into `staged`, a register without an enable, and from there into the parameter
+        # registers a cycle later: the configuration and each lane's parameters by their own copy of the load flag,
+        # so that no single net enables all the parameter bits (about 1 150 for 16 lanes). The cycle in between,
+        # no beat is accepted (`pending`): a beat always sees the parameters taken before it.
+        loaded = Signal()
+        pending = Signal()
+        staged = Signal(Params(self._lanes), reset_less=True)
+        m.d.comb += loaded.eq(self.param.valid & self.param.ready)
+        m.d.sync += [
+            staged.eq(self.param.payload),
+            pending.eq(loaded),
+        ]
+        with m.If(register_copy(m, loaded, name="param_load_cfg", platform=platform, init=0)):
+            m.d.sync += params.config.eq(staged.config)
+        for index in range(self._lanes):
+            with m.If(register_copy(m, loaded, name=f"param_load_l{index}", platform=platform, init=0)):
+                m.d.sync += params.lanes[index].eq(staged.lanes[index])
 
         stages = self.LATENCY - 1
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
         take = self.i.valid & self.i.ready
         m.d.comb += [
-            self.i.ready.eq(fifo.credit & ~self.param.valid & f.ready),
+            self.i.ready.eq(fifo.credit & ~self.param.valid & ~pending & f.ready),
             fifo.reserve.eq(take),
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))

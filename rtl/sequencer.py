@@ -316,17 +316,20 @@ class ResultWriter(wiring.Component):
             self.run.ready.eq(take & self.result.payload.last),
             self.done.eq(self.wr.valid & self.wr.ready & last),
         ]
+        # The output register loads whenever it is free, whether a beat is taken or not, so that the line's data
+        # (a whole result vector) need no clock enable (with the accumulator, always ready, it loads every cycle).
+        with m.If(~self.wr.valid | self.wr.ready):
+            m.d.sync += [
+                self.wr.valid.eq(take),
+                self.wr.payload.data.eq(self.result.payload.data),
+            ]
         with m.If(take):
             m.d.sync += [
-                self.wr.valid.eq(1),
-                self.wr.payload.data.eq(self.result.payload.data),
                 self.wr.payload.addr.eq(self.run.payload.addr + index),
                 self.wr.payload.accumulate.eq(self.run.payload.accumulate),
                 last.eq(self.result.payload.last),
                 index.eq(Mux(self.result.payload.last, 0, index + 1)),
             ]
-        with m.Elif(self.wr.ready):
-            m.d.sync += self.wr.valid.eq(0)
         return m
 
 

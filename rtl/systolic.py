@@ -19,7 +19,7 @@ Dataflow (``rows = cols = 3`` shown)::
     act[2] -[2]--> PE20 --> PE21 --> PE22
                     |        |        |
                     v        v        v           column n written into its FIFO column when it leaves
-                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+3 entries): the deskew
+                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+4 entries): the deskew
                           |
                        result vector
 
@@ -122,7 +122,7 @@ class SystolicArray(wiring.Component):
     * The weights have no reset; the first tile needs its weights like any other.
 
     Timing: a vector accepted on ``act`` in cycle ``t`` appears on ``result`` in cycle ``t + latency`` (``latency =
-    rows + cols + 2``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
+    rows + cols + 3``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
     boundaries when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are
     computed correctly, with bubbles while their weights load).
 
@@ -156,7 +156,7 @@ class SystolicArray(wiring.Component):
     config : DatapathConfig
     rows, cols : int
     latency : int
-        Cycles from ``act`` to ``result``, ``rows + cols + 2``.
+        Cycles from ``act`` to ``result``, ``rows + cols + 3``.
     fifo_depth : int
         Entries of the output FIFO, ``latency + 1``: the fewest that sustain one vector per cycle.
     """
@@ -241,21 +241,26 @@ class SystolicArray(wiring.Component):
         full_next = Mux(swap, 0, Mux(weight_fire, shadow_rows == rows - 1, shadow_full))
         m.d.comb += ready_next.eq(credit_next & (~need_swap_next | full_next))
 
-        # Weight write bus, column n delayed n cycles --------------------------------------------------------------
+        # Weight write bus, column n delayed n cycles and row k k cycles more ---------------------------------------
         # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
-        # cycles after the swap, into column n n cycles later still, so a write never overtakes the swap it follows.
+        # cycles after the swap, and the write travels to PE (k, n) in k + n cycles, so a write never overtakes the
+        # swap it follows (and every write of a tile arrives before the next tile's swap, which needs them all
+        # accepted first). The bus moves one PE row per cycle down each column, so no wire spans a column.
         row_shape = unsigned(max(1, (rows - 1).bit_length()))
-        w_load = []
-        w_row = []
-        w_data = []
+        w_bus = []        # w_bus[k][n]: (load, row, data) at PE (k, n)
         load, row = weight_fire, shadow_rows
+        top = []
         for n in range(cols):
             if n > 0:
                 load = delay(load, 1, 1, f"w_load_c{n}", reset_less=False)
                 row = delay(row, row_shape, 1, f"w_row_c{n}")
-            w_load.append(load)
-            w_row.append(row)
-            w_data.append(delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}"))
+            top.append((load, row, delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}")))
+        w_bus.append(top)
+        for k in range(1, rows):
+            w_bus.append([(delay(load, 1, 1, f"w_load_r{k}_c{n}", reset_less=False),
+                           delay(row, row_shape, 1, f"w_row_r{k}_c{n}"),
+                           delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"))
+                          for n, (load, row, value) in enumerate(w_bus[-1])])
 
         # Activation skew: row k delayed k cycles ------------------------------------------------------------------
         act_in = []
@@ -276,15 +281,16 @@ class SystolicArray(wiring.Component):
                     m.d.comb += [pe.act_in.value.eq(act_in[k][0]), pe.act_in.swap.eq(act_in[k][1])]
                 else:
                     m.d.comb += pe.act_in.eq(pes[k][n - 1].act_out)
+                load, row, value = w_bus[k][n]
                 m.d.comb += [
                     pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out),
-                    pe.w_load.eq(w_load[n] & (w_row[n] == k)),
-                    pe.w_data.eq(w_data[n]),
+                    pe.w_load.eq(load & (row == k)),
+                    pe.w_data.eq(value),
                 ]
 
         # Output FIFO, one column at a time ---------------------------------------------------------------------
         # First-word-fall-through, in LUT RAM (asynchronous read), with one memory per result column. Column n of a
-        # vector leaves the bottom PE rows + n + 2 cycles after the vector was accepted and is written into its own
+        # vector leaves the bottom PE rows - 1 + n + PE latency cycles after the vector was accepted and is written into its own
         # memory right then, at its own write pointer: the FIFO is the deskew, and each write pointer and write
         # enable only reaches the LUT RAM of its own column. A FIFO row is complete when its last column is written.
         # Every write goes to a free entry, as `used` reserved one for each accepted vector, so nothing checks for
@@ -295,9 +301,14 @@ class SystolicArray(wiring.Component):
             valid.append(Signal(name=f"valid_d{i}"))
             m.d.sync += valid[-1].eq(valid[-2])
         last = delay(self.act.payload.last, 1, pipe_latency, "last")
+        # The read pointer advances with each result taken; every column's memory reads at its own copy of it, so
+        # that no single register drives the read address of the whole line.
         consume = Signal(range(depth))
+        consume_next = Mux(result_fire, Mux(consume == depth - 1, 0, consume + 1), consume)
+        m.d.sync += consume.eq(consume_next)
         level = Signal(range(depth + 1))         # complete rows in the FIFO
-        columns = [(pes[rows - 1][n].psum_out, valid[rows + n + 2], f"c{n}") for n in range(cols)]
+        columns = [(pes[rows - 1][n].psum_out, valid[rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
+                   for n in range(cols)]
         columns.append((last, valid[pipe_latency], "last"))
         outputs = []
         for data_in, write_en, name in columns:
@@ -309,7 +320,7 @@ class SystolicArray(wiring.Component):
                 write.addr.eq(produce),
                 write.data.eq(data_in),
                 write.en.eq(write_en),
-                read.addr.eq(consume),
+                read.addr.eq(register_copy(m, consume_next, name=f"consume_{name}", platform=platform, init=0)),
             ]
             with m.If(write_en):
                 m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
@@ -319,8 +330,6 @@ class SystolicArray(wiring.Component):
             self.result.valid.eq(level != 0),
         ]
         row_done = valid[pipe_latency]
-        with m.If(result_fire):
-            m.d.sync += consume.eq(Mux(consume == depth - 1, 0, consume + 1))
         with m.If(row_done & ~result_fire):
             m.d.sync += level.eq(level + 1)
         with m.Elif(~row_done & result_fire):

@@ -38,7 +38,7 @@ class Timing:
     """Latencies of the model, in cycles (measured on the RTL; see the module documentation)."""
     read_latency: int = 6
     write_latency: int = 8
-    array_extra: int = 8          # array latency = rows + cols + array_extra
+    array_extra: int = 6          # from a vector's read to its result in the accumulator: array latency + array_extra
     readout_latency: int = 12
     issue: int = 2                # cycles a unit needs to take and hand out one instruction
     start: int = 8                # from START to the first fetch request
@@ -49,7 +49,7 @@ def estimate_cycles(instructions, config=None, *, bus_bytes=16, timing=Timing())
     ending with ``End``), and per-resource figures: ``{"cycles", "array_busy", "read_words", "write_lines"}``."""
     cfg = config or DatapathConfig()
     tile = weight_tile_lines(cfg)
-    array_latency = cfg.rows + cfg.cols + timing.array_extra
+    array_latency = cfg.latency + timing.array_extra
     fold = cfg.requant_fold
     readout_latency = timing.readout_latency + fold - 1
     fetch_words = isa.INSTR_BYTES // bus_bytes

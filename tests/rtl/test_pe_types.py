@@ -141,9 +141,10 @@ def test_booth_encoding():
 def pe_model(stimulus, acc_width=32):
     """Expected ``psum_out`` in cycle ``c + 1`` for each cycle ``c`` of ``stimulus``, or None before it is defined.
 
-    ``stimulus[c] = (act, swap, psum, load)``: the product of cycle ``c`` meets the ``psum`` of cycle ``c + 2`` and
-    leaves in cycle ``c + 3``.
+    ``stimulus[c] = (act, swap, psum, load)``: the product of cycle ``c`` meets the ``psum`` of cycle ``c + d``
+    and leaves in cycle ``c + d + 1``, ``d = ProcessingElement.LATENCY - 1``.
     """
+    d = ProcessingElement.LATENCY - 1
     active = shadow = 0
     products = []
     for act, swap, _, load in stimulus:
@@ -154,7 +155,7 @@ def pe_model(stimulus, acc_width=32):
             shadow = load
         products.append(act * weight)
     wrap = lambda x: (x + 2 ** (acc_width - 1)) % 2 ** acc_width - 2 ** (acc_width - 1)
-    return [None, None] + [wrap(stimulus[c][2] + products[c - 2]) for c in range(2, len(stimulus))]
+    return [None] * d + [wrap(stimulus[c][2] + products[c - d]) for c in range(d, len(stimulus))]
 
 
 @pytest.mark.parametrize("mult", sorted(MULTIPLIERS))
@@ -187,8 +188,9 @@ def test_pe_random_stream(mult):
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    # got[c] is psum_out in cycle c + 1; expected[c] is defined for products of cycles c - 2 >= 0.
-    assert got[2:] == expected[2:]
+    # got[c] is psum_out in cycle c + 1; expected[c] is defined for products of cycles c - d >= 0.
+    d = ProcessingElement.LATENCY - 1
+    assert got[d:] == expected[d:]
 
 
 def test_custom_multiplier_type():
@@ -207,7 +209,10 @@ def test_custom_multiplier_type():
 
     pe = ProcessingElement(mult=Negated())
     assert len(pe.active) == 9
-    stimulus = [(-128, 0, 0, -128), (-128, 1, 0, None), (127, 0, 7, None), (0, 0, 1, None), (0, 0, 2, None)]
+    # the partial sums 7, 1, 2 meet the products of cycles 0, 1, 2
+    d = ProcessingElement.LATENCY - 1
+    stimulus = ([(-128, 0, 0, -128), (-128, 1, 0, None), (127, 0, 0, None)] + [(0, 0, 0, None)] * (d - 3)
+                + [(0, 0, 7, None), (0, 0, 1, None), (0, 0, 2, None)])
     expected = pe_model(stimulus)
     got = []
 
@@ -224,7 +229,7 @@ def test_custom_multiplier_type():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert got[2:] == expected[2:] == [7, 1 + 16384, 2 + 127 * -128]
+    assert got[d:] == expected[d:] == [7, 1 + 16384, 2 + 127 * -128]
 
 
 # What reaches Yosys ---------------------------------------------------------------------------------------------------

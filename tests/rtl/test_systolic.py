@@ -161,7 +161,7 @@ def test_config_defaults():
     cfg = DatapathConfig()
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
-    assert cfg.latency == 34
+    assert cfg.latency == 35
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
         96, 96, "booth", 1, 8, 2)
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
@@ -217,7 +217,7 @@ def test_config_acc_width_bound():
 
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
-    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 14)
+    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 15)
     arr = elaborated(SystolicArray(rows=2, cols=3))
     assert (arr.rows, arr.cols, arr.config) == (2, 3, DatapathConfig(rows=2, cols=3))
     arr = elaborated(SystolicArray(DatapathConfig(acc_width=24), cols=2))
@@ -273,15 +273,16 @@ def test_pe_double_buffer():
         act = await step(-128, swap=1, load=3)
         assert act.value == -128 and act.swap == 1
         assert ctx.get(pe.active) == -7 and ctx.get(pe.shadow) == 3
-        # Cycle 2: without a swap the active weight stays, whatever the shadow holds. The partial sum driven now
-        # belongs to the activation of cycle 0.
-        await step(127, psum=1000)
-        # Cycle 3: swap to 3; psum for cycle 1's activation.
-        await step(127, swap=1, psum=-1)
-        await step(0, psum=-5)            # cycle 4: psum for cycle 2
-        await step(0, psum=2**31 - 1)     # cycle 5: psum for cycle 3; accumulation wraps modulo 2**32
-        # psum_out in cycle c + 3 is psum_in of cycle c + 2 plus the product of cycle c.
-        assert outputs[2:6] == [1000 + 5 * 0, -1 + -128 * -7, -5 + 127 * -7, -2**31 + 127 * 3 - 1]
+        # Cycle 2: without a swap the active weight stays, whatever the shadow holds.
+        await step(127)
+        # Cycle 3: swap to 3. The partial sum driven now belongs to the activation of cycle 0.
+        await step(127, swap=1, psum=1000)
+        await step(0, psum=-1)            # cycle 4: psum for cycle 1
+        await step(0, psum=-5)            # cycle 5: psum for cycle 2
+        await step(0, psum=2**31 - 1)     # cycle 6: psum for cycle 3; accumulation wraps modulo 2**32
+        # psum_out in cycle c + 4 is psum_in of cycle c + 3 plus the product of cycle c.
+        assert ProcessingElement.LATENCY == 4
+        assert outputs[3:7] == [1000 + 5 * 0, -1 + -128 * -7, -5 + 127 * -7, -2**31 + 127 * 3 - 1]
 
     sim = Simulator(pe)
     sim.add_clock(1e-6)
@@ -399,7 +400,7 @@ def test_short_tiles_have_bubbles_but_are_correct():
 
 def test_default_16x16_converts_to_verilog():
     arr = SystolicArray()
-    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 34)
+    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 35)
     text = verilog.convert(arr, name="systolic")
     header = text[:text.index(");")]
     for port in ("act__payload", "act__valid", "act__ready", "weight__payload", "weight__valid", "weight__ready",
