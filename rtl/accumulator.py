@@ -214,9 +214,10 @@ class Accumulator(wiring.Component):
 
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
         # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
+        # The register has no reset, which would put a LUT between the block RAM and the flip-flop.
         bank_data = []
         for b, rp in enumerate(rports):
-            registered = Signal(line_shape, name=f"bank{b}_data")
+            registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)
             m.d.sync += registered.eq(rp.data)
             bank_data.append(registered)
 

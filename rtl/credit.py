@@ -5,10 +5,12 @@ adder, pooling unit) and the read sides of the scratchpad and the accumulator. T
 only the queue's pointers and the credit count, never the pipeline or whatever decides to start a beat.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from .pe import register_copy
 
 __all__ = ["CreditFIFO"]
 
@@ -48,6 +50,9 @@ class CreditFIFO(wiring.Component):
     busy : Out(1)
         Beats are reserved and not yet sent (in the pipeline or in the queue).
     """
+    #: Bits of the queue's storage read at one copy of the read pointer.
+    CHUNK = 64
+
     def __init__(self, shape, depth):
         if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
             raise ValueError(f"Depth must be a positive integer, not {depth!r}")
@@ -95,24 +100,36 @@ class CreditFIFO(wiring.Component):
             credit.eq(Mux(self.reserve & ~give, owed < depth - 1, Mux(give & ~self.reserve, 1, owed != depth))),
         ]
 
-        m.submodules.storage = storage = Memory(shape=self._shape, depth=depth, init=[])
-        write = storage.write_port()
-        read = storage.read_port(domain="comb")
+        # The storage is split into memories of at most CHUNK bits, each read at its own copy of the read pointer:
+        # a wide queue (a line of 16 int32 accumulators is 512 bits, 128 LUT RAM cells) spreads over an area where
+        # one pointer register would drive every cell's read address.
         produce = Signal(range(depth))
         consume = Signal(range(depth))
+        consume_next = Mux(give, advance(consume), consume)
         level = Signal(range(depth + 1))        # results in the queue
+        width = Shape.cast(self._shape).width
+        w_data, r_data = Value.cast(self.w_data), Signal(width)
+        for index, start in enumerate(range(0, width, self.CHUNK)):
+            bits = min(self.CHUNK, width - start)
+            storage = m.submodules[f"storage{index}"] = Memory(shape=bits, depth=depth, init=[])
+            write = storage.write_port()
+            read = storage.read_port(domain="comb")
+            pointer = consume if width <= self.CHUNK else register_copy(
+                m, consume_next, name=f"consume{index}", platform=platform, init=0)
+            m.d.comb += [
+                write.addr.eq(produce),
+                write.data.eq(w_data[start:start + bits]),
+                write.en.eq(self.w_en),
+                read.addr.eq(pointer),
+                r_data[start:start + bits].eq(read.data),
+            ]
         m.d.comb += [
-            write.addr.eq(produce),
-            write.data.eq(self.w_data),
-            write.en.eq(self.w_en),
-            read.addr.eq(consume),
-            self.o.payload.eq(read.data),
+            self.o.payload.eq(r_data),
             self.o.valid.eq(level != 0),
         ]
         with m.If(self.w_en):
             m.d.sync += produce.eq(advance(produce))
-        with m.If(give):
-            m.d.sync += consume.eq(advance(consume))
+        m.d.sync += consume.eq(consume_next)
         with m.If(self.w_en & ~give):
             m.d.sync += level.eq(level + 1)
         with m.Elif(give & ~self.w_en):
