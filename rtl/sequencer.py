@@ -317,11 +317,14 @@ class ResultWriter(wiring.Component):
             self.done.eq(self.wr.valid & self.wr.ready & last),
         ]
         # The output register loads whenever it is free, whether a beat is taken or not, so that the line's data
-        # (a whole result vector) need no clock enable (with the accumulator, always ready, it loads every cycle).
+        # (a whole result vector) need no clock enable (with the accumulator, always ready, it loads every cycle)
+        # and, without a reset, no LUT in front of it.
+        line = Signal.like(self.wr.payload.data, name="line", reset_less=True)
+        m.d.comb += self.wr.payload.data.eq(line)
         with m.If(~self.wr.valid | self.wr.ready):
             m.d.sync += [
                 self.wr.valid.eq(take),
-                self.wr.payload.data.eq(self.result.payload.data),
+                line.eq(self.result.payload.data),
             ]
         with m.If(take):
             m.d.sync += [

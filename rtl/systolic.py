@@ -19,13 +19,13 @@ Dataflow (``rows = cols = 3`` shown)::
     act[2] -[2]--> PE20 --> PE21 --> PE22
                     |        |        |
                     v        v        v           column n written into its FIFO column when it leaves
-                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+4 entries): the deskew
+                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+5 entries): the deskew
                           |
                        result vector
 
-``[d]`` is a delay of ``d`` registers. Row ``k`` of the activation vector is skewed by ``k`` cycles on the way in, and
-column ``n`` of the result is written into the output FIFO as it leaves the array, ``n`` cycles after column 0; a
-FIFO row is read once its last column is in. So the user sends and receives whole, unskewed vectors.
+``[d]`` is a delay of ``d`` registers (plus one input register in every row, not drawn). Row ``k`` of the activation
+vector is skewed by ``k`` cycles on the way in, and column ``n`` of the result is written into the output FIFO as it
+leaves the array, ``n`` cycles after column 0; a FIFO row is read once its last column is in. So the user sends and receives whole, unskewed vectors.
 
 Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see :mod:`haneul.rtl.pe`). The
 pipeline never stalls; the output FIFO and a credit count absorb backpressure. See ``docs/systolic.md`` for timing
@@ -122,7 +122,7 @@ class SystolicArray(wiring.Component):
     * The weights have no reset; the first tile needs its weights like any other.
 
     Timing: a vector accepted on ``act`` in cycle ``t`` appears on ``result`` in cycle ``t + latency`` (``latency =
-    rows + cols + 3``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
+    rows + cols + 4``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
     boundaries when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are
     computed correctly, with bubbles while their weights load).
 
@@ -156,7 +156,7 @@ class SystolicArray(wiring.Component):
     config : DatapathConfig
     rows, cols : int
     latency : int
-        Cycles from ``act`` to ``result``, ``rows + cols + 3``.
+        Cycles from ``act`` to ``result``, ``rows + cols + 4``.
     fifo_depth : int
         Entries of the output FIFO, ``latency + 1``: the fewest that sustain one vector per cycle.
     """
@@ -262,11 +262,13 @@ class SystolicArray(wiring.Component):
                            delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"))
                           for n, (load, row, value) in enumerate(w_bus[-1])])
 
-        # Activation skew: row k delayed k cycles ------------------------------------------------------------------
+        # Activation skew: row k delayed k + 1 cycles --------------------------------------------------------------
+        # (one input register for every row: the vector comes from the scratchpad's response queue and the swap
+        # from the handshake, and neither goes on into the PEs of row 0 in the same cycle)
         act_in = []
         for k in range(rows):
-            value = delay(self.act.payload.data[k], cfg.input_shape, k, f"act_r{k}")
-            marker = delay(swap, 1, k, f"swap_r{k}", reset_less=False)
+            value = delay(self.act.payload.data[k], cfg.input_shape, k + 1, f"act_r{k}")
+            marker = delay(swap, 1, k + 1, f"swap_r{k}", reset_less=False)
             act_in.append((value, marker))
 
         # PE grid --------------------------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class SystolicArray(wiring.Component):
 
         # Output FIFO, one column at a time ---------------------------------------------------------------------
         # First-word-fall-through, in LUT RAM (asynchronous read), with one memory per result column. Column n of a
-        # vector leaves the bottom PE rows - 1 + n + PE latency cycles after the vector was accepted and is written into its own
+        # vector leaves the bottom PE 1 + rows - 1 + n + PE latency cycles after the vector was accepted and is written into its own
         # memory right then, at its own write pointer: the FIFO is the deskew, and each write pointer and write
         # enable only reaches the LUT RAM of its own column. A FIFO row is complete when its last column is written.
         # Every write goes to a free entry, as `used` reserved one for each accepted vector, so nothing checks for
@@ -307,7 +309,7 @@ class SystolicArray(wiring.Component):
         consume_next = Mux(result_fire, Mux(consume == depth - 1, 0, consume + 1), consume)
         m.d.sync += consume.eq(consume_next)
         level = Signal(range(depth + 1))         # complete rows in the FIFO
-        columns = [(pes[rows - 1][n].psum_out, valid[rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
+        columns = [(pes[rows - 1][n].psum_out, valid[1 + rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
                    for n in range(cols)]
         columns.append((last, valid[pipe_latency], "last"))
         outputs = []

@@ -161,7 +161,7 @@ def test_config_defaults():
     cfg = DatapathConfig()
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
-    assert cfg.latency == 35
+    assert cfg.latency == 36
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
         96, 96, "booth", 1, 8, 2)
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
@@ -217,7 +217,7 @@ def test_config_acc_width_bound():
 
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
-    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 15)
+    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 16)
     arr = elaborated(SystolicArray(rows=2, cols=3))
     assert (arr.rows, arr.cols, arr.config) == (2, 3, DatapathConfig(rows=2, cols=3))
     arr = elaborated(SystolicArray(DatapathConfig(acc_width=24), cols=2))
@@ -400,7 +400,7 @@ def test_short_tiles_have_bubbles_but_are_correct():
 
 def test_default_16x16_converts_to_verilog():
     arr = SystolicArray()
-    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 35)
+    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 36)
     text = verilog.convert(arr, name="systolic")
     header = text[:text.index(");")]
     for port in ("act__payload", "act__valid", "act__ready", "weight__payload", "weight__valid", "weight__ready",
