@@ -144,18 +144,18 @@ class Accumulator(wiring.Component):
     half_depth : int
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     write_latency : int
-        Cycles from an accepted write beat to the end of the cycle in which its line is written, 4.
+        Cycles from an accepted write beat to the end of the cycle in which its line is written, 5.
     read_latency : int
-        Cycles from a line request to the line on ``rd_data``, 3 (the block RAM read, the bank's register, the
-        output FIFO).
+        Cycles from a line request to the line on ``rd_data``, 4 (the bank's address register, the block RAM read,
+        the bank's data register, the output FIFO).
     fifo_depth : int
-        Entries of the read-out FIFO, 4: also the lines that may be requested and not yet taken, enough for one
+        Entries of the read-out FIFO, 5: also the lines that may be requested and not yet taken, enough for one
         line per cycle.
     """
 
-    write_latency = 4
-    read_latency = 3
-    fifo_depth = 4
+    write_latency = 5
+    read_latency = 4
+    fifo_depth = 5
 
     def __init__(self, config=None, *, cols=None, depth=None, banks=None):
         if config is None:
@@ -222,27 +222,30 @@ class Accumulator(wiring.Component):
             bank_data.append(registered)
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
-        # Stage 0 (accept): read the line if accumulating.
+        # Accept: the line's address goes into its bank's address register if accumulating (the register, not the
+        #         address multiplexer, drives the block RAMs: a line is 15 DP16KD wide on ECP5 at 16 columns).
+        # Stage 0: the bank reads the line.
         # Stage 1: the bank's read data go into its register.
         # Stage 2: old value = registered read data, or the value forwarded from a beat ahead whose write the read
         #          did not see (stage 3, or the writes of the last two cycles); add.
         # Stage 3: write.
         wr = self.wr
         m.d.comb += wr.ready.eq(1)
-        s0_read = Signal()
-        m.d.comb += s0_read.eq(wr.valid & wr.payload.accumulate)
-        s0_bank, s0_line = split(wr.payload.addr)
+        in_read = Signal()
+        m.d.comb += in_read.eq(wr.valid & wr.payload.accumulate)
+        in_bank, in_line = split(wr.payload.addr)
 
         def stage(name):
             return SimpleNamespace(valid=Signal(name=f"{name}_valid"), acc=Signal(name=f"{name}_acc"),
                                    addr=Signal(self.addr_width, name=f"{name}_addr"),
                                    bank=Signal(range(self.banks), name=f"{name}_bank"),
-                                   data=Signal(line_shape, name=f"{name}_data"))
+                                   data=Signal(line_shape, name=f"{name}_data", reset_less=True))
 
-        s1, s2 = stage("s1"), stage("s2")
+        s0, s1, s2 = stage("s0"), stage("s1"), stage("s2")
         m.d.sync += [
-            s1.valid.eq(wr.valid), s1.acc.eq(wr.payload.accumulate), s1.addr.eq(wr.payload.addr),
-            s1.bank.eq(s0_bank), s1.data.eq(wr.payload.data),
+            s0.valid.eq(wr.valid), s0.acc.eq(wr.payload.accumulate), s0.addr.eq(wr.payload.addr),
+            s0.bank.eq(in_bank), s0.data.eq(wr.payload.data),
+            s1.valid.eq(s0.valid), s1.acc.eq(s0.acc), s1.addr.eq(s0.addr), s1.bank.eq(s0.bank), s1.data.eq(s0.data),
             s2.valid.eq(s1.valid), s2.acc.eq(s1.acc), s2.addr.eq(s1.addr), s2.bank.eq(s1.bank), s2.data.eq(s1.data),
         ]
 
@@ -255,14 +258,14 @@ class Accumulator(wiring.Component):
         # stage earlier: the one that will be in stage 3 is in stage 2 now, and so on) and registered per element,
         # so that no address comparison and no single select register drives the whole line: one-hot over
         # stage 3, w1, w2, each bank's registered read data; all zero when not accumulating.
-        # The address comparisons themselves are made a stage earlier still, on the beat being accepted against
-        # the beats that will be in stage 2, stage 3 and w1 when it is in stage 1, and registered: the decision
-        # in stage 1 is then a few LUTs from flip-flops in front of the copies' fan-out.
+        # The address comparisons themselves are made a stage earlier still, on the beat in stage 0 against the
+        # beats that will be in stage 2, stage 3 and w1 when it is in stage 1, and registered: the decision in
+        # stage 1 is then a few LUTs from flip-flops in front of the copies' fan-out.
         f3, f1, f2 = (Signal(name=f"fwd_{n}") for n in ("s3", "w1", "w2"))
         m.d.sync += [
-            f3.eq(s1.valid & (s1.addr == wr.payload.addr)),
-            f1.eq(s2.valid & (s2.addr == wr.payload.addr)),
-            f2.eq(s3_valid & (s3_addr == wr.payload.addr)),
+            f3.eq(s1.valid & (s1.addr == s0.addr)),
+            f1.eq(s2.valid & (s2.addr == s0.addr)),
+            f2.eq(s3_valid & (s3_addr == s0.addr)),
         ]
         sources = Cat(s1.acc & f3, s1.acc & ~f3 & f1, s1.acc & ~f3 & ~f1 & f2,
                       *(s1.acc & ~f3 & ~f1 & ~f2 & (s1.bank == b) for b in range(self.banks)))
@@ -309,13 +312,15 @@ class Accumulator(wiring.Component):
         hazard = Signal()
         issue = Signal()
         cmd_take = Signal()
-        # The hazard: the line to read is still to be written by a beat in stage 1, 2 or 3. The comparisons are
-        # made a cycle earlier, against the beats that will then be in those stages (the one being accepted, stages
-        # 1 and 2), for each address the read-out may have next (the same, the next, a command's base), and
-        # registered; this cycle's handshakes of the read-out, registered too, pick one.
+        # The hazard: the line to read (from the bank's address register, in the next cycle) is still to be
+        # written by a beat in stage 0, 1 or 2 (stage 3 writes it in this cycle; a beat accepted in this cycle
+        # need not be seen). The comparisons are made a cycle earlier, against the beats that will then be in those
+        # stages (the one being accepted, stages 0 and 1), for each address the read-out may have next (the same,
+        # the next, a command's base), and registered; this cycle's handshakes of the read-out, registered too,
+        # pick one.
         def ahead(addr):
-            return ((wr.valid & (wr.payload.addr == addr)) | (s1.valid & (s1.addr == addr))
-                    | (s2.valid & (s2.addr == addr)))
+            return ((wr.valid & (wr.payload.addr == addr)) | (s0.valid & (s0.addr == addr))
+                    | (s1.valid & (s1.addr == addr)))
         hazard_same, hazard_next, hazard_base = (Signal(name=f"hazard_{n}") for n in ("same", "next", "base"))
         took_issue, took_cmd = Signal(), Signal()
         m.d.sync += [
@@ -327,7 +332,7 @@ class Accumulator(wiring.Component):
         ]
         m.d.comb += [
             room.eq(fifo.credit),
-            conflict.eq(s0_read & (s0_bank == rd_bank)),
+            conflict.eq(in_read & (in_bank == rd_bank)),
             hazard.eq(Mux(took_cmd, hazard_base, Mux(took_issue, hazard_next, hazard_same))),
             issue.eq(active & room & ~conflict & ~hazard),
             cmd.ready.eq(~active | (issue & (remaining == 1))),
@@ -348,31 +353,36 @@ class Accumulator(wiring.Component):
                 active.eq(cmd.payload.count != 0),
             ]
 
+        # Each bank's address register: the accumulating beat's line has priority over the read-out's.
         for b, rp in enumerate(rports):
-            rmw = s0_read & (s0_bank == b)
+            rmw = in_read & (in_bank == b)
+            bank_addr = Signal(local_bits, name=f"bank{b}_addr")
+            m.d.sync += bank_addr.eq(Mux(rmw, in_line, rd_line))
             m.d.comb += [
-                rp.addr.eq(Mux(rmw, s0_line, rd_line)),
+                rp.addr.eq(bank_addr),
                 rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
             ]
 
-        # Response: request (t) -> bank read data (t + 1) -> bank register (t + 2), selected into the FIFO -> t + 3.
-        # The bank select of stage 2 is registered per element (copies), as the read-modify-write sources are.
-        r1_valid, r2_valid = Signal(), Signal()
-        r1_bank = Signal(range(self.banks))
+        # Response: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register (t + 3),
+        # selected into the FIFO -> t + 4. The bank select of stage 3 is registered per element (copies), as the
+        # read-modify-write sources are.
+        r1_valid, r2_valid, r3_valid = Signal(), Signal(), Signal()
+        r1_bank, r2_bank = Signal(range(self.banks)), Signal(range(self.banks))
         m.d.sync += [
             r1_valid.eq(issue), r1_bank.eq(rd_bank),
-            r2_valid.eq(r1_valid),
+            r2_valid.eq(r1_valid), r2_bank.eq(r1_bank),
+            r3_valid.eq(r2_valid),
         ]
         line = Signal(line_shape)
         for k in range(cols):
-            r2_bank = register_copy(m, r1_bank, name=f"r2_bank{k}", platform=platform)
+            r3_bank = register_copy(m, r2_bank, name=f"r3_bank{k}", platform=platform)
             value = bank_data[0][k]
             for b in range(1, self.banks):
-                value = Mux(r2_bank == b, bank_data[b][k], value)
+                value = Mux(r3_bank == b, bank_data[b][k], value)
             m.d.comb += line[k].eq(value)
         m.d.comb += [
             fifo.reserve.eq(issue),
-            fifo.w_en.eq(r2_valid),
+            fifo.w_en.eq(r3_valid),
             fifo.w_data.eq(line),
             self.rd_busy.eq(active | fifo.busy),
         ]
