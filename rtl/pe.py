@@ -269,9 +269,9 @@ def mult18x18d(m, a, b, *, name, input_registers=False):
 class _TreeMultiplier(Multiplier):
     """A LUT multiplier whose rows are summed by a tree of two-input adders.
 
-    :meth:`_partial` reduces the rows to two terms; :meth:`registered_product` registers those and adds them after
-    the register. That last adder shares the third PE stage with the accumulation (two carry chains there, two or
-    three before the register), which balances the two stages instead of putting the whole tree before the register.
+    :meth:`_partial` reduces the rows to two terms (three for Booth: the last digit's sign correction, one bit);
+    :meth:`registered_product` registers those and adds them after the register, in the PE's third stage (the
+    product's fabric register), which then has one or two carry chains, as the stage before it.
     """
 
     def _partial(self, m, act, stored):
@@ -356,8 +356,8 @@ class BoothMultiplier(_TreeMultiplier):
             rows.append((x if i == 0 else Cat(negs[-1], Const(0, 1), x).as_signed() << (2 * i - 2), False))
             negs.append(neg)
         terms = _reduce(m, rows, "booth", until=2)
-        last, _ = terms[-1]
-        terms[-1] = (_kept(m, last + (negs[-1] << (2 * len(negs) - 2)), "booth_last"), False)
+        # The last digit's +neg has no next row to ride in: a third, one-bit term, added after the register.
+        terms.append((negs[-1] << (2 * len(negs) - 2), False))
         return terms
 
 
