@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import DatapathConfig
 from .credit import CreditFIFO
+from .pe import register_copy
 
 __all__ = ["WriteRequest", "ReadRequest", "ReadResponse", "Scratchpad"]
 
@@ -339,14 +340,27 @@ class Scratchpad(wiring.Component):
                 req.ready.eq(accept),
             ]
             valid, bank, last = accept, req_bank[p], req.payload.last
-            for i in range(1, 4):
+            for i in range(1, 3):
                 s_valid, s_bank, s_last = (Signal(name=f"s{i}_valid{p}"), Signal(range(self.banks),
                                            name=f"s{i}_bank{p}"), Signal(name=f"s{i}_last{p}"))
                 m.d.sync += [s_valid.eq(valid), s_bank.eq(bank), s_last.eq(last)]
                 valid, bank, last = s_valid, s_bank, s_last
-            line = bank_data[0]
-            for b in range(1, self.banks):
-                line = Mux(bank == b, bank_data[b], line)
+            s3_valid, s3_last = Signal(name=f"s3_valid{p}"), Signal(name=f"s3_last{p}")
+            m.d.sync += [s3_valid.eq(valid), s3_last.eq(last)]
+            # Stage 3's bank select, one copy per 4 elements of the line: no single register drives the whole
+            # line's multiplexers.
+            selected = []
+            for k in range(0, self.width, 4):
+                copy = register_copy(m, bank, name=f"s3_bank{p}_{k // 4}", platform=platform)
+                elements = []
+                for e in range(k, min(k + 4, self.width)):
+                    value = bank_data[0][e]
+                    for b in range(1, self.banks):
+                        value = Mux(copy == b, bank_data[b][e], value)
+                    elements.append(value)
+                selected += elements
+            line = Cat(*selected)
+            valid, last = s3_valid, s3_last
 
             fifo = fifos[p]
             m.d.comb += [
