@@ -157,6 +157,9 @@ class Accumulator(wiring.Component):
     read_latency = 4
     fifo_depth = 5
 
+    #: Elements per copy of the forwarding decision's registers.
+    GROUP = 4
+
     def __init__(self, config=None, *, cols=None, depth=None, banks=None):
         if config is None:
             config = DatapathConfig()
@@ -261,17 +264,19 @@ class Accumulator(wiring.Component):
         # The address comparisons themselves are made a stage earlier still, on the beat in stage 0 against the
         # beats that will be in stage 2, stage 3 and w1 when it is in stage 1, and registered: the decision in
         # stage 1 is then a few LUTs from flip-flops in front of the copies' fan-out.
-        f3, f1, f2 = (Signal(name=f"fwd_{n}") for n in ("s3", "w1", "w2"))
-        m.d.sync += [
-            f3.eq(s1.valid & (s1.addr == s0.addr)),
-            f1.eq(s2.valid & (s2.addr == s0.addr)),
-            f2.eq(s3_valid & (s3_addr == s0.addr)),
-        ]
-        sources = Cat(s1.acc & f3, s1.acc & ~f3 & f1, s1.acc & ~f3 & ~f1 & f2,
-                      *(s1.acc & ~f3 & ~f1 & ~f2 & (s1.bank == b) for b in range(self.banks)))
+        # Those registers (the comparisons, and stage 1's `acc` and bank) come in one copy per group of
+        # GROUP elements, each group's decision is made from its own copies, and each element's select is a copy
+        # loaded from its group's decision: every net of the decision stays within a group.
+        compare = Cat(s1.valid & (s1.addr == s0.addr), s2.valid & (s2.addr == s0.addr),
+                      s3_valid & (s3_addr == s0.addr), s0.acc, s0.bank)
         candidates = [s3_sum, w1_sum, w2_sum, *bank_data]
         old = Signal(line_shape)
         for k in range(cols):
+            if k % self.GROUP == 0:
+                group = register_copy(m, compare, name=f"fwd_g{k // self.GROUP}", platform=platform)
+                f3, f1, f2, acc, bank = group[0], group[1], group[2], group[3], group[4:]
+                sources = Cat(acc & f3, acc & ~f3 & f1, acc & ~f3 & ~f1 & f2,
+                              *(acc & ~f3 & ~f1 & ~f2 & (bank == b) for b in range(self.banks)))
             select = register_copy(m, sources, name=f"old_src{k}", platform=platform)
             value = 0
             for i, candidate in enumerate(candidates):

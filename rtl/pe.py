@@ -76,19 +76,26 @@ def is_ecp5(platform):
     return getattr(platform, "family", None) == "ecp5"
 
 
-def register_copy(m, value, *, name, platform, enable=None, init=None):
+def register_copy(m, value, *, name, platform, enable=None, init=None, shape=None):
     """A register loading ``value`` (every cycle, or where ``enable`` is high; reset to ``init``, no reset if
     ``None``) that stays a register of its own: one of several copies of the same value, each near the logic it
     drives, that together spread a fan-out too wide for one register.
+
+    ``value`` may also be a function of the register itself, with ``shape`` its shape: each copy then computes its
+    own next value (a counter, say) from its own output, next to itself, instead of loading one shared result.
 
     Yosys merges flip-flops with the same inputs, so for an ECP5 platform each bit is a ``TRELLIS_FF`` instance,
     which it leaves alone (the domain's reset then goes into its data input); elsewhere, and for platforms that only
     stand in for ECP5 in simulations (``platform.simulated``), it is an ordinary register.
     """
+    if shape is None:
+        shape = value.shape()
     if init is None:
-        sig = Signal(value.shape(), name=name, reset_less=True)
+        sig = Signal(shape, name=name, reset_less=True)
     else:
-        sig = Signal(value.shape(), name=name, init=init)
+        sig = Signal(shape, name=name, init=init)
+    if callable(value):
+        value = value(sig)
     if not is_ecp5(platform) or getattr(platform, "simulated", False):
         if enable is None:
             m.d.sync += sig.eq(value)

@@ -303,11 +303,11 @@ class SystolicArray(wiring.Component):
             valid.append(Signal(name=f"valid_d{i}"))
             m.d.sync += valid[-1].eq(valid[-2])
         last = delay(self.act.payload.last, 1, pipe_latency, "last")
-        # The read pointer advances with each result taken; every column's memory reads at its own copy of it, so
-        # that no single register drives the read address of the whole line.
-        consume = Signal(range(depth))
-        consume_next = Mux(result_fire, Mux(consume == depth - 1, 0, consume + 1), consume)
-        m.d.sync += consume.eq(consume_next)
+        # The read pointer advances with each result taken; every column's memory reads at its own copy of it, a
+        # counter of its own beside that memory, so that neither one register nor one next-value drives the read
+        # address of the whole line (only `result_fire` reaches every copy).
+        def consume_next(pointer):
+            return Mux(result_fire, Mux(pointer == depth - 1, 0, pointer + 1), pointer)
         level = Signal(range(depth + 1))         # complete rows in the FIFO
         columns = [(pes[rows - 1][n].psum_out, valid[1 + rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
                    for n in range(cols)]
@@ -322,7 +322,8 @@ class SystolicArray(wiring.Component):
                 write.addr.eq(produce),
                 write.data.eq(data_in),
                 write.en.eq(write_en),
-                read.addr.eq(register_copy(m, consume_next, name=f"consume_{name}", platform=platform, init=0)),
+                read.addr.eq(register_copy(m, consume_next, name=f"consume_{name}", platform=platform, init=0,
+                                           shape=range(depth))),
             ]
             with m.If(write_en):
                 m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
