@@ -217,7 +217,10 @@ class Accumulator(wiring.Component):
 
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
         # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
-        # The register has no reset, which would put a LUT between the block RAM and the flip-flop.
+        # The register has no reset (a data register needs none). On ECP5, Yosys still puts one LUT between the
+        # block RAM and it: its emulation of the read-during-write result, which this design never uses (the
+        # forwarding and the read-out's hazard test cover every collision), and which no memory attribute of
+        # Amaranth removes (docs/fpga.md).
         bank_data = []
         for b, rp in enumerate(rports):
             registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)

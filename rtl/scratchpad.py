@@ -326,7 +326,7 @@ class Scratchpad(wiring.Component):
                 rp.addr.eq(bank_addr),
                 rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
             ]
-            registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)   # no LUT for a reset
+            registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)   # data: no reset
             m.d.sync += registered.eq(rp.data)
             bank_data.append(registered)
 
