@@ -73,7 +73,7 @@ def simulate(arr, tiles, *, act_idle=0.0, weight_idle=0.0, result_stall=0.0, see
     ``act_idle`` / ``weight_idle`` are the probabilities of an idle cycle (valid low) before each input beat,
     ``result_stall`` the probability of ``result.ready`` being low in a given cycle.
     """
-    rows, cols = arr.rows, arr.cols
+    rows = arr.rows
     total = sum(len(a) for _, a in tiles)
     run = Run()
 
