@@ -100,12 +100,15 @@ class CreditFIFO(wiring.Component):
             credit.eq(Mux(self.reserve & ~give, owed < depth - 1, Mux(give & ~self.reserve, 1, owed != depth))),
         ]
 
-        # The storage is split into memories of at most CHUNK bits, each read at its own copy of the read pointer:
-        # a wide queue (a line of 16 int32 accumulators is 512 bits, 128 LUT RAM cells) spreads over an area where
-        # one pointer register would drive every cell's read address.
+        # The storage is split into memories of at most CHUNK bits, each read at its own copy of the read pointer,
+        # a counter of its own beside that memory (as the systolic array's output FIFO does): a wide queue (a line
+        # of 16 int32 accumulators is 512 bits, 128 LUT RAM cells) spreads over an area where one pointer register
+        # would drive every cell's read address.
         produce = Signal(range(depth))
         consume = Signal(range(depth))
-        consume_next = Mux(give, advance(consume), consume)
+
+        def consume_next(pointer):
+            return Mux(give, advance(pointer), pointer)
         level = Signal(range(depth + 1))        # results in the queue
         width = Shape.cast(self._shape).width
         w_data, r_data = Value.cast(self.w_data), Signal(width)
@@ -115,7 +118,7 @@ class CreditFIFO(wiring.Component):
             write = storage.write_port()
             read = storage.read_port(domain="comb")
             pointer = consume if width <= self.CHUNK else register_copy(
-                m, consume_next, name=f"consume{index}", platform=platform, init=0)
+                m, consume_next, name=f"consume{index}", platform=platform, init=0, shape=range(depth))
             m.d.comb += [
                 write.addr.eq(produce),
                 write.data.eq(w_data[start:start + bits]),
@@ -129,7 +132,7 @@ class CreditFIFO(wiring.Component):
         ]
         with m.If(self.w_en):
             m.d.sync += produce.eq(advance(produce))
-        m.d.sync += consume.eq(consume_next)
+        m.d.sync += consume.eq(consume_next(consume))
         with m.If(self.w_en & ~give):
             m.d.sync += level.eq(level + 1)
         with m.Elif(give & ~self.w_en):
