@@ -179,6 +179,18 @@ class DatapathConfig:
         """Shape of one partial sum or accumulator element (``signed(acc_width)``)."""
         return signed(self.acc_width)
 
+    def psum_width(self, row) -> int:
+        """Width in bits of the partial sums leaving array row ``row``: the sum of ``row + 1`` products.
+
+        A product of two ``input_width``-bit signed values lies in ``[-2**(2w-2) + 2**(w-1), 2**(2w-2)]``, so the
+        sum of ``row + 1`` of them needs ``((row + 1) * 2**(2w-2)).bit_length() + 1`` bits: 16 for the top row of
+        an int8 array, 20 for row 15. Each row's adders and registers are that wide, not ``acc_width`` (the
+        accumulator memory sums K-tiles in ``acc_width`` bits); the result is sign-extended as it leaves the array.
+        """
+        if not 0 <= row < self.rows:
+            raise IndexError(f"Row {row} is outside the {self.rows}-row array")
+        return min(self.acc_width, ((row + 1) << (2 * self.input_width - 2)).bit_length() + 1)
+
     # Derived sizes -----------------------------------------------------------------------------------------------
 
     @property

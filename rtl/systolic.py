@@ -34,7 +34,7 @@ diagrams and the stall scheme, ``docs/fpga.md`` for the ECP5 figures.
 
 import dataclasses
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -272,7 +272,9 @@ class SystolicArray(wiring.Component):
             act_in.append((value, marker))
 
         # PE grid --------------------------------------------------------------------------------------------------
-        pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.acc_width, mult=cfg.pe_mult(k, n))
+        # Each row's partial sums are as wide as the sum of its products can be (`DatapathConfig.psum_width`): 16
+        # bits in the top row of an int8 array, 20 in row 15, not acc_width.
+        pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.psum_width(k), mult=cfg.pe_mult(k, n))
                 for n in range(cols)]
                for k in range(rows)]
         for k in range(rows):
@@ -329,7 +331,9 @@ class SystolicArray(wiring.Component):
                 m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
             outputs.append(read.data)
         m.d.comb += [
-            self.result.payload.eq(Cat(*outputs)),
+            # the column sums sign-extended from psum_width(rows - 1) to acc_width
+            [self.result.payload.data[n].eq(outputs[n].as_signed()) for n in range(cols)],
+            self.result.payload.last.eq(outputs[cols]),
             self.result.valid.eq(level != 0),
         ]
         row_done = valid[pipe_latency]

@@ -215,6 +215,20 @@ def test_config_acc_width_bound():
         DatapathConfig(rows=2**17)
 
 
+def test_config_psum_width():
+    # Row k sums k + 1 products in [-16256, 16384]: 16 bits for one, 20 for 16 (2**18 needs 19 bits and a sign).
+    cfg = DatapathConfig()
+    assert [cfg.psum_width(k) for k in range(16)] == [16, 17, 17] + [18] * 4 + [19] * 8 + [20]
+    for k in range(16):
+        width = cfg.psum_width(k)
+        assert (k + 1) * 16384 <= 2 ** (width - 1) - 1 and -(k + 1) * 16256 >= -2 ** (width - 1)
+        assert (k + 1) * 16384 > 2 ** (width - 2) - 1        # one bit fewer would not hold the maximum
+    assert DatapathConfig(input_width=4, rows=2).psum_width(1) == 9      # 2 * 64 = 128
+    assert DatapathConfig(rows=2**17 - 1).psum_width(2**17 - 2) == 32
+    with pytest.raises(IndexError, match=r"^Row 16 is outside the 16-row array$"):
+        cfg.psum_width(16)
+
+
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
     assert (arr.rows, arr.cols, arr.latency) == (4, 8, 16)
@@ -331,9 +345,10 @@ def test_random_gemm(rows, cols, ms, traffic):
         assert [r - a for a, r in zip(run.act_cycles, run.result_cycles)] == [arr.latency] * len(run.act_cycles)
 
 
-@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 4)])
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 4), (16, 2), (3, 2)])
 def test_saturation_extremes(rows, cols):
-    # The largest and smallest sums an int8 x int8 tile can produce, and a mixture of the extremes.
+    # The largest and smallest sums an int8 x int8 tile can produce, and a mixture of the extremes: every row's
+    # partial sums reach the bound its width (`psum_width`) was derived from.
     full = lambda value, shape: np.full(shape, value, dtype=np.int8)
     rng = np.random.default_rng(7)
     tiles = [
