@@ -20,9 +20,9 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bram import block_ram
 from .config import DatapathConfig
 from .credit import CreditFIFO
 from .pe import register_copy
@@ -208,23 +208,25 @@ class Accumulator(wiring.Component):
             bank = addr[local_bits:] if bank_bits else Const(0, 1)
             return bank, addr[:local_bits]
 
-        rports, wports = [], []
+        # The banks' read-during-write result is undefined (`bram.block_ram`): this design never uses it. A
+        # read-modify-write read that meets the write of its line reads the old contents and is given the written
+        # value by the forwarding below (it did not see that write); the read-out's hazard test keeps its reads
+        # away from every line a beat ahead of it is still to write.
+        read_addrs, read_data, wports = [], [], []
         for b in range(self.banks):
-            mem = Memory(shape=line_shape, depth=self.depth // self.banks, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wports.append(mem.write_port())
-            rports.append(mem.read_port())
+            write, addr, rd = block_ram(m, name=f"bank{b}", shape=line_shape, depth=self.depth // self.banks,
+                                        platform=platform, collision="undefined")
+            wports.append(write)
+            read_addrs.append(addr)
+            read_data.append(rd)
 
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
         # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
-        # The register has no reset (a data register needs none). On ECP5, Yosys still puts one LUT between the
-        # block RAM and it: its emulation of the read-during-write result, which this design never uses (the
-        # forwarding and the read-out's hazard test cover every collision), and which no memory attribute of
-        # Amaranth removes (docs/fpga.md).
+        # The register has no reset (a data register needs none).
         bank_data = []
-        for b, rp in enumerate(rports):
+        for b, rd in enumerate(read_data):
             registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)
-            m.d.sync += registered.eq(rp.data)
+            m.d.sync += registered.eq(rd)
             bank_data.append(registered)
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
@@ -362,14 +364,12 @@ class Accumulator(wiring.Component):
             ]
 
         # Each bank's address register: the accumulating beat's line has priority over the read-out's.
-        for b, rp in enumerate(rports):
+        # (The banks read every cycle: no clock enable on the read data or their register.)
+        for b, read_addr in enumerate(read_addrs):
             rmw = in_read & (in_bank == b)
             bank_addr = Signal(local_bits, name=f"bank{b}_addr")
             m.d.sync += bank_addr.eq(Mux(rmw, in_line, rd_line))
-            m.d.comb += [
-                rp.addr.eq(bank_addr),
-                rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
-            ]
+            m.d.comb += read_addr.eq(bank_addr)
 
         # Response: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register (t + 3),
         # selected into the FIFO -> t + 4. The bank select of stage 3 is registered per element (copies), as the

@@ -23,9 +23,9 @@ one of them (round robin) and the others wait.
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bram import block_ram
 from .config import DatapathConfig
 from .credit import CreditFIFO
 from .pe import register_copy
@@ -253,12 +253,17 @@ class Scratchpad(wiring.Component):
             bank = addr[local_bits:] if bank_bits else Const(0, 1)
             return bank, addr[:local_bits]
 
-        rports, wports = [], []
+        # A read may meet the write of its line at the same clock edge and must then see the old contents (the
+        # double-buffering rule lets the load side overwrite a line from the cycle its last read is accepted), so
+        # the banks keep that read-during-write result (`bram.block_ram`; Yosys emulates it on ECP5).
+        read_addrs, read_data, wports = [], [], []
         for b in range(self.banks):
-            mem = Memory(shape=line_shape, depth=self.depth // self.banks, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wports.append(mem.write_port(granularity=1 if self.byte_mask else None))
-            rports.append(mem.read_port())
+            write, addr, rd = block_ram(m, name=f"bank{b}", shape=line_shape, depth=self.depth // self.banks,
+                                        platform=platform, collision="old",
+                                        granularity=1 if self.byte_mask else None)
+            wports.append(write)
+            read_addrs.append(addr)
+            read_data.append(rd)
 
         # Write side: through a register, one cycle late like the reads ------------------------------------------
         m.d.comb += self.wr.ready.eq(1)
@@ -316,18 +321,16 @@ class Scratchpad(wiring.Component):
         # Bank read ports: the granted address goes into a register, then into the block RAM; the read data
         # drive nothing but a flip-flop ------------------------------------------------------------------------
         bank_data = []
-        for b, rp in enumerate(rports):
+        # (The banks read every cycle: no clock enable on the read data or their register.)
+        for b, (read_addr, rd) in enumerate(zip(read_addrs, read_data)):
             addr = 0
             for p in range(ports):
                 addr = Mux(grant[b][p], split(self.rd_req[p].payload.addr)[1], addr)
             bank_addr = Signal(local_bits, name=f"bank{b}_addr")
             m.d.sync += bank_addr.eq(addr)
-            m.d.comb += [
-                rp.addr.eq(bank_addr),
-                rp.en.eq(1),         # read every cycle: no clock enable on the read data or their register
-            ]
+            m.d.comb += read_addr.eq(bank_addr)
             registered = Signal(line_shape, name=f"bank{b}_data", reset_less=True)   # data: no reset
-            m.d.sync += registered.eq(rp.data)
+            m.d.sync += registered.eq(rd)
             bank_data.append(registered)
 
         # Response side: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register
