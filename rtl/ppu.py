@@ -307,9 +307,9 @@ class Requantizer(FoldedTiming, wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 11 pipeline
-    #: stages and the output FIFO; :attr:`latency` adds the folding.
-    LATENCY = 12
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 12 pipeline
+    #: stages (S0-S11) and the output FIFO; :attr:`latency` adds the folding.
+    LATENCY = 13
 
     def __init__(self, lanes=16, *, fold=1):
         check_lanes(lanes)
@@ -375,7 +375,9 @@ class Requantizer(FoldedTiming, wiring.Component):
         # its own copy of the rounding mode from S1 on (:meth:`Stages.copy`, so that synthesis keeps the copies
         # apart), and the output stage's fields travel once for all lanes up to S7, where each lane takes its own
         # copy for S9-S10 (the shared S7 register drives only those copies).
-        config = params.config
+        # S0, the input register: the part that enters (from the accumulator's output queue, through the part
+        # multiplexer), its parameters and the configuration. The bias adder of S1 then starts from flip-flops.
+        config = p.reg(params.config, name="config_s0")
         out_cfg = data.StructLayout({"output_offset": signed(8), "act_min": signed(8), "act_max": signed(8)})
         shared = Signal(out_cfg)
         m.d.comb += shared.eq(Cat(config.output_offset, config.act_min, config.act_max))
@@ -395,8 +397,8 @@ class Requantizer(FoldedTiming, wiring.Component):
         for lane in range(width):
             first = f.first_copy(f"first_l{lane}")
             accs, lps = zip(*(element(k, lane) for k in range(fold)))
-            acc = f.part(Cat(*accs), name=f"rest_l{lane}", first=first)
-            lp = LaneParams(f.select(list(lps), first=first))
+            acc = p.reg(f.part(Cat(*accs), name=f"rest_l{lane}", first=first), name=f"acc_s0_l{lane}")
+            lp = LaneParams(p.reg(f.select(list(lps), first=first), name=f"params_s0_l{lane}"))
             # S1: bias add with int32 wrap.
             x = p.reg((acc[:32].as_signed() + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")

@@ -39,7 +39,7 @@ class Timing:
     read_latency: int = 6
     write_latency: int = 8
     array_extra: int = 6          # from a vector's read to its result in the accumulator: array latency + array_extra
-    readout_latency: int = 12
+    readout_latency: int = 13       # 12 until the requantiser gained its input register (S0)
     issue: int = 2                # cycles a unit needs to take and hand out one instruction
     start: int = 8                # from START to the first fetch request
 
