@@ -16,8 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .fold import Fold, FoldedTiming
-from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8, multiply,
-                  rounding_shift_right, saturate)
+from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8, load_staged,
+                  multiply, rounding_shift_right, saturate)
 
 __all__ = ["InputParams", "Params", "Adder"]
 
@@ -149,12 +149,15 @@ class Adder(FoldedTiming, wiring.Component):
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
         f = Fold(m, fold)
         m.d.comb += self.param.ready.eq(f.ready)
-        with m.If(self.param.valid & self.param.ready):
-            m.d.sync += params.eq(self.param.payload)
+        # A parameter beat is loaded a cycle after it is accepted, each field by its own copy of the load flag
+        # (`ppu.load_staged`: no single enable net reaches every parameter bit); no beat is accepted in between.
+        pending = load_staged(m, self.param, params,
+                              [lambda v, field=field: v[field] for field in Params.as_shape().members],
+                              platform=platform)
 
         take = Signal()
         m.d.comb += [
-            take.eq(fifo.credit & self.a.valid & self.b.valid & ~self.param.valid & f.ready),
+            take.eq(fifo.credit & self.a.valid & self.b.valid & ~self.param.valid & ~pending & f.ready),
             self.a.ready.eq(take),
             self.b.ready.eq(take),
             fifo.reserve.eq(take),

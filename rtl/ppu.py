@@ -21,7 +21,7 @@ from .credit import CreditFIFO
 from .fold import Fold, FoldedTiming
 from .pe import is_ecp5, mult18x18d, register_copy
 
-__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer"]
+__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer", "load_staged"]
 
 
 class Rounding(enum.Enum, shape=1):
@@ -94,6 +94,30 @@ class Params(data.StructLayout):
 
 # Parameter registers of the post-processing units reset to "no activation" clamp bounds.
 CONFIG_INIT = {"act_min": -128, "act_max": 127}
+
+
+def load_staged(m, param, params, parts, *, platform, name="param"):
+    """Load each beat accepted on the stream ``param`` into the register ``params``, a cycle later.
+
+    The beat goes into a register without enable first, and from there into ``params``, part by part: each part
+    (``parts``: functions giving a part of a value of ``params``' layout, such as one lane's parameters) by its own
+    copy of the load flag (:func:`~haneul.rtl.pe.register_copy`), so that no single net enables every parameter
+    bit (about 1 150 in a 16-lane requantiser). ``param.ready`` is the caller's to drive. Returns ``pending``, high
+    in the cycle after a load, while ``params`` still holds the old values: a unit accepts no beat then, so a beat
+    always sees the parameters taken before it.
+    """
+    loaded = Signal(name=f"{name}_loaded")
+    pending = Signal(name=f"{name}_pending")
+    staged = Signal(params.shape(), name=f"{name}_staged", reset_less=True)
+    m.d.comb += loaded.eq(param.valid & param.ready)
+    m.d.sync += [
+        staged.eq(param.payload),
+        pending.eq(loaded),
+    ]
+    for index, part in enumerate(parts):
+        with m.If(register_copy(m, loaded, name=f"{name}_load{index}", platform=platform, init=0)):
+            m.d.sync += part(params).eq(part(staged))
+    return pending
 
 
 def check_lanes(lanes):
@@ -336,23 +360,11 @@ class Requantizer(FoldedTiming, wiring.Component):
         f = Fold(m, fold, platform=platform)
         params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
         m.d.comb += self.param.ready.eq(f.ready)
-        # A parameter beat goes into `staged`, a register without an enable, and from there into the parameter
-        # registers a cycle later: the configuration and each lane's parameters by their own copy of the load flag,
-        # so that no single net enables all the parameter bits (about 1 150 for 16 lanes). The cycle in between,
-        # no beat is accepted (`pending`): a beat always sees the parameters taken before it.
-        loaded = Signal()
-        pending = Signal()
-        staged = Signal(Params(self._lanes), reset_less=True)
-        m.d.comb += loaded.eq(self.param.valid & self.param.ready)
-        m.d.sync += [
-            staged.eq(self.param.payload),
-            pending.eq(loaded),
-        ]
-        with m.If(register_copy(m, loaded, name="param_load_cfg", platform=platform, init=0)):
-            m.d.sync += params.config.eq(staged.config)
-        for index in range(self._lanes):
-            with m.If(register_copy(m, loaded, name=f"param_load_l{index}", platform=platform, init=0)):
-                m.d.sync += params.lanes[index].eq(staged.lanes[index])
+        # A parameter beat is loaded a cycle after it is accepted, the configuration and each lane's parameters by
+        # their own copy of the load flag (`load_staged`); the cycle in between, no beat is accepted (`pending`).
+        pending = load_staged(m, self.param, params,
+                              [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
+                              platform=platform)
 
         stages = self.LATENCY - 1
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
