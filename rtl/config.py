@@ -70,8 +70,9 @@ class DatapathConfig:
         ``docs/fpga.md`` has the budget.
     lut_mult : str
         Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
-        :data:`haneul.rtl.pe.MULTIPLIERS` (``"booth"``, radix-4 Booth, or ``"lut"``, shift-and-add). Default
-        ``"booth"``, which needs about a fifth fewer LUTs than shift-and-add on ECP5 (``docs/fpga.md``).
+        :data:`haneul.rtl.pe.MULTIPLIERS` (``"chain"``, shift-and-add with the rows selected inside the carry
+        chains; ``"booth"``, radix-4 Booth; ``"lut"``, shift-and-add). Default ``"chain"``: the 16 x 16 array with
+        it needs about a third fewer LUTs than with Booth PEs on ECP5 (``docs/fpga.md``).
     add_lanes : int
         Pipeline lanes of the element-wise adder (:class:`haneul.rtl.eltwise.Adder`, ``fold = rows // add_lanes``):
         it takes a line of ``rows`` elements in ``rows // add_lanes`` cycles, with three multipliers per pipeline
@@ -108,7 +109,7 @@ class DatapathConfig:
     acc_depth: int = 512
     acc_banks: int = 2
     dsp_pes: int = 96
-    lut_mult: str = "booth"
+    lut_mult: str = "chain"
     add_lanes: int = 1
     requant_lanes: int = 8
     dw_taps: int = 5

@@ -36,6 +36,10 @@ multiplier reads registers only.
     Radix-4 Booth: the stationary weight is recoded into ``ceil(width / 2)`` digits in ``{-2, -1, 0, 1, 2}`` when it
     is loaded (the shadow and active registers hold the digits), so each cycle only selects ``0, +-act, +-2 act``
     per digit and sums half as many rows. No ``$mul`` cell either.
+``"chain"``
+    Shift-and-add as ``"lut"``, but each pair of rows is added by one carry chain whose LUTs also select the two
+    rows (on ECP5: ``CCU2C`` cells, :mod:`haneul.rtl.carry`), and every adder is as wide as its bound: the fewest
+    LUTs of the three. No ``$mul`` cell.
 
 The PE has no stall input: the array never stalls its pipeline (see :mod:`haneul.rtl.systolic`).
 """
@@ -43,6 +47,8 @@ The PE has no stall input: the array never stalls its pipeline (see :mod:`haneul
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+from .carry import Row, add_terms, is_ecp5, kept, row_pair
 
 __all__ = ["ActivationLayout", "Multiplier", "DSPMultiplier", "ShiftAddMultiplier", "BoothMultiplier",
            "MULTIPLIERS", "get_multiplier", "ProcessingElement"]
@@ -70,11 +76,6 @@ class ActivationLayout(data.StructLayout):
 
 
 # Multiplier types ---------------------------------------------------------------------------------------------------
-
-def is_ecp5(platform):
-    """Whether ``platform`` (as passed to ``elaborate``) is a Lattice ECP5 device."""
-    return getattr(platform, "family", None) == "ecp5"
-
 
 def register_copy(m, value, *, name, platform, enable=None, init=None, shape=None):
     """A register loading ``value`` (every cycle, or where ``enable`` is high; reset to ``init``, no reset if
@@ -119,18 +120,6 @@ def register_copy(m, value, *, name, platform, enable=None, init=None, shape=Non
     return sig
 
 
-def _kept(m, value, name):
-    """``value`` through a wire Yosys must keep.
-
-    Yosys merges a chain of additions into one multi-operand ``$macc`` cell and maps that to full adders in LUTs;
-    a kept wire between two adders keeps them apart, so each becomes a carry chain (``CCU2C`` on ECP5), which is
-    both smaller and faster here.
-    """
-    wire = Signal(value.shape(), name=name, attrs={"keep": 1})
-    m.d.comb += wire.eq(value)
-    return wire
-
-
 def _reduce(m, terms, name, until=1):
     """Add adjacent terms (a list of ``(value, negate)``) pairwise, level by level, until ``until`` or fewer remain.
 
@@ -143,7 +132,7 @@ def _reduce(m, terms, name, until=1):
         for i in range(0, len(terms) - 1, 2):
             (a, neg_a), (b, neg_b) = terms[i], terms[i + 1]
             assert not neg_a
-            paired.append((_kept(m, a - b if neg_b else a + b, f"{name}_l{level}_{i // 2}"), False))
+            paired.append((kept(m, a - b if neg_b else a + b, f"{name}_l{level}_{i // 2}"), False))
         if len(terms) % 2:
             paired.append(terms[-1])
         terms = paired
@@ -368,8 +357,66 @@ class BoothMultiplier(_TreeMultiplier):
         return terms
 
 
+class CarryChainMultiplier(Multiplier):
+    """Signed shift-and-add multiplier whose rows are selected inside the carry chains that add them.
+
+    The rows are :class:`ShiftAddMultiplier`'s, ``(act if w[i] else 0) << i`` with the sign row subtracted, but
+    paired in the first adders by :func:`~haneul.rtl.carry.row_pair`: on ECP5 each pair is one carry chain whose
+    LUT4s also select their two rows (``act & w[i]``), so the rows cost no LUTs of their own; the sign row pairs
+    with row ``n - 2`` (both multiply the same activation, so their sum is bounded by the larger). The pairs are
+    added by :func:`~haneul.rtl.carry.add_terms`, each adder only as wide as its bound: for int8 four chains of 10
+    bits, two of 10 and, after the product register, one of 13 (about 73 LUT4 in carry chains, against about 116
+    for :class:`BoothMultiplier`, whose 5-input row bits need two LUT4s each). The stored weight is the weight
+    itself. Elaborated for anything but ECP5 (or for :class:`~haneul.rtl.carry.CarryChainModel`, which simulates
+    the ECP5 cells) the pairs are plain arithmetic.
+    """
+
+    name = "chain"
+
+    def _terms(self, m, act, stored, platform):
+        """The product as at most two terms ``(value, shift, bound)`` (``value * 2**shift``, ``|value| <= bound``)."""
+        n = len(stored)
+        act = act.as_signed()
+        x_bound = 1 << (n - 1)                          # |act| <= 2**(n-1)
+        rows = [Row(act, stored[i], i) for i in range(n - 1)]
+        sign = Row(act, stored[n - 1], n - 1, negate=True)
+        terms = [row_pair(m, sign, rows[n - 2], x_bound << (n - 1), "chain_ps", platform)]
+        for i in range(0, n - 2, 2):
+            if i + 1 < n - 2:
+                bound = (x_bound << i) + (x_bound << (i + 1))
+                terms.append(row_pair(m, rows[i], rows[i + 1], bound, f"chain_p{i // 2}", platform))
+            else:
+                terms.append((rows[i].value() >> i, i, x_bound))
+        level = 0
+        while len(terms) > 2:
+            paired = [add_terms(m, terms[k], terms[k + 1], f"chain_l{level}_{k // 2}")
+                      for k in range(0, len(terms) - 1, 2)]
+            terms = paired + terms[len(paired) * 2:]
+            level += 1
+        return terms
+
+    @staticmethod
+    def _sum(m, terms, width):
+        if len(terms) == 2:
+            terms = [add_terms(m, *terms, "chain_sum")]
+        (value, shift, _), = terms
+        return (value.as_signed() << shift)[:2 * width].as_signed()
+
+    def product(self, m, act, stored):
+        return self._sum(m, self._terms(m, act, stored, None), len(act))
+
+    def registered_product(self, m, act, stored, platform):
+        registered = []
+        for i, (value, shift, bound) in enumerate(self._terms(m, act, stored, platform)):
+            register = Signal(value.shape(), name=f"chain_q{i}", reset_less=True)
+            m.d.sync += register.eq(value)
+            registered.append((register, shift, bound))
+        return self._sum(m, registered, len(act))
+
+
 #: The PE types by name. ``"dsp"`` is the only one that uses DSP blocks.
-MULTIPLIERS = {mult.name: mult for mult in (DSPMultiplier(), ShiftAddMultiplier(), BoothMultiplier())}
+MULTIPLIERS = {mult.name: mult for mult in (DSPMultiplier(), ShiftAddMultiplier(), BoothMultiplier(),
+                                            CarryChainMultiplier())}
 
 
 def get_multiplier(mult):
@@ -402,7 +449,8 @@ class ProcessingElement(wiring.Component):
     acc_width : int
         Width of partial sums in bits. Default 32.
     mult : str or Multiplier
-        PE type: a key of :data:`MULTIPLIERS` (``"dsp"``, ``"lut"``, ``"booth"``) or a :class:`Multiplier`.
+        PE type: a key of :data:`MULTIPLIERS` (``"dsp"``, ``"lut"``, ``"booth"``, ``"chain"``) or a
+        :class:`Multiplier`.
         Default ``"dsp"``.
 
     Members

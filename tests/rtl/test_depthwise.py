@@ -14,7 +14,8 @@ from amaranth.sim import Simulator
 
 from haneul.rtl import ppu
 from haneul.rtl.config import DatapathConfig
-from haneul.rtl.depthwise import CarryChainModel, DepthwiseUnit, WindowBuffer, column_schedule
+from haneul.rtl.carry import CarryChainModel
+from haneul.rtl.depthwise import DepthwiseUnit, WindowBuffer, column_schedule
 from haneul.sim.golden import kernels
 from haneul.sim.golden.params import DepthwiseParams, compute_padding
 from haneul.sim.golden.quant import quantize_multiplier, wrap_int32

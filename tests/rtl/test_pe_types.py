@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from haneul.rtl.config import DatapathConfig
+from haneul.rtl.carry import CarryChainModel
 from haneul.rtl.pe import MULTIPLIERS, Multiplier, ProcessingElement, get_multiplier
 from haneul.rtl.systolic import SystolicArray
 
@@ -39,10 +40,11 @@ class AllProducts(wiring.Component):
     uses), one cycle after the inputs; otherwise from the combinational :meth:`~haneul.rtl.pe.Multiplier.product`.
     """
 
-    def __init__(self, mult, width, *, registered):
+    def __init__(self, mult, width, *, registered, platform=None):
         self.mult = get_multiplier(mult)
         self.width = width
         self.registered = registered
+        self.platform = platform
         count = 1 << width
         super().__init__({
             "weight":   In(signed(width)),
@@ -52,6 +54,7 @@ class AllProducts(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        platform = self.platform or platform
         width = self.width
         stored = Signal(self.mult.weight_shape(width))
         m.d.comb += stored.eq(self.mult.encode(self.weight))
@@ -67,9 +70,9 @@ class AllProducts(wiring.Component):
         return m
 
 
-def all_products(mult, width, *, registered):
+def all_products(mult, width, *, registered, platform=None):
     """``table[w + 2**(width-1)][a + 2**(width-1)]``: the simulated product of every weight and activation."""
-    dut = AllProducts(mult, width, registered=registered)
+    dut = AllProducts(mult, width, registered=registered, platform=platform)
     count = 1 << width
     values = range(-(count // 2), count // 2)
     table = []
@@ -98,12 +101,15 @@ def all_products(mult, width, *, registered):
 @pytest.mark.parametrize("mult, width, registered",
                          [(mult, width, True) for mult in LUT_TYPES for width in (3, 4, 5, 6, 8)]
                          + [(mult, width, False) for mult in LUT_TYPES for width in (3, 4, 5, 6)]
-                         + [("dsp", 8, True)])
+                         + [("dsp", 8, True)]
+                         + [("chain", width, "ecp5") for width in (2, 3, 4, 5, 6, 8)])
 def test_multiplier_exhaustive(mult, width, registered):
+    # registered == "ecp5": the registered product with the carry chains as an ECP5 build has them (the CCU2C model)
     half = 1 << (width - 1)
     values = np.arange(-half, half, dtype=np.int64)
     expected = np.outer(values, values)              # expected[w][a] = w * a
-    got = all_products(mult, width, registered=registered)
+    platform = CarryChainModel() if registered == "ecp5" else None
+    got = all_products(mult, width, registered=bool(registered), platform=platform)
     mismatch = np.argwhere(got != expected)
     assert mismatch.size == 0, (f"{len(mismatch)} wrong products, first {values[mismatch[0][1]]} * "
                                 f"{values[mismatch[0][0]]} = {got[tuple(mismatch[0])]}")
@@ -238,7 +244,7 @@ def mul_cells(elaboratable):
     return rtlil.convert(elaboratable, name="top").count("cell $mul ")
 
 
-@pytest.mark.parametrize("mult, count", [("dsp", 1), ("lut", 0), ("booth", 0)])
+@pytest.mark.parametrize("mult, count", [("dsp", 1), ("lut", 0), ("booth", 0), ("chain", 0)])
 def test_pe_mul_cells(mult, count):
     assert mul_cells(ProcessingElement(mult=mult)) == count
 
@@ -254,15 +260,15 @@ def test_pe_type_placement():
     cfg = DatapathConfig()
     # The default 16 x 16 array: columns 0-5 on DSPs (96 of the 156 MULT18X18D of an ECP5-85F), the rest in LUTs.
     assert cfg.dsp_count == 96
-    assert [cfg.pe_mult(0, n) for n in range(16)] == ["dsp"] * 6 + ["booth"] * 10
+    assert [cfg.pe_mult(0, n) for n in range(16)] == ["dsp"] * 6 + ["chain"] * 10
     assert {cfg.pe_mult(k, n) for k in range(16) for n in range(6)} == {"dsp"}
     # A budget that is not a whole number of columns fills the next column from the top.
     cfg = DatapathConfig(rows=4, cols=4, dsp_pes=6)
     assert [[cfg.pe_mult(k, n) for n in range(4)] for k in range(4)] == [
-        ["dsp", "dsp", "booth", "booth"],
-        ["dsp", "dsp", "booth", "booth"],
-        ["dsp", "booth", "booth", "booth"],
-        ["dsp", "booth", "booth", "booth"],
+        ["dsp", "dsp", "chain", "chain"],
+        ["dsp", "dsp", "chain", "chain"],
+        ["dsp", "chain", "chain", "chain"],
+        ["dsp", "chain", "chain", "chain"],
     ]
     assert DatapathConfig(rows=8, cols=8).dsp_count == 64    # the budget is an upper bound
     with pytest.raises(IndexError, match=r"^PE \(4, 0\) is outside the 4 x 4 array$"):
@@ -300,6 +306,8 @@ MIXED_CASES = [
     (4, 4, 6, "booth", [6, 1, 9, 5]),
     (4, 4, 0, "lut", [5, 7]),
     (4, 4, 0, "booth", [5, 7]),
+    (4, 4, 6, "chain", [6, 1, 9, 5]),
+    (4, 4, 0, "chain", [5, 7]),
     (5, 3, 7, "booth", [8, 2, 6]),
     (8, 8, 24, "lut", [12, 3, 10]),
 ]
@@ -326,4 +334,4 @@ def test_default_16x16_is_mixed():
     # tests/rtl/test_systolic.py run this configuration (a full-size simulation takes 10 s, so it is not repeated).
     cfg = DatapathConfig()
     kinds = [cfg.pe_mult(k, n) for k in range(16) for n in range(16)]
-    assert (kinds.count("dsp"), kinds.count("booth")) == (96, 160)
+    assert (kinds.count("dsp"), kinds.count("chain")) == (96, 160)

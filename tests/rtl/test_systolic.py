@@ -163,7 +163,7 @@ def test_config_defaults():
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 36
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
-        96, 96, "booth", 1, 8, 2)
+        96, 96, "chain", 1, 8, 2)
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
@@ -193,7 +193,7 @@ def test_config_defaults():
     ({"spad_depth": 2, "spad_banks": 4}, ValueError, r"^Scratchpad bank count 4 exceeds its depth 2$"),
     ({"dsp_pes": -1}, ValueError, r"^DSP PE budget must be a non-negative integer, not -1$"),
     ({"dsp_pes": 1.5}, TypeError, r"^DSP PE budget must be a non-negative integer, not 1\.5$"),
-    ({"lut_mult": "dsp"}, ValueError, r"^LUT multiplier type must be one of 'booth', 'lut', not 'dsp'$"),
+    ({"lut_mult": "dsp"}, ValueError, r"^LUT multiplier type must be one of 'booth', 'chain', 'lut', not 'dsp'$"),
     ({"add_lanes": 3}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 3$"),
     ({"add_lanes": 0}, ValueError, r"^Adder lane count must be a positive divisor of the row count 16, not 0$"),
     ({"add_lanes": 2.0}, TypeError, r"^Adder lane count must be a positive integer, not 2\.0$"),
@@ -258,7 +258,7 @@ def test_pe_constructor():
         ProcessingElement(input_width="x")
     with pytest.raises(ValueError, match=r"^Accumulator width 8 is narrower than a product"):
         ProcessingElement(acc_width=8)
-    with pytest.raises(ValueError, match=r"^Multiplier type must be one of 'dsp', 'lut', 'booth' or a Multiplier"):
+    with pytest.raises(ValueError, match=r"^Multiplier type must be one of 'dsp', 'lut', 'booth', 'chain' or a Multiplier"):
         ProcessingElement(mult="fast")
 
 
