@@ -10,7 +10,7 @@ from them. :class:`CarryChainModel` lets simulations run the exact ``CCU2C`` INI
 
 from amaranth.hdl import Cat, Const, Instance, Mux, Signal
 
-__all__ = ["CarryChainModel", "Row", "add_terms", "carry_chain", "extend", "is_ecp5", "kept", "lut_init", "row_pair",
+__all__ = ["CarryChainModel", "Row", "add_levels", "add_terms", "carry_chain", "extend", "is_ecp5", "kept", "lut_init", "row_pair",
            "signed_width"]
 
 
@@ -32,8 +32,8 @@ def kept(m, value, name):
 
 
 class Row:
-    """One partial-product row ``sign * ((x if w else 0) << shift)`` of the unit's multipliers: ``x`` a signed value
-    (an offset input), ``w`` one weight bit, ``sign`` +1 or -1 (the weight's sign bit has weight ``-2**(n-1)``)."""
+    """One partial-product row ``sign * ((x if w else 0) << shift)`` of a shift-and-add multiplier: ``x`` a signed
+    value (an activation, or the depthwise unit's offset input), ``w`` one weight bit, ``sign`` +1 or -1 (the weight's sign bit has weight ``-2**(n-1)``)."""
 
     def __init__(self, x, w, shift, negate=False):
         self.x, self.w, self.shift, self.negate = x, w, shift, negate
@@ -55,8 +55,8 @@ def lut_init(f, arity):
 
 
 class CarryChainModel:
-    """A stand-in for an ECP5 platform in simulations: :class:`DepthwiseUnit` then builds its carry chains from an
-    Amaranth model of the ``CCU2C`` cell (as Yosys's ``cells_sim`` describes it) instead of instantiating it, so
+    """A stand-in for an ECP5 platform in simulations: :func:`carry_chain` (so the depthwise unit and the ``"chain"``
+    PE type) then builds its carry chains from an Amaranth model of the ``CCU2C`` cell (as Yosys's ``cells_sim`` describes it) instead of instantiating it, so
     that the tests run the exact INIT values and operand wiring that an ECP5 build gets."""
 
     family = "ecp5"
@@ -100,7 +100,7 @@ def signed_width(bound):
 
 
 def row_pair(m, a, b, bound, name, platform):
-    """``a + b`` of two :class:`~haneul.rtl.carry.Row` s (``b - a`` if ``a.negate``), of magnitude at most ``bound``, as a term
+    """``a + b`` of two :class:`Row` s (``b - a`` if ``a.negate``), of magnitude at most ``bound``, as a term
     ``(value, shift, bound)``.
 
     On ECP5 this is one carry chain whose LUTs also select the rows (``x & w``), so the partial products cost no
@@ -137,3 +137,13 @@ def add_terms(m, a, b, name):
     bound = ba + (bb << d)
     high = kept(m, ((va >> d) + vb)[:signed_width(bound) - d].as_signed(), name)
     return (Cat(extend(va, d), high).as_signed() if d else high), sa, bound
+
+
+def add_levels(m, terms, levels, name):
+    """``levels`` levels of an adder tree over ``terms`` (``(value, shift, bound)``): in each, the terms sorted by
+    shift and neighbours added pairwise by :func:`add_terms` (an odd last term passes to the next level)."""
+    for level in range(levels):
+        terms = sorted(terms, key=lambda term: term[1])
+        terms = [add_terms(m, terms[k], terms[k + 1], f"{name}_v{level}_{k // 2}") if k + 1 < len(terms)
+                 else terms[k] for k in range(0, len(terms), 2)]
+    return terms

@@ -31,7 +31,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .carry import Row, add_terms, row_pair
+from .carry import Row, add_levels, row_pair
 from .commands import DWCONV_KERNEL, DWCONV_SIZE_WIDTH, DwconvArgs
 from .config import DatapathConfig
 from .pe import register_copy
@@ -495,28 +495,20 @@ class DepthwiseUnit(wiring.Component):
         sums = [self._terms(m, [x1[t][lane] for t in range(taps)], [weights[t][lane] for t in range(taps)],
                             f"l{lane}", platform) for lane in range(lanes)]
 
-        def reduce(terms, count, name):
-            """``count`` levels of the adder tree: neighbours (by shift) added pairwise."""
-            for level in range(count):
-                terms = sorted(terms, key=lambda term: term[1])
-                terms = [add_terms(m, terms[k], terms[k + 1], f"{name}_v{level}_{k // 2}") if k + 1 < len(terms)
-                         else terms[k] for k in range(0, len(terms), 2)]
-            return terms
-
         def register(terms, name):
             return [(reg(value.shape(), f"{name}_{k}", value), shift, bound)
                     for k, (value, shift, bound) in enumerate(terms)]
 
-        sums = [register(reduce(terms, first_levels, f"a_l{lane}"), f"s2_l{lane}") for lane, terms in enumerate(sums)]
+        sums = [register(add_levels(m, terms, first_levels, f"a_l{lane}"), f"s2_l{lane}") for lane, terms in enumerate(sums)]
         before = (valid, final)                  # the control bits one stage before the accumulator's
         valid, final = delay((valid, final), 2)
         # Then two levels per stage; the last level (if any) shares the final stage with the pass accumulator.
         for stage in range(self.latency - 3):
-            sums = [register(reduce(terms, min(2, levels - 2 * stage), f"b{stage}_l{lane}"), f"s{stage + 3}_l{lane}")
+            sums = [register(add_levels(m, terms, min(2, levels - 2 * stage), f"b{stage}_l{lane}"), f"s{stage + 3}_l{lane}")
                     for lane, terms in enumerate(sums)]
             before = (valid, final)
             valid, final = delay((valid, final), 3 + stage)
-        sums = [reduce(terms, levels - 2 * (self.latency - 3), f"c_l{lane}") for lane, terms in enumerate(sums)]
+        sums = [add_levels(m, terms, levels - 2 * (self.latency - 3), f"c_l{lane}") for lane, terms in enumerate(sums)]
 
         # Pass accumulator; a final pass writes its sum into the FIFO and clears it ---------------------------------
 

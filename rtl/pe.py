@@ -48,7 +48,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSi
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .carry import Row, add_terms, is_ecp5, kept, row_pair
+from .carry import Row, add_levels, add_terms, is_ecp5, kept, row_pair
 
 __all__ = ["ActivationLayout", "Multiplier", "DSPMultiplier", "ShiftAddMultiplier", "BoothMultiplier",
            "MULTIPLIERS", "get_multiplier", "ProcessingElement"]
@@ -364,8 +364,9 @@ class CarryChainMultiplier(Multiplier):
     paired in the first adders by :func:`~haneul.rtl.carry.row_pair`: on ECP5 each pair is one carry chain whose
     LUT4s also select their two rows (``act & w[i]``), so the rows cost no LUTs of their own; the sign row pairs
     with row ``n - 2`` (both multiply the same activation, so their sum is bounded by the larger). The pairs are
-    added by :func:`~haneul.rtl.carry.add_terms`, each adder only as wide as its bound: for int8 four chains of 10
-    bits, two of 10 and, after the product register, one of 13 (about 73 LUT4 in carry chains, against about 116
+    added by :func:`~haneul.rtl.carry.add_levels`, neighbours by shift, each adder only as wide as its bound: for
+    int8 four chains of 10 bits, two of 10 and, after the product register, one of 12 (about 72 LUT4 in carry
+    chains, against about 116
     for :class:`BoothMultiplier`, whose 5-input row bits need two LUT4s each). The stored weight is the weight
     itself. Elaborated for anything but ECP5 (or for :class:`~haneul.rtl.carry.CarryChainModel`, which simulates
     the ECP5 cells) the pairs are plain arithmetic.
@@ -387,13 +388,7 @@ class CarryChainMultiplier(Multiplier):
                 terms.append(row_pair(m, rows[i], rows[i + 1], bound, f"chain_p{i // 2}", platform))
             else:
                 terms.append((rows[i].value() >> i, i, x_bound))
-        level = 0
-        while len(terms) > 2:
-            paired = [add_terms(m, terms[k], terms[k + 1], f"chain_l{level}_{k // 2}")
-                      for k in range(0, len(terms) - 1, 2)]
-            terms = paired + terms[len(paired) * 2:]
-            level += 1
-        return terms
+        return add_levels(m, terms, max(0, (len(terms) - 1).bit_length() - 1), "chain")    # down to two terms
 
     @staticmethod
     def _sum(m, terms, width):
