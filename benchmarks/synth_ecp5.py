@@ -217,9 +217,6 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--router", choices=("router1", "router2"), default="router1",
                         help="nextpnr router (default router1; router2 is faster on large designs)")
-    parser.add_argument("--placer-density", type=float, metavar="D",
-                        help="nextpnr's HeAP placer's maximum placement density (--placer-heap-beta, default 0.9): "
-                             "lower spreads the cells, for a design that places densely and does not route")
     parser.add_argument("--reuse-synth", action="store_true",
                         help="skip the conversion and Yosys: place and route the top.json already in --workdir")
     parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
@@ -240,8 +237,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "router": args.router, "placer_density": args.placer_density,
-               "platform": None if platform is None else type(platform).__name__, "time_s": {}}
+               "seed": args.seed, "router": args.router, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     figures["config"] = dataclasses.asdict(config)
     figures["without"] = args.without
     print(f"{label}: {workdir}")
@@ -274,8 +270,6 @@ def main(argv=None):
                    "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
             if args.slow_endpoints is not None:
                 cmd.append("--detailed-timing-report")
-            if args.placer_density is not None:
-                cmd += ["--placer-heap-beta", str(args.placer_density)]
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
             report = json.loads(Path("report.json").read_text())
