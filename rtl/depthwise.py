@@ -783,41 +783,64 @@ class ColumnReader(wiring.Component):
 
         col_addr = Signal(aw)
         m.d.comb += col_addr.eq(top_addr + col)
-        need_a = Signal()
-        need_b = Signal()
-        need_q = Signal()
+        gen_valid = Signal()
+        need = Signal(3)                          # the step needs: port a, port b, a queue entry
         m.d.comb += [
-            need_a.eq(loading | Mux(second, mask[2], mask[0])),
-            need_b.eq(generating & ~second & mask[1]),
-            need_q.eq(generating & ~second),
-            self.req_a.payload.addr.eq(Mux(loading, args.weight_addr + weight_line,
-                                           col_addr + Mux(second, width << 1, 0))),
-            self.req_b.payload.addr.eq(col_addr + width),
-            columns.i.payload.mask.eq(mask),
-            columns.i.payload.start.eq(col == 0),
-            columns.i.payload.emit.eq(emit),
-            columns.i.payload.last.eq(row_end & last_row),
+            gen_valid.eq(loading | generating),
+            need[0].eq(loading | Mux(second, mask[2], mask[0])),
+            need[1].eq(generating & ~second & mask[1]),
+            need[2].eq(generating & ~second),
+        ]
+        # The next step goes into a register, and the requests leave from it: their `valid` (which the scratchpad's
+        # arbitration of all ports depends on) comes from flip-flops, not from the generator's row and column
+        # comparisons. The generator advances whenever the register is loaded; a step a cycle, as before.
+        s_valid = Signal()
+        s_need = Signal(3)
+        s_addr_a = Signal(aw)
+        s_addr_b = Signal(aw)
+        s_entry = Signal(_ColumnEntry())
+        m.d.comb += [
+            self.req_a.payload.addr.eq(s_addr_a),
+            self.req_b.payload.addr.eq(s_addr_b),
+            columns.i.payload.eq(s_entry),
         ]
         # One step: the requests and the queue entry it needs, each offered until taken (a fork).
         sent = [Signal(name=f"step_sent_{n}") for n in "abq"]
-        outs = [(self.req_a, need_a & (loading | generating)), (self.req_b, need_b), (columns.i, need_q)]
+        outs = [self.req_a, self.req_b, columns.i]
         step = Signal()
-        for (port, need), was_sent in zip(outs, sent):
-            m.d.comb += port.valid.eq(need & ~was_sent)
-        m.d.comb += step.eq((loading | generating)
-                            & Cat(*(~need | was_sent | port.ready for (port, need), was_sent in zip(outs, sent))).all())
+        load = Signal()
+        for i, (port, was_sent) in enumerate(zip(outs, sent)):
+            m.d.comb += port.valid.eq(s_valid & s_need[i] & ~was_sent)
+        m.d.comb += [
+            step.eq(s_valid & Cat(*(~s_need[i] | was_sent | port.ready
+                                    for i, (port, was_sent) in enumerate(zip(outs, sent)))).all()),
+            load.eq(~s_valid | step),
+        ]
         with m.If(step):
             m.d.sync += [s.eq(0) for s in sent]
         with m.Else():
-            for (port, _), was_sent in zip(outs, sent):
+            for port, was_sent in zip(outs, sent):
                 with m.If(port.valid & port.ready):
                     m.d.sync += was_sent.eq(1)
+        with m.If(load):
+            m.d.sync += [
+                s_valid.eq(gen_valid),
+                s_need.eq(need),
+                s_addr_a.eq(Mux(loading, args.weight_addr + weight_line, col_addr + Mux(second, width << 1, 0))),
+                s_addr_b.eq(col_addr + width),
+                s_entry.mask.eq(mask),
+                s_entry.start.eq(col == 0),
+                s_entry.emit.eq(emit),
+                s_entry.last.eq(row_end & last_row),
+            ]
+        advance = Signal()
+        m.d.comb += advance.eq(load & gen_valid)
 
-        with m.If(step & loading):
+        with m.If(advance & loading):
             m.d.sync += weight_line.eq(weight_line + 1)
             with m.If(weight_line == taps - 1):
                 m.d.sync += [loading.eq(0), generating.eq(1)]
-        with m.If(step & generating):
+        with m.If(advance & generating):
             with m.If(~second & mask[2]):
                 m.d.sync += second.eq(1)
             with m.Else():
