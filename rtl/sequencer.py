@@ -268,8 +268,9 @@ class WeightPacker(wiring.Component):
 class ResultWriter(wiring.Component):
     """Tags the systolic array's result vectors with their accumulator line and ``accumulate`` flag.
 
-    The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of the
-    head of ``run``; the run is consumed with the tile's last vector. A tagged beat leaves ``wr`` from a register,
+    The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of its
+    run; a run is taken from ``run`` into a register while none is held or as the previous tile's last vector is
+    taken (so a tile's first result can be taken the cycle after its run arrives). A tagged beat leaves ``wr`` from a register,
     the cycle after its result is taken; ``done`` pulses when the tile's last beat is accepted on ``wr``. A result
     waits (``result.ready`` low) while there is no run.
 
@@ -310,12 +311,21 @@ class ResultWriter(wiring.Component):
         index = Signal(self.addr_width)
         take = Signal()
         last = Signal()
+        end = Signal()
+        # The head run is held in a register of its own, loaded from `run` when empty or as the tile ends, so that
+        # `take` (and with it `result.ready`, which reaches the read pointer copies of every column of the array's
+        # FIFO) is a function of flip-flops only, not of the run queue's fill level.
+        cur = Signal(self.run.payload.shape())
+        cur_valid = Signal()
         m.d.comb += [
-            take.eq(self.result.valid & self.run.valid & (~self.wr.valid | self.wr.ready)),
+            take.eq(self.result.valid & cur_valid & (~self.wr.valid | self.wr.ready)),
+            end.eq(take & self.result.payload.last),
             self.result.ready.eq(take),
-            self.run.ready.eq(take & self.result.payload.last),
+            self.run.ready.eq(~cur_valid | end),
             self.done.eq(self.wr.valid & self.wr.ready & last),
         ]
+        with m.If(self.run.ready):
+            m.d.sync += [cur_valid.eq(self.run.valid), cur.eq(self.run.payload)]
         # The output register loads whenever it is free, whether a beat is taken or not, so that the line's data
         # (a whole result vector) need no clock enable (with the accumulator, always ready, it loads every cycle)
         # and, without a reset, no LUT in front of it.
@@ -328,8 +338,8 @@ class ResultWriter(wiring.Component):
             ]
         with m.If(take):
             m.d.sync += [
-                self.wr.payload.addr.eq(self.run.payload.addr + index),
-                self.wr.payload.accumulate.eq(self.run.payload.accumulate),
+                self.wr.payload.addr.eq(cur.addr + index),
+                self.wr.payload.accumulate.eq(cur.accumulate),
                 last.eq(self.result.payload.last),
                 index.eq(Mux(self.result.payload.last, 0, index + 1)),
             ]

@@ -311,6 +311,7 @@ class SystolicArray(wiring.Component):
         def consume_next(pointer):
             return Mux(result_fire, Mux(pointer == depth - 1, 0, pointer + 1), pointer)
         level = Signal(range(depth + 1))         # complete rows in the FIFO
+        nonempty = Signal()                      # level != 0
         columns = [(pes[rows - 1][n].psum_out, valid[1 + rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
                    for n in range(cols)]
         columns.append((last, valid[pipe_latency], "last"))
@@ -334,12 +335,14 @@ class SystolicArray(wiring.Component):
             # the column sums sign-extended from psum_width(rows - 1) to acc_width
             [self.result.payload.data[n].eq(outputs[n].as_signed()) for n in range(cols)],
             self.result.payload.last.eq(outputs[cols]),
-            self.result.valid.eq(level != 0),
+            self.result.valid.eq(nonempty),
         ]
+        # `result.valid` is a flip-flop (not a compare of `level`): with the consumer's `ready` it makes
+        # `result_fire`, which reaches every column's read pointer.
         row_done = valid[pipe_latency]
         with m.If(row_done & ~result_fire):
-            m.d.sync += level.eq(level + 1)
+            m.d.sync += [level.eq(level + 1), nonempty.eq(1)]
         with m.Elif(~row_done & result_fire):
-            m.d.sync += level.eq(level - 1)
+            m.d.sync += [level.eq(level - 1), nonempty.eq(level != 1)]
 
         return m
