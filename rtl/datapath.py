@@ -320,12 +320,18 @@ class Datapath(wiring.Component):
                                dw_unit.result.valid & dw_unit.result.ready)
             idle_units += [pixels == 0, ~dw_reader.busy, ~dw_buffer.window.valid]
             outputs[Opcode.DWCONV] = requant.o
+        # A shared port's requester is chosen by a flip-flop, `out_sel == opcode` a cycle late, not by the compare
+        # itself (it sits in front of the scratchpad's arbitration of all ports). A cycle late is soon enough:
+        # `out_sel` changes as a unit's first run is handed out, and its reader's first request comes two cycles
+        # after that at the earliest (the run's register, then the request's); the unit it replaces has drained.
         for port, users in requesters.items():
             if len(users) == 1:
                 wiring.connect(m, users[0][1], spad.rd_req[port])
             elif users:
                 (_, vector), (opcode, other) = users
-                with m.If(seq.out_sel == opcode):
+                chosen = Signal(name=f"port{port}_chosen")
+                m.d.sync += chosen.eq(seq.out_sel == opcode)
+                with m.If(chosen):
                     wiring.connect(m, other, spad.rd_req[port])
                 with m.Else():
                     wiring.connect(m, vector, spad.rd_req[port])
