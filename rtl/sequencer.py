@@ -30,7 +30,7 @@
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -39,6 +39,7 @@ from .accumulator import AccumulatorWrite, ReadCommand
 from .commands import (COUNT_WIDTH, DWCONV_KERNEL, POOL_MAX_WINDOW, Arguments, CommandWord, DwconvArgs, ErrorCode,
                        Opcode, weight_lines_per_row, weight_tile_lines)
 from .config import DatapathConfig
+from .pe import register_copy
 from .scratchpad import ReadRequest, ReadResponse
 from .systolic import ResultBeat, WeightBeat
 
@@ -400,7 +401,7 @@ class _OutputEntry(data.StructLayout):
         })
 
 
-def _stage(m, port, name):
+def _stage(m, port, name, platform=None, chunk=64):
     """A one-entry register stage in front of the output stream ``port``.
 
     Returns the stream the sequencer's logic drives (an object with ``valid``, ``ready`` and ``payload``) and the
@@ -409,23 +410,27 @@ def _stage(m, port, name):
     beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
 
     The payload register loads whenever the stage is empty, not on the handshake: its clock enable (a requantiser
-    parameter beat is over 1 100 bits) is then the output of a flip-flop (``empty``), not the sequencer's start
-    decision; the beat that enters is the one loaded in the cycle of its handshake.
+    parameter beat is over 1 100 bits) is then the output of a flip-flop, not the sequencer's start decision; the
+    beat that enters is the one loaded in the cycle of its handshake. Each ``chunk`` bits of the payload have their
+    own copy of that flip-flop (:func:`~haneul.rtl.pe.register_copy`), so that no single net enables them all.
     """
     inner = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_ready"),
                             payload=Signal(port.payload.shape(), name=f"{name}_payload"))
     full = Signal(name=f"{name}_full")
     empty = Signal(name=f"{name}_empty", init=1)
+    empty_next = Signal(name=f"{name}_empty_next")
     m.d.comb += [
         inner.ready.eq(empty),
         port.valid.eq(full),
+        # (The beat can leave only while full and enter only while empty: never both in one cycle.)
+        empty_next.eq(Mux(inner.valid & inner.ready, 0, Mux(port.valid & port.ready, 1, empty))),
     ]
-    with m.If(port.valid & port.ready):
-        m.d.sync += [full.eq(0), empty.eq(1)]
-    with m.If(inner.valid & inner.ready):
-        m.d.sync += [full.eq(1), empty.eq(0)]
-    with m.If(empty):
-        m.d.sync += port.payload.eq(inner.payload)
+    m.d.sync += [full.eq(~empty_next), empty.eq(empty_next)]
+    payload, source = Value.cast(port.payload), Value.cast(inner.payload)
+    for index, low in enumerate(range(0, len(payload), chunk)):
+        load = register_copy(m, empty_next, name=f"{name}_load{index}", platform=platform, init=1)
+        with m.If(load):
+            m.d.sync += payload[low:low + chunk].eq(source[low:low + chunk])
     return inner, full
 
 
@@ -583,7 +588,7 @@ class Sequencer(wiring.Component):
         stages = {}
 
         def stage(name):
-            inner, full = _stage(m, getattr(self, name), f"{name}_stage")
+            inner, full = _stage(m, getattr(self, name), f"{name}_stage", platform)
             stages[name] = full
             return inner
 
