@@ -100,15 +100,18 @@ class CreditFIFO(wiring.Component):
             credit.eq(Mux(self.reserve & ~give, owed < depth - 1, Mux(give & ~self.reserve, 1, owed != depth))),
         ]
 
-        # The storage is split into memories of at most CHUNK bits, each read at its own copy of the read pointer,
-        # a counter of its own beside that memory (as the systolic array's output FIFO does): a wide queue (a line
-        # of 16 int32 accumulators is 512 bits, 128 LUT RAM cells) spreads over an area where one pointer register
-        # would drive every cell's read address.
+        # The storage is split into memories of at most CHUNK bits, each read and written at its own copies of the
+        # read and write pointers, counters of their own beside that memory (as the systolic array's output FIFO
+        # does): a wide queue (a line of 16 int32 accumulators is 512 bits, 128 LUT RAM cells) spreads over an area
+        # where one pointer register would drive every cell's address.
         produce = Signal(range(depth))
         consume = Signal(range(depth))
 
         def consume_next(pointer):
             return Mux(give, advance(pointer), pointer)
+
+        def produce_next(pointer):
+            return Mux(self.w_en, advance(pointer), pointer)
         level = Signal(range(depth + 1))        # results in the queue
         width = Shape.cast(self._shape).width
         w_data, r_data = Value.cast(self.w_data), Signal(width)
@@ -117,10 +120,11 @@ class CreditFIFO(wiring.Component):
             storage = m.submodules[f"storage{index}"] = Memory(shape=bits, depth=depth, init=[])
             write = storage.write_port()
             read = storage.read_port(domain="comb")
-            pointer = consume if width <= self.CHUNK else register_copy(
-                m, consume_next, name=f"consume{index}", platform=platform, init=0, shape=range(depth))
+            pointer, w_pointer = (consume, produce) if width <= self.CHUNK else (
+                register_copy(m, consume_next, name=f"consume{index}", platform=platform, init=0, shape=range(depth)),
+                register_copy(m, produce_next, name=f"produce{index}", platform=platform, init=0, shape=range(depth)))
             m.d.comb += [
-                write.addr.eq(produce),
+                write.addr.eq(w_pointer),
                 write.data.eq(w_data[start:start + bits]),
                 write.en.eq(self.w_en),
                 read.addr.eq(pointer),
@@ -130,8 +134,7 @@ class CreditFIFO(wiring.Component):
             self.o.payload.eq(r_data),
             self.o.valid.eq(level != 0),
         ]
-        with m.If(self.w_en):
-            m.d.sync += produce.eq(advance(produce))
+        m.d.sync += produce.eq(produce_next(produce))
         m.d.sync += consume.eq(consume_next(consume))
         with m.If(self.w_en & ~give):
             m.d.sync += level.eq(level + 1)
