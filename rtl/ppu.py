@@ -236,19 +236,35 @@ def multiply(p, a, b, *, name, platform=None, input_registers=False):
     return p.reg((base + (mid << 16))[:width].as_signed(), name=f"{name}_prod"), 3 + extra
 
 
-def rounding_shift_right(z, amount, away):
+def rounding_shift_right(z, amount, away, low_zero=1):
     """First half of a rounding right shift by ``amount + 1`` (see :func:`rounding_shift_finish`).
 
     Returns ``(y, carry)`` with ``y = z >> amount`` (floor) and the carry to add before the final ``>> 1``:
     one, except when ``away`` is set, ``z`` is negative and the discarded part is exactly one half (then zero).
     ``(y + carry) >> 1`` is ``floor(z / 2**(amount+1) + 1/2)`` (round half up), or round half away from zero when
     ``away`` is set. ``away`` is only supported for ``amount <= 32`` (the discarded bits are taken from ``z[:32]``).
+
+    After :func:`shift_right_coarse`, ``z`` and ``amount`` are its shifted value and remaining amount and
+    ``low_zero`` its test of the bits it discarded, which belong to the discarded part too.
     """
     y = z.as_signed() >> amount
-    low_mask = ~(Const(0xFFFF_FFFF, 32) << amount)[:32]
-    exact_half = ((z[:32] & low_mask) == 0) & y[0]
+    low = min(32, 2 ** len(amount))
+    low_mask = ~(Const(2 ** low - 1, low) << amount)[:low]
+    exact_half = ((z[:low] & low_mask) == 0) & y[0] & low_zero
     carry = ~(away & z.as_signed()[-1] & exact_half)
     return y, carry
+
+
+def shift_right_coarse(z, amount, step=8):
+    """The first stage of a right shift split in two (each stage's multiplexers then have half the levels):
+    ``z >> (amount - amount % step)``, whether the bits that discards are all zero, and the amount left,
+    ``amount % step`` (``step`` a power of two). For :func:`rounding_shift_right` as the second stage."""
+    bits = (step - 1).bit_length()
+    coarse = amount[bits:]
+    shifted = z.as_signed() >> Cat(Const(0, bits), coarse)
+    discarded_zero = Cat(*((coarse <= i) | (z[i * step:(i + 1) * step] == 0)
+                           for i in range(-(-len(z) // step)))).all()
+    return shifted, discarded_zero, amount[:bits]
 
 
 def saturate(value, shape):
@@ -331,9 +347,9 @@ class Requantizer(FoldedTiming, wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 12 pipeline
-    #: stages (S0-S11) and the output FIFO; :attr:`latency` adds the folding.
-    LATENCY = 13
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 13 pipeline
+    #: stages (S0-S12) and the output FIFO; :attr:`latency` adds the folding.
+    LATENCY = 14
 
     def __init__(self, lanes=16, *, fold=1):
         check_lanes(lanes)
@@ -385,15 +401,15 @@ class Requantizer(FoldedTiming, wiring.Component):
 
         # The shared configuration travels with the beats. No register of it drives all lanes: each lane carries
         # its own copy of the rounding mode from S1 on (:meth:`Stages.copy`, so that synthesis keeps the copies
-        # apart), and the output stage's fields travel once for all lanes up to S7, where each lane takes its own
-        # copy for S9-S10 (the shared S7 register drives only those copies).
+        # apart), and the output stage's fields travel once for all lanes up to S8, where each lane takes its own
+        # copy for S10-S11 (the shared S8 register drives only those copies).
         # S0, the input register: the part that enters (from the accumulator's output queue, through the part
         # multiplexer), its parameters and the configuration. The bias adder of S1 then starts from flip-flops.
         config = p.reg(params.config, name="config_s0")
         out_cfg = data.StructLayout({"output_offset": signed(8), "act_min": signed(8), "act_max": signed(8)})
         shared = Signal(out_cfg)
         m.d.comb += shared.eq(Cat(config.output_offset, config.act_min, config.act_max))
-        for stage in range(1, 8):
+        for stage in range(1, 9):
             shared = p.reg(shared, name=f"cfg_s{stage}")
 
         # Folded, each pipeline lane takes its accumulator and its parameters for the part entering through
@@ -438,7 +454,7 @@ class Requantizer(FoldedTiming, wiring.Component):
 
             # S7: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
             # = ((prod >> 30) + 1) >> 1, saturated (only INT32_MIN * INT32_MIN reaches 2^31); z = 2 * high feeds the
-            # rounding shift of S8-S9 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
+            # rounding shift of S8-S11 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
             # q >= 2^32, that is prod >> 30 >= 2^32 - 1, from the bits of prod (not after q's carry chain, in
             # parallel with it).
             q = (prod >> 30) + 1
@@ -448,25 +464,32 @@ class Requantizer(FoldedTiming, wiring.Component):
                       name=f"z_l{lane}")
             amount = p.reg(amount, name=f"amount7_l{lane}")
 
-            # S8: arithmetic right shift (64 bits).
-            y, carry = rounding_shift_right(z, amount, rounding[7] == Rounding.DOUBLE)
+            # S8-S9: arithmetic right shift (64 bits), by a multiple of 8 (S8) and then by the rest (S9): each
+            # stage an 8-to-1 multiplexer per bit rather than one 64-to-1 (the 16 x 16 datapath's requantiser
+            # missed 100 MHz there, 12.5 ns). `away` (S8) is this lane's rounding mode for S9.
+            away = p.copy(rounding[7], name=f"rounding_s8_l{lane}") == Rounding.DOUBLE
+            za, low_zero, fine = shift_right_coarse(z, amount)
+            za = p.reg(za, shape=signed(64), name=f"za_l{lane}")
+            low_zero = p.reg(low_zero, name=f"low_zero_l{lane}")
+            fine = p.reg(fine, name=f"amount8_l{lane}")
+            y, carry = rounding_shift_right(za, fine, away, low_zero)
             y = p.reg(y, shape=signed(64), name=f"y_l{lane}")
             carry = p.reg(carry, name=f"carry_l{lane}")
-            # `cfg` (S8) is this lane's copy of the output stage's fields.
-            cfg = p.copy(shared, name=f"cfg_s8_l{lane}")
+            # `cfg` (S9) is this lane's copy of the output stage's fields.
+            cfg = p.copy(shared, name=f"cfg_s9_l{lane}")
 
-            # S9: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
+            # S10: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
             # outside it.
             sat = p.reg(saturate(y, signed(18)), shape=signed(18), name=f"sat_l{lane}")
-            carry = p.reg(carry, name=f"carry9_l{lane}")
-            offset = p.reg(cfg.output_offset, name=f"offset9_l{lane}")
-            cfg = p.reg(cfg, name=f"cfg_s9_l{lane}")
+            carry = p.reg(carry, name=f"carry10_l{lane}")
+            offset = p.reg(cfg.output_offset, name=f"offset10_l{lane}")
+            cfg = p.reg(cfg, name=f"cfg_s10_l{lane}")
 
-            # S10: the last rounding step and the zero point.
+            # S11: the last rounding step and the zero point.
             w = p.reg(add_offset(sat, carry, offset), shape=signed(20), name=f"w_l{lane}")
             clamp = clamp_bounds(p, cfg, name=f"clamp_l{lane}")
 
-            # S11: clamp.
+            # S12: clamp.
             outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 

@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from haneul.rtl import ppu
@@ -397,3 +398,39 @@ def test_rounding_ties():
                 for x in range(-160, 160, lanes):
                     events.append(("data", [x + k for k in range(lanes)]))
     check_requantizer(lanes, events, seed=5, valid_gap=0.1, ready_gap=0.1)
+
+
+def test_two_stage_rounding_shift():
+    """``shift_right_coarse`` then ``rounding_shift_right`` (the requantiser's S8-S9) give ``z >> amount`` and the
+    rounding carry of one shift: every amount, both rounding modes, values with many trailing zeros (exact halves)."""
+    m = Module()
+    z = Signal(signed(64))
+    amount = Signal(unsigned(6))
+    away = Signal()
+    shifted, low_zero, fine = ppu.shift_right_coarse(z, amount)
+    y, carry = ppu.rounding_shift_right(shifted, fine, away, low_zero)
+    y_out, carry_out = Signal(signed(64)), Signal()
+    m.d.comb += [y_out.eq(y), carry_out.eq(carry)]
+
+    rng = np.random.default_rng(11)
+    values = [0, -1, 1, INT32_MIN, -(1 << 63), (1 << 63) - 1]
+    for _ in range(40):
+        value = int(rng.integers(-(1 << 62), 1 << 62))
+        values.append(value >> int(rng.integers(0, 60)) << int(rng.integers(0, 40)))
+
+    async def testbench(ctx):
+        for value in values:
+            value = (value + (1 << 63)) % (1 << 64) - (1 << 63)
+            for shift in range(64):
+                for mode in (0, 1):
+                    ctx.set(z, value)
+                    ctx.set(amount, shift)
+                    ctx.set(away, mode)
+                    exact_half = (value % (1 << shift) == 0) and (value >> shift) & 1
+                    expected_carry = 0 if (mode and value < 0 and exact_half) else 1
+                    assert ctx.get(y_out) == value >> shift, (value, shift)
+                    assert ctx.get(carry_out) == expected_carry, (value, shift, mode)
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
