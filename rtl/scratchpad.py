@@ -21,6 +21,8 @@ in the same cycle. Read ports contend only when they address the same bank in th
 one of them (round robin) and the others wait.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -136,20 +138,24 @@ class Scratchpad(wiring.Component):
     accepted, as the reads reach it one cycle after their grant (so the order below holds). ``wr.ready`` is always
     high.
 
-    Read side: read port ``p`` is a pair of streams. A request accepted on ``rd_req[p]`` in cycle ``t`` returns its
-    line on ``rd_resp[p]`` from cycle ``t + latency`` (``t + 4``; ``rd_resp[p].valid`` is high then, if the lines
-    before it have been taken), with the request's ``last``. Responses come back in request order through a response
-    FIFO of ``fifo_depth`` lines per port; a port may have that many lines requested and not yet taken (credits), so
-    ``rd_req[p].ready`` is high when the port has a credit and the addressed bank is granted to it. A port sustains
-    one line per cycle while its consumer is ready and it wins its bank; a stalled consumer never loses or repeats
-    data, and its ``ready`` reaches only its FIFO and credit count, never the arbitration (a timing path).
+    Read side: read port ``p`` is a pair of streams. A request accepted on ``rd_req[p]`` enters the port's
+    two-entry request queue (``rd_req[p].ready`` is high while it has room: a flip-flop); the queue's oldest request
+    is *granted* (``rd_grant[p]``) when the port has a credit and wins its bank, at the earliest in the cycle after
+    its acceptance. A request accepted in cycle ``t`` and granted in ``t + 1`` returns its line on ``rd_resp[p]`` from
+    cycle ``t + latency`` (``t + 5``; ``rd_resp[p].valid`` is high then, if the lines before it have been taken;
+    each cycle the grant waits adds one), with the request's ``last``. Responses come back in request order through a
+    response FIFO of ``fifo_depth`` lines per port; a port may have that many lines granted and not yet taken
+    (credits). A port sustains one line per cycle while its consumer is ready and it wins its bank; a stalled consumer
+    never loses or repeats data, and its ``ready`` reaches only its FIFO and credit count, never the arbitration, which
+    works on flip-flops only (the queues' heads and the credits), not on the requesters' logic (a timing path).
 
-    Ordering: a read observes every write accepted in an earlier cycle; a write accepted in the same cycle as the
-    read of the same line is not observed (the read returns the line before the write).
+    Ordering: a read observes every write accepted in a cycle before its grant; a write accepted in the cycle of the
+    grant is not observed (the read returns the line before the write). Without a bank conflict the grant is the
+    cycle after the acceptance, so a read accepted in cycle ``t`` sees the writes of cycles up to ``t``.
 
-    Bank conflicts: each bank serves one read per cycle. When several ports address the same bank in the same cycle
-    (and could accept), the bank is granted round robin, starting after the port it served last; the others keep
-    ``ready`` low and retry. Writes never conflict with reads.
+    Bank conflicts: each bank serves one read per cycle. When several ports' queue heads address the same bank (and
+    have credits), the bank is granted round robin, starting after the port it served last; the others wait in
+    their queues. Writes never conflict with reads.
 
     Parameters
     ----------
@@ -175,8 +181,10 @@ class Scratchpad(wiring.Component):
     rd_resp : Out(stream.Signature(ReadResponse(config, width))).array(read_ports)
         Read responses, per read port.
     rd_busy : Out(read_ports)
-        Bit ``p``: port ``p`` has lines requested and not yet taken from ``rd_resp[p]`` (in the read pipeline or
-        its response FIFO).
+        Bit ``p``: port ``p`` has lines requested and not yet taken from ``rd_resp[p]`` (in its request queue, the
+        read pipeline or its response FIFO).
+    rd_grant : Out(read_ports)
+        Bit ``p``: port ``p``'s oldest queued request is granted in this cycle (its bank reads it in the next).
 
     Attributes
     ----------
@@ -188,16 +196,17 @@ class Scratchpad(wiring.Component):
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     byte_mask : bool
     latency : int
-        Cycles from an accepted read request to its response, 4: the bank's address register (the arbitration
-        ends in a flip-flop, not in the block RAM's address pins, which are far apart on the die), the block RAM's
-        read, a register behind each bank (block RAM read data go to a flip-flop and nothing else), the port's
-        response FIFO.
+        Cycles from an accepted read request to its response without a bank conflict, 5: the request queue (the
+        grant is decided on its head, a flip-flop), the bank's address register (the arbitration ends in a
+        flip-flop, not in the block RAM's address pins, which are far apart on the die), the block RAM's read, a
+        register behind each bank (block RAM read data go to a flip-flop and nothing else), the port's response
+        FIFO.
     fifo_depth : int
-        Entries of each port's response FIFO, 5: also the lines a port may have requested and not yet taken, so
-        that a port sustains one line per cycle.
+        Entries of each port's response FIFO, 5: also the lines a port may have granted and not yet taken (four
+        cycles from a grant to its response, plus one), so that a port sustains one line per cycle.
     """
 
-    latency = 4
+    latency = 5
     fifo_depth = 5
 
     def __init__(self, config=None, *, width=None, depth=None, banks=None, read_ports=2, byte_mask=False):
@@ -239,7 +248,33 @@ class Scratchpad(wiring.Component):
             "rd_req":  In(stream.Signature(ReadRequest(self.addr_width))).array(read_ports),
             "rd_resp": Out(stream.Signature(ReadResponse(config, width))).array(read_ports),
             "rd_busy": Out(read_ports),
+            "rd_grant": Out(read_ports),
         })
+
+    @staticmethod
+    def _request_queue(m, req, name):
+        """A two-entry queue of ``req``'s beats, all registers: ``req.ready`` (room for a beat) is a flip-flop, and
+        the returned head (``valid``, ``payload``, and ``ready`` to set: the head leaves) is one too. It passes a
+        beat per cycle while the head leaves every cycle."""
+        shape = req.payload.shape()
+        head = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_taken"),
+                               payload=Signal(shape, name=f"{name}_head"))
+        second = Signal(shape, name=f"{name}_second")
+        second_valid = Signal(name=f"{name}_second_valid")
+        room = Signal(name=f"{name}_room", init=1)      # ~second_valid
+        push = req.valid & req.ready
+        pop = head.valid & head.ready
+        m.d.comb += req.ready.eq(room)
+        with m.If(~head.valid | pop):
+            # The head is free or leaving: the second entry moves up, else the new beat comes straight in.
+            m.d.sync += [
+                head.valid.eq(second_valid | push),
+                head.payload.eq(Mux(second_valid, second, req.payload)),
+            ]
+            m.d.sync += [second_valid.eq(0), room.eq(1)]     # (no beat enters while the second entry is full)
+        with m.Elif(push):
+            m.d.sync += [second.eq(req.payload), second_valid.eq(1), room.eq(0)]
+        return head
 
     def elaborate(self, platform):
         m = Module()
@@ -254,7 +289,7 @@ class Scratchpad(wiring.Component):
             return bank, addr[:local_bits]
 
         # A read may meet the write of its line at the same clock edge and must then see the old contents (the
-        # double-buffering rule lets the load side overwrite a line from the cycle its last read is accepted), so
+        # double-buffering rule lets the load side overwrite a line from the cycle its last read is granted), so
         # the banks keep that read-during-write result (`bram.block_ram`; Yosys emulates it on ECP5).
         read_addrs, read_data, wports = [], [], []
         for b in range(self.banks):
@@ -279,28 +314,33 @@ class Scratchpad(wiring.Component):
                 wp.en.eq(Mux(sel, wr_req.mask, 0) if self.byte_mask else sel),
             ]
 
-        # Read side: per-port credits --------------------------------------------------------------------------
-        # A port may have `fifo_depth` lines requested and not yet taken from its response FIFO (a CreditFIFO); a
-        # request needs a credit, a register compare, so a consumer's `ready` never reaches the arbitration.
+        # Read side: per-port request queues and credits ---------------------------------------------------------
+        # A request enters a two-entry queue of its port (`rd_req.ready` is a flip-flop: the queue has room), and
+        # the arbitration grants the queues' heads, from flip-flops too: neither a requester's logic nor its
+        # `ready` is part of the arbitration's path. A granted request needs a credit of its port's response FIFO
+        # (a CreditFIFO), a register compare, so a consumer's `ready` never reaches the arbitration either.
         ports = self.read_ports
         room = []
         req_bank = []
         fifos = []
+        heads = []
         for p in range(ports):
             fifo = CreditFIFO(ReadResponse(self.config, self.width), self.fifo_depth)
             m.submodules[f"resp_fifo{p}"] = fifo
             wiring.connect(m, fifo.o, wiring.flipped(self.rd_resp[p]))
-            m.d.comb += self.rd_busy[p].eq(fifo.busy)
             fifos.append(fifo)
             room.append(fifo.credit)
-            req_bank.append(split(self.rd_req[p].payload.addr)[0])
+            head = self._request_queue(m, self.rd_req[p], f"req{p}")
+            m.d.comb += self.rd_busy[p].eq(fifo.busy | head.valid)
+            heads.append(head)
+            req_bank.append(split(head.payload.addr)[0])
 
         # Per-bank round-robin arbitration -----------------------------------------------------------------------
         grant = [[Signal(name=f"grant_b{b}_p{p}") for p in range(ports)] for b in range(self.banks)]
         for b in range(self.banks):
             want = [Signal(name=f"want_b{b}_p{p}") for p in range(ports)]
             for p in range(ports):
-                m.d.comb += want[p].eq(self.rd_req[p].valid & room[p] & (req_bank[p] == b))
+                m.d.comb += want[p].eq(heads[p].valid & room[p] & (req_bank[p] == b))
             if ports == 1:
                 m.d.comb += grant[b][0].eq(want[0])
                 continue
@@ -325,7 +365,7 @@ class Scratchpad(wiring.Component):
         for b, (read_addr, rd) in enumerate(zip(read_addrs, read_data)):
             addr = 0
             for p in range(ports):
-                addr = Mux(grant[b][p], split(self.rd_req[p].payload.addr)[1], addr)
+                addr = Mux(grant[b][p], split(heads[p].payload.addr)[1], addr)
             bank_addr = Signal(local_bits, name=f"bank{b}_addr")
             m.d.sync += bank_addr.eq(addr)
             m.d.comb += read_addr.eq(bank_addr)
@@ -333,16 +373,17 @@ class Scratchpad(wiring.Component):
             m.d.sync += registered.eq(rd)
             bank_data.append(registered)
 
-        # Response side: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register
+        # Response side: grant (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register
         # (t + 3), selected into the port's response FIFO -> response (t + 4) -------------------------------------
         for p in range(ports):
-            req = self.rd_req[p]
+            head = heads[p]
             accept = Signal(name=f"accept{p}")
             m.d.comb += [
                 accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
-                req.ready.eq(accept),
+                head.ready.eq(accept),
+                self.rd_grant[p].eq(accept),
             ]
-            valid, bank, last = accept, req_bank[p], req.payload.last
+            valid, bank, last = accept, req_bank[p], head.payload.last
             for i in range(1, 3):
                 s_valid, s_bank, s_last = (Signal(name=f"s{i}_valid{p}"), Signal(range(self.banks),
                                            name=f"s{i}_bank{p}"), Signal(name=f"s{i}_last{p}"))

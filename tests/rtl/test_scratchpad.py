@@ -61,12 +61,13 @@ class Recorder:
         Called with the recorder after every cycle; the recording stops when it returns true.
     """
 
-    def __init__(self, streams, outputs, done, *, max_cycles=20000):
+    def __init__(self, streams, outputs, done, *, pulses=None, max_cycles=20000):
         self.streams = streams
         self.outputs = set(outputs)
         self.done = done
+        self.pulses = pulses or {}
         self.max_cycles = max_cycles
-        self.fires = {name: [] for name in streams}
+        self.fires = {name: [] for name in [*streams, *self.pulses]}
         self.cycles = 0
 
     def count(self, name):
@@ -78,10 +79,14 @@ class Recorder:
         for name in names:
             s = self.streams[name]
             signals += [s.valid, s.ready, s.payload]
+        signals += self.pulses.values()
         held = {}
         while not self.done(self):
             assert self.cycles < self.max_cycles, f"timeout: {({n: len(f) for n, f in self.fires.items()})}"
             values = (await ctx.tick().sample(*signals))[-len(signals):]
+            for name, value in zip(self.pulses, values[3 * len(names):]):
+                if value:
+                    self.fires[name].append((self.cycles, None))
             for i, name in enumerate(names):
                 valid, ready, payload = values[3 * i: 3 * i + 3]
                 raw = payload.as_value().value
@@ -119,11 +124,15 @@ def random_line(rng, width):
 # Model -----------------------------------------------------------------------------------------------------------
 
 def replay(rec, dut):
-    """Expected responses per port from the recorded writes and read requests (reads see earlier cycles' writes)."""
+    """Expected responses per port from the recorded writes and read grants (``rd_grant``: a request reads the
+    bank in the cycle after its grant, so it sees the writes accepted before the grant's cycle, not in it)."""
     mem = {}
     events = []   # (cycle, order, kind, port, payload): reads of a cycle before its write
     for p in range(dut.read_ports):
-        for cycle, payload in rec.fires[f"req{p}"]:
+        requests, grants = rec.fires[f"req{p}"], rec.fires[f"grant{p}"]
+        assert len(grants) == len(requests)
+        for (cycle, _), (accepted, payload) in zip(grants, requests):
+            assert cycle > accepted, "a request granted in the cycle of its acceptance"
             events.append((cycle, 0, p, payload))
     for cycle, payload in rec.fires["wr"]:
         events.append((cycle, 1, None, payload))
@@ -142,6 +151,11 @@ def replay(rec, dut):
                 new = [new[k] if mask >> k & 1 else old[k] for k in range(dut.width)]
             mem[addr] = new
     return expected
+
+
+def grants(dut):
+    """The recorder's pulses: each port's ``rd_grant``."""
+    return {f"grant{p}": dut.rd_grant[p] for p in range(dut.read_ports)}
 
 
 def check_responses(rec, dut):
@@ -164,7 +178,7 @@ def simulate(dut, writes, reads, rng, *, wr_gap, req_gap, resp_gap):
         return (rec.count("wr") == len(writes) and
                 all(rec.count(f"resp{p}") == len(reads[p]) for p in range(dut.read_ports)))
 
-    rec = Recorder(streams, [f"resp{p}" for p in range(dut.read_ports)], done)
+    rec = Recorder(streams, [f"resp{p}" for p in range(dut.read_ports)], done, pulses=grants(dut))
     seeds = [rng.getrandbits(32) for _ in range(1 + 2 * dut.read_ports)]
     tbs = [rec.testbench,
            functools.partial(drive, stream=dut.wr, payloads=writes, rng=random.Random(seeds[0]), gap=wr_gap)]
@@ -183,7 +197,7 @@ def test_defaults():
     cfg = DatapathConfig()
     sp = Scratchpad(cfg)
     assert (sp.width, sp.depth, sp.banks, sp.read_ports) == (cfg.rows, cfg.spad_depth, cfg.spad_banks, 2)
-    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 4 and sp.fifo_depth == 5
+    assert sp.addr_width == 11 and sp.half_depth == 1024 and sp.latency == 5 and sp.fifo_depth == 5
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -299,7 +313,7 @@ def test_double_buffering():
                "resp0": dut.rd_resp[0], "resp1": dut.rd_resp[1]}
     n_writes = sum(len(w) for w, _ in phases)
     n_reads = sum(len(r[0]) for _, r in phases)
-    rec = Recorder(streams, ["resp0", "resp1"],
+    rec = Recorder(streams, ["resp0", "resp1"], pulses=grants(dut), done=
                    lambda r: r.count("wr") == n_writes and r.count("resp0") == r.count("resp1") == n_reads)
 
     async def controller(ctx):
@@ -337,10 +351,10 @@ def test_bank_conflict_round_robin():
     reads = [[{"addr": a % 4, "last": p} for a in range(30)] for p in range(2)]
     rec = simulate(dut, [], reads, rng, wr_gap=0, req_gap=0, resp_gap=0)
     check_responses(rec, dut)
-    cycles = sorted(c for p in range(2) for c, _ in rec.fires[f"req{p}"])
+    cycles = sorted(c for p in range(2) for c, _ in rec.fires[f"grant{p}"])
     assert len(set(cycles)) == 60                       # one grant per cycle for the shared bank ...
     assert cycles[-1] - cycles[0] == 59                 # ... and in every cycle
-    c0 = [c for c, _ in rec.fires["req0"]]
+    c0 = [c for c, _ in rec.fires["grant0"]]
     assert all(b - a == 2 for a, b in zip(c0, c0[1:]))  # alternating
 
 
