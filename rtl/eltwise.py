@@ -105,8 +105,8 @@ class Adder(FoldedTiming, wiring.Component):
         The sums.
     """
 
-    #: Pipeline stages (S1 .. S14), before the output FIFO.
-    STAGES = 14
+    #: Pipeline stages (S0 .. S14), before the output FIFO.
+    STAGES = 15
 
     #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure), unfolded:
     #: the pipeline stages and the output FIFO; :attr:`latency` adds the folding.
@@ -164,15 +164,11 @@ class Adder(FoldedTiming, wiring.Component):
         ]
         entering = f.advance(take)
 
-        # The part entering the pipeline.
-        in_a = Signal(data.ArrayLayout(signed(8), width))
-        in_b = Signal(data.ArrayLayout(signed(8), width))
-        m.d.comb += [
-            in_a.eq(f.part(self.a.payload, name="rest_a")),
-            in_b.eq(f.part(self.b.payload, name="rest_b")),
-        ]
-
+        # S0, the input register: the part entering the pipeline (from the scratchpad's response queues, through
+        # the part multiplexer). The offset adders of S1 then start from flip-flops.
         p = Stages(m)
+        in_a = p.reg(f.part(self.a.payload, name="rest_a"), shape=data.ArrayLayout(signed(8), width), name="in_a")
+        in_b = p.reg(f.part(self.b.payload, name="rest_b"), shape=data.ArrayLayout(signed(8), width), name="in_b")
         valid = entering
         for stage in range(1, self.STAGES + 1):
             valid = p.reg(valid, name=f"valid_s{stage}")
@@ -186,22 +182,22 @@ class Adder(FoldedTiming, wiring.Component):
             cfg = cfgs[stage] = p.reg(cfg, name=f"cfg_s{stage}")
 
         shift = self._left_shift
-        clamp = clamp_bounds(p, cfgs[12], name="clamp")
+        clamp = clamp_bounds(p, cfgs[13], name="clamp")
         outs = []
         for lane in range(width):
             scaled = []
             for name, x, inp in (("a", in_a[lane], 1), ("b", in_b[lane], 2)):
                 # S1: input offset.
-                value = p.reg(x + params[f"input{inp}"].offset, name=f"{name}_off_l{lane}")
+                value = p.reg(x + cfgs[1][f"input{inp}"].offset, name=f"{name}_off_l{lane}")
                 # S2-S3: (x + offset) * multiplier; the left shift is applied to the rounding below.
-                prod, stages = multiply(p, value, cfgs[1][f"input{inp}"].multiplier, name=f"{name}_mul_l{lane}",
+                prod, stages = multiply(p, value, cfgs[2][f"input{inp}"].multiplier, name=f"{name}_mul_l{lane}",
                                         platform=platform)
                 assert stages == 2
                 # S4: SaturatingRoundingDoublingHighMul(v << L, M) = floor((v*M*2^L + 2^30) / 2^31)
                 # = ((v*M >> (30 - L)) + 1) >> 1; it cannot saturate (|v << L| < 2^31). z = 2 * high.
                 q = (prod >> (30 - shift)) + 1
                 z = p.reg(Cat(Const(0, 1), q[1:]).as_signed(), shape=signed(32), name=f"{name}_z_l{lane}")
-                amount = p.reg((-cfgs[3][f"input{inp}"].shift)[:5], name=f"{name}_amount_l{lane}")
+                amount = p.reg((-cfgs[4][f"input{inp}"].shift)[:5], name=f"{name}_amount_l{lane}")
                 # S5-S6: RoundingDivideByPOT(high, -shift_k).
                 y, carry = rounding_shift_right(z, amount, 1)
                 y = p.reg(y, shape=signed(32), name=f"{name}_y_l{lane}")
@@ -211,18 +207,18 @@ class Adder(FoldedTiming, wiring.Component):
             # S7: the raw sum (|raw| < 2^31 for left_shift <= 22).
             raw = p.reg(scaled[0] + scaled[1], shape=signed(32), name=f"raw_l{lane}")
             # S8-S10: raw * output_multiplier.
-            prod, stages = multiply(p, raw, cfgs[7].output_multiplier, name=f"out_mul_l{lane}", platform=platform)
+            prod, stages = multiply(p, raw, cfgs[8].output_multiplier, name=f"out_mul_l{lane}", platform=platform)
             assert stages == 3
             # S11: SaturatingRoundingDoublingHighMul (raw is never INT32_MIN: no saturation); z = 2 * high.
             q = (prod >> 30) + 1
             z = p.reg(Cat(Const(0, 1), q[1:]).as_signed(), shape=signed(34), name=f"out_z_l{lane}")
-            amount = p.reg((-cfgs[10].output_shift)[:5], name=f"out_amount_l{lane}")
+            amount = p.reg((-cfgs[11].output_shift)[:5], name=f"out_amount_l{lane}")
             # S12-S14: RoundingDivideByPOT(high, -output_shift) (shift; saturation to 18 bits, last rounding step and
             # zero point), clamp.
             y, carry = rounding_shift_right(z, amount, 1)
             y = p.reg(y, shape=signed(34), name=f"out_y_l{lane}")
             carry = p.reg(carry, name=f"out_carry_l{lane}")
-            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[12].output_offset), shape=signed(20),
+            w = p.reg(add_offset(saturate(y, signed(18)), carry, cfgs[13].output_offset), shape=signed(20),
                       name=f"out_w_l{lane}")
             outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
