@@ -298,11 +298,16 @@ class Accumulator(wiring.Component):
             w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
         ]
 
-        s3_bank, s3_line = split(s3_addr)
+        # Each bank's write address and enable come from registers of its own (copies of stage 3's, loaded from
+        # stage 2): a line is 15 block RAMs wide at 16 columns, and one address register for all banks drove some
+        # 45 block RAMs spread over the die (a 16 x 16 worst path, 13.4 ns).
+        s2_bank, s2_line = split(s2.addr)
         for b, wp in enumerate(wports):
+            en = register_copy(m, s2.valid & (s2_bank == b), name=f"bank{b}_wen", platform=platform, init=0)
+            line = register_copy(m, s2_line, name=f"bank{b}_waddr", platform=platform)
             m.d.comb += [
-                wp.en.eq(s3_valid & (s3_bank == b)),
-                wp.addr.eq(s3_line),
+                wp.en.eq(en),
+                wp.addr.eq(line),
                 wp.data.eq(s3_sum),
             ]
 
