@@ -153,9 +153,9 @@ class Scratchpad(wiring.Component):
     grant is not observed (the read returns the line before the write). Without a bank conflict the grant is the
     cycle after the acceptance, so a read accepted in cycle ``t`` sees the writes of cycles up to ``t``.
 
-    Bank conflicts: each bank serves one read per cycle. When several ports' queue heads address the same bank (and
-    have credits), the bank is granted round robin, starting after the port it served last; the others wait in
-    their queues. Writes never conflict with reads.
+    Bank conflicts: each bank serves one read per cycle. When several ports' queue heads address the same bank, it
+    goes to one of them round robin, starting after the port it served last (a port without a credit then loses its
+    turn); the others wait in their queues. Writes never conflict with reads.
 
     Parameters
     ----------
@@ -336,11 +336,14 @@ class Scratchpad(wiring.Component):
             req_bank.append(split(head.payload.addr)[0])
 
         # Per-bank round-robin arbitration -----------------------------------------------------------------------
+        # A bank goes to a queue head that addresses it, whether or not its port has a credit (the credit is
+        # checked after the grant, below): the arbitration then depends on the queues' registers only. A port
+        # granted without a credit wastes the bank for that cycle, and the round robin moves on past it.
         grant = [[Signal(name=f"grant_b{b}_p{p}") for p in range(ports)] for b in range(self.banks)]
         for b in range(self.banks):
             want = [Signal(name=f"want_b{b}_p{p}") for p in range(ports)]
             for p in range(ports):
-                m.d.comb += want[p].eq(heads[p].valid & room[p] & (req_bank[p] == b))
+                m.d.comb += want[p].eq(heads[p].valid & (req_bank[p] == b))
             if ports == 1:
                 m.d.comb += grant[b][0].eq(want[0])
                 continue
@@ -364,8 +367,8 @@ class Scratchpad(wiring.Component):
         # (The banks read every cycle: no clock enable on the read data or their register.)
         for b, (read_addr, rd) in enumerate(zip(read_addrs, read_data)):
             addr = 0
-            for p in range(ports):
-                addr = Mux(grant[b][p], split(heads[p].payload.addr)[1], addr)
+            for p in range(ports):      # (the grants of a bank are one-hot: an OR of ANDs, not a chain of muxes)
+                addr = addr | Mux(grant[b][p], split(heads[p].payload.addr)[1], 0)
             bank_addr = Signal(local_bits, name=f"bank{b}_addr")
             m.d.sync += bank_addr.eq(addr)
             m.d.comb += read_addr.eq(bank_addr)
@@ -379,7 +382,7 @@ class Scratchpad(wiring.Component):
             head = heads[p]
             accept = Signal(name=f"accept{p}")
             m.d.comb += [
-                accept.eq(Cat(grant[b][p] for b in range(self.banks)).any()),
+                accept.eq(room[p] & Cat(grant[b][p] for b in range(self.banks)).any()),
                 head.ready.eq(accept),
                 self.rd_grant[p].eq(accept),
             ]
