@@ -241,6 +241,20 @@ class Datapath(wiring.Component):
             idle_units.append(~spad.rd_busy[2])
         if vector_ports == 2:
             idle_units.append(~spad.rd_busy[3])
+        # Which vector unit the scratchpad's ports 2 and 3 (their requests and responses) and the requantiser's
+        # input belong to: `out_sel == opcode` a cycle late, from a flip-flop, not the compare itself (it sat in
+        # front of the scratchpad's arbitration and of the units' input handshakes). A cycle late is soon enough:
+        # `out_sel` changes as a unit's first run is handed out, its reader's first request comes two cycles after
+        # that at the earliest (the run's register, then the request's) and its first response later still; the
+        # unit it replaces has drained (no request, response or result of it is left).
+        chosen = {}
+
+        def routed_to(opcode):
+            if opcode not in chosen:
+                chosen[opcode] = Signal(name=f"routed_to_{opcode.name.lower()}")
+                m.d.sync += chosen[opcode].eq(seq.out_sel == opcode)
+            return chosen[opcode]
+
         # Requests on ports 2 and 3: from the vector line readers, or (out_sel == DWCONV) from the column reader.
         requesters = {2: [], 3: []}
         if self.has_add or self.has_pool:
@@ -259,7 +273,7 @@ class Datapath(wiring.Component):
                 resp_b.ready.eq(adder.b.ready),
                 adder.a.payload.eq(resp_a.payload.data),
             ]
-            with m.If(seq.out_sel == Opcode.ADD):
+            with m.If(routed_to(Opcode.ADD)):
                 m.d.comb += [
                     adder.a.valid.eq(resp_a.valid),
                     resp_a.ready.eq(adder.a.ready),
@@ -273,7 +287,7 @@ class Datapath(wiring.Component):
         if self.has_pool:
             m.submodules.pool = pooler = pool.Pool(cfg.rows, max_count=POOL_MAX_WINDOW)
             m.d.comb += pooler.i.payload.eq(resp_a.payload)
-            with m.If(seq.out_sel == Opcode.POOL):
+            with m.If(routed_to(Opcode.POOL)):
                 m.d.comb += [
                     pooler.i.valid.eq(resp_a.valid),
                     resp_a.ready.eq(pooler.i.ready),
@@ -298,12 +312,12 @@ class Datapath(wiring.Component):
             requesters[3].append((Opcode.DWCONV, dw_reader.req_b))
             for resp, sink in ((resp_a, dw_reader.resp_a), (resp_b, dw_reader.resp_b)):
                 m.d.comb += sink.payload.eq(resp.payload)
-                with m.If(seq.out_sel == Opcode.DWCONV):
+                with m.If(routed_to(Opcode.DWCONV)):
                     m.d.comb += [
                         sink.valid.eq(resp.valid),
                         resp.ready.eq(sink.ready),
                     ]
-            selected = seq.out_sel == Opcode.DWCONV
+            selected = routed_to(Opcode.DWCONV)
             source = acc.rd_data
             m.d.comb += [
                 requant.i.valid.eq(Mux(selected, dw_unit.result.valid, source.valid)),
@@ -320,18 +334,12 @@ class Datapath(wiring.Component):
                                dw_unit.result.valid & dw_unit.result.ready)
             idle_units += [pixels == 0, ~dw_reader.busy, ~dw_buffer.window.valid]
             outputs[Opcode.DWCONV] = requant.o
-        # A shared port's requester is chosen by a flip-flop, `out_sel == opcode` a cycle late, not by the compare
-        # itself (it sits in front of the scratchpad's arbitration of all ports). A cycle late is soon enough:
-        # `out_sel` changes as a unit's first run is handed out, and its reader's first request comes two cycles
-        # after that at the earliest (the run's register, then the request's); the unit it replaces has drained.
         for port, users in requesters.items():
             if len(users) == 1:
                 wiring.connect(m, users[0][1], spad.rd_req[port])
             elif users:
                 (_, vector), (opcode, other) = users
-                chosen = Signal(name=f"port{port}_chosen")
-                m.d.sync += chosen.eq(seq.out_sel == opcode)
-                with m.If(chosen):
+                with m.If(routed_to(opcode)):
                     wiring.connect(m, other, spad.rd_req[port])
                 with m.Else():
                     wiring.connect(m, vector, spad.rd_req[port])
