@@ -409,10 +409,11 @@ def _stage(m, port, name, platform=None, chunk=64):
     depends on the scratchpad's arbitration) stops at the stage instead of running through the start decision. A
     beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
 
-    The payload register loads whenever the stage is empty, not on the handshake: its clock enable (a requantiser
-    parameter beat is over 1 100 bits) is then the output of a flip-flop, not the sequencer's start decision; the
-    beat that enters is the one loaded in the cycle of its handshake. Each ``chunk`` bits of the payload have their
-    own copy of that flip-flop (:func:`~haneul.rtl.pe.register_copy`), so that no single net enables them all.
+    The payload register loads whenever the stage is empty, not on the handshake: its clock enable is then the
+    output of a flip-flop, not the sequencer's start decision; the beat that enters is the one loaded in the cycle
+    of its handshake. Each ``chunk`` bits of the payload have their own copy of that flip-flop
+    (:func:`~haneul.rtl.pe.register_copy`), so that no single net enables them all. (Parameter beats, over 1 100
+    bits, pass through :func:`_offer` instead, without a payload register.)
     """
     inner = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_ready"),
                             payload=Signal(port.payload.shape(), name=f"{name}_payload"))
