@@ -30,7 +30,7 @@
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -39,7 +39,6 @@ from .accumulator import AccumulatorWrite, ReadCommand
 from .commands import (COUNT_WIDTH, DWCONV_KERNEL, POOL_MAX_WINDOW, Arguments, CommandWord, DwconvArgs, ErrorCode,
                        Opcode, weight_lines_per_row, weight_tile_lines)
 from .config import DatapathConfig
-from .pe import register_copy
 from .scratchpad import ReadRequest, ReadResponse
 from .systolic import ResultBeat, WeightBeat
 
@@ -271,9 +270,9 @@ class ResultWriter(wiring.Component):
 
     The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of its
     run; a run is taken from ``run`` into a register while none is held or as the previous tile's last vector is
-    taken (so a tile's first result can be taken the cycle after its run arrives). A tagged beat leaves ``wr`` from a register,
-    the cycle after its result is taken; ``done`` pulses when the tile's last beat is accepted on ``wr``. A result
-    waits (``result.ready`` low) while there is no run.
+    taken (so a tile's first result can be taken the cycle after its run arrives). A tagged beat leaves ``wr`` from
+    a register, the cycle after its result is taken; ``done`` pulses when the tile's last beat is accepted on
+    ``wr``. A result waits (``result.ready`` low) while there is no run.
 
     Parameters
     ----------
@@ -401,37 +400,33 @@ class _OutputEntry(data.StructLayout):
         })
 
 
-def _stage(m, port, name, platform=None, chunk=64):
+def _stage(m, port, name):
     """A one-entry register stage in front of the output stream ``port``.
 
     Returns the stream the sequencer's logic drives (an object with ``valid``, ``ready`` and ``payload``) and the
-    stage's ``full`` flag. Its ``ready`` is ``empty`` (``~full``), a flip-flop: the consumer's ``ready`` (a line reader's, which
-    depends on the scratchpad's arbitration) stops at the stage instead of running through the start decision. A
-    beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
+    stage's ``full`` flag. Its ``ready`` is ``empty`` (``~full``), a flip-flop: the consumer's ``ready`` (a line
+    reader's, which depends on the scratchpad's arbitration) stops at the stage instead of running through the start
+    decision. A beat takes at least two cycles to pass, which hand-outs (one per command) never notice.
 
     The payload register loads whenever the stage is empty, not on the handshake: its clock enable is then the
-    output of a flip-flop, not the sequencer's start decision; the beat that enters is the one loaded in the cycle
-    of its handshake. Each ``chunk`` bits of the payload have their own copy of that flip-flop
-    (:func:`~haneul.rtl.pe.register_copy`), so that no single net enables them all. (Parameter beats, over 1 100
-    bits, pass through :func:`_offer` instead, without a payload register.)
+    output of a flip-flop (``empty``), not the sequencer's start decision; the beat that enters is the one loaded in
+    the cycle of its handshake. (Parameter beats, over 1 100 bits, pass through :func:`_offer` instead, without a
+    payload register.)
     """
     inner = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_ready"),
                             payload=Signal(port.payload.shape(), name=f"{name}_payload"))
     full = Signal(name=f"{name}_full")
     empty = Signal(name=f"{name}_empty", init=1)
-    empty_next = Signal(name=f"{name}_empty_next")
     m.d.comb += [
         inner.ready.eq(empty),
         port.valid.eq(full),
-        # (The beat can leave only while full and enter only while empty: never both in one cycle.)
-        empty_next.eq(Mux(inner.valid & inner.ready, 0, Mux(port.valid & port.ready, 1, empty))),
     ]
-    m.d.sync += [full.eq(~empty_next), empty.eq(empty_next)]
-    payload, source = Value.cast(port.payload), Value.cast(inner.payload)
-    for index, low in enumerate(range(0, len(payload), chunk)):
-        load = register_copy(m, empty_next, name=f"{name}_load{index}", platform=platform, init=1)
-        with m.If(load):
-            m.d.sync += payload[low:low + chunk].eq(source[low:low + chunk])
+    with m.If(port.valid & port.ready):
+        m.d.sync += [full.eq(0), empty.eq(1)]
+    with m.If(inner.valid & inner.ready):
+        m.d.sync += [full.eq(1), empty.eq(0)]
+    with m.If(empty):
+        m.d.sync += port.payload.eq(inner.payload)
     return inner, full
 
 
@@ -614,7 +609,7 @@ class Sequencer(wiring.Component):
         stages = {}
 
         def stage(name):
-            inner, full = _stage(m, getattr(self, name), f"{name}_stage", platform)
+            inner, full = _stage(m, getattr(self, name), f"{name}_stage")
             stages[name] = full
             return inner
 
