@@ -36,6 +36,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from haneul.rtl.axi import amba_ports
 from haneul.rtl.config import DatapathConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,7 +250,7 @@ def main(argv=None):
 
     start = time.monotonic()
     if not args.reuse_synth:
-        (workdir / "top.il").write_text(rtlil.convert(dut, name="top", platform=platform))
+        (workdir / "top.il").write_text(rtlil.convert(dut, name="top", platform=platform, ports=amba_ports(dut)))
         figures["time_s"]["rtlil"] = round(time.monotonic() - start, 1)
         print(f"  rtlil     {figures['time_s']['rtlil']:8.1f} s")
 

@@ -94,7 +94,7 @@ class ReadCommand(data.StructLayout):
 class Accumulator(wiring.Component):
     """Double-buffered int32 accumulator memory with a read-modify-write write side and a streaming read-out.
 
-    Write side (``wr``): ``wr.ready`` is always high, one beat per cycle. A beat accepted in cycle ``t`` reads its
+    Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its
     line in cycle ``t`` (only if ``accumulate``), adds in ``t + 1`` and writes the line at the end of ``t + 2``.
     The three beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
@@ -126,7 +126,7 @@ class Accumulator(wiring.Component):
 
     Members
     -------
-    wr : In(stream.Signature(AccumulatorWrite(config, cols, addr_width)))
+    wr : In(stream.Signature(AccumulatorWrite(config, cols, addr_width), always_ready=True))
         Result vectors to write or accumulate.
     rd_cmd : In(stream.Signature(ReadCommand(addr_width)))
         Read-out commands.
@@ -189,7 +189,7 @@ class Accumulator(wiring.Component):
         self.half_depth = depth // 2
 
         super().__init__({
-            "wr":      In(stream.Signature(AccumulatorWrite(config, cols, self.addr_width))),
+            "wr":      In(stream.Signature(AccumulatorWrite(config, cols, self.addr_width), always_ready=True)),
             "rd_cmd":  In(stream.Signature(ReadCommand(self.addr_width))),
             "rd_data": Out(stream.Signature(data.ArrayLayout(config.acc_shape, cols))),
             "rd_busy": Out(1),
@@ -238,7 +238,6 @@ class Accumulator(wiring.Component):
         #          did not see (stage 3, or the writes of the last two cycles); add.
         # Stage 3: write.
         wr = self.wr
-        m.d.comb += wr.ready.eq(1)
         in_read = Signal()
         m.d.comb += in_read.eq(wr.valid & wr.payload.accumulate)
         in_bank, in_line = split(wr.payload.addr)

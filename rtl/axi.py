@@ -11,7 +11,7 @@ Designer, cocotbext-axi ``AxiBus.from_prefix``) expect them: ``m_axi_awaddr`` ra
     verilog.convert(npu, name="haneul_npu", ports=amba_ports(npu))
 """
 
-from amaranth.hdl import Module, Value
+from amaranth.hdl import Const, Module, Value
 from amaranth.hdl._ir import PortDirection
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
@@ -175,10 +175,13 @@ def amba_ports(component):
 
     Ports whose signature is nested (an AXI interface) get their members joined with one underscore
     (``m_axi_awaddr``), plain ports keep their name (``irq``). Stream ports that are not AXI keep Amaranth's
-    ``<port>__<member>``, so the names stay unique.
+    ``<port>__<member>``, so the names stay unique. Members that are constants (the ``ready`` of an
+    ``always_ready`` stream) are not ports.
     """
     ports = {}
     for path, member, value in component.signature.flatten(component):
+        if isinstance(value, Const):
+            continue
         top = component.signature.members[path[0]]
         sep = "_" if top.is_signature and isinstance(top.signature, (AXI4Signature, AXI4LiteSignature)) else "__"
         name = sep.join(str(p) for p in path)

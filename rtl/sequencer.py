@@ -269,10 +269,14 @@ class ResultWriter(wiring.Component):
     """Tags the systolic array's result vectors with their accumulator line and ``accumulate`` flag.
 
     The results of a tile (a run of vectors ending with ``last``) go to consecutive lines from the ``addr`` of its
-    run; a run is taken from ``run`` into a register while none is held or as the previous tile's last vector is
-    taken (so a tile's first result can be taken the cycle after its run arrives). A tagged beat leaves ``wr`` from
-    a register, the cycle after its result is taken; ``done`` pulses when the tile's last beat is accepted on
-    ``wr``. A result waits (``result.ready`` low) while there is no run.
+    run; a run is taken from ``run`` into a register while none is held or as the previous tile's last vector
+    arrives (so a tile's first result may arrive the cycle after its run). A tagged beat leaves ``wr`` from a
+    register, the cycle after its result; ``done`` pulses with the tile's last beat on ``wr``.
+
+    Neither stream has backpressure (the array cannot stall and the accumulator takes a beat every cycle), so a
+    tile's run must be on ``run`` before its first result arrives: the sequencer hands a tile's result run out no
+    later than its activation run, and the array returns no result of a tile before it has taken the tile's first
+    activation vector. (A result that arrives without a run would be written nowhere.)
 
     Parameters
     ----------
@@ -284,12 +288,12 @@ class ResultWriter(wiring.Component):
     -------
     run : In(stream.Signature(ResultRun(addr_width)))
         One run per tile, in tile order.
-    result : In(stream.Signature(ResultBeat(config)))
+    result : In(stream.Signature(ResultBeat(config), always_ready=True))
         The systolic array's results.
-    wr : Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width)))
+    wr : Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width), always_ready=True))
         The accumulator's write stream.
     done : Out(1)
-        The last result vector of a tile is accepted on ``wr`` in this cycle.
+        The last result vector of a tile is on ``wr`` in this cycle.
     """
 
     def __init__(self, config, addr_width):
@@ -299,43 +303,35 @@ class ResultWriter(wiring.Component):
         self.addr_width = addr_width
         super().__init__({
             "run":    In(stream.Signature(ResultRun(addr_width))),
-            "result": In(stream.Signature(ResultBeat(config))),
-            "wr":     Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width))),
+            "result": In(stream.Signature(ResultBeat(config), always_ready=True)),
+            "wr":     Out(stream.Signature(AccumulatorWrite(config, config.cols, addr_width), always_ready=True)),
             "done":   Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        # The tagged beat leaves through a register (the line address is a sum of the run queue's output and a
-        # count: registered, it does not run on into the accumulator's block RAM address).
+        # The tagged beat leaves through a register (the line address is a sum of the run's address and a count:
+        # registered, it does not run on into the accumulator's block RAM address). The head run is held in a
+        # register of its own, loaded from `run` when empty or as the tile ends.
         index = Signal(self.addr_width)
-        take = Signal()
+        take = self.result.valid
         last = Signal()
-        end = Signal()
-        # The head run is held in a register of its own, loaded from `run` when empty or as the tile ends, so that
-        # `take` (and with it `result.ready`, which reaches the read pointer copies of every column of the array's
-        # FIFO) is a function of flip-flops only, not of the run queue's fill level.
         cur = Signal(self.run.payload.shape())
         cur_valid = Signal()
         m.d.comb += [
-            take.eq(self.result.valid & cur_valid & (~self.wr.valid | self.wr.ready)),
-            end.eq(take & self.result.payload.last),
-            self.result.ready.eq(take),
-            self.run.ready.eq(~cur_valid | end),
-            self.done.eq(self.wr.valid & self.wr.ready & last),
+            self.run.ready.eq(~cur_valid | (take & self.result.payload.last)),
+            self.done.eq(self.wr.valid & last),
         ]
         with m.If(self.run.ready):
             m.d.sync += [cur_valid.eq(self.run.valid), cur.eq(self.run.payload)]
-        # The output register loads whenever it is free, whether a beat is taken or not, so that the line's data
-        # (a whole result vector) need no clock enable (with the accumulator, always ready, it loads every cycle)
-        # and, without a reset, no LUT in front of it.
+        # The line's data (a whole result vector) loads every cycle, beat or not: no clock enable and, without a
+        # reset, no LUT in front of it.
         line = Signal.like(self.wr.payload.data, name="line", reset_less=True)
         m.d.comb += self.wr.payload.data.eq(line)
-        with m.If(~self.wr.valid | self.wr.ready):
-            m.d.sync += [
-                self.wr.valid.eq(take),
-                line.eq(self.result.payload.data),
-            ]
+        m.d.sync += [
+            self.wr.valid.eq(take),
+            line.eq(self.result.payload.data),
+        ]
         with m.If(take):
             m.d.sync += [
                 self.wr.payload.addr.eq(cur.addr + index),
@@ -455,18 +451,24 @@ def _offer(m, port, source, name):
     return inner, full
 
 
-def _hand_out(m, go, streams, name):
+def _hand_out(m, go, streams, name, after=None):
     """Offer one beat on each of ``streams`` while ``go`` is high, each until it is accepted (a fork).
 
     ``streams`` are objects with ``valid`` and ``ready``. Returns ``(done, fired, committed)``: ``done`` is high
     in the cycle in which the last of them is accepted, ``fired`` in every cycle in which any is, ``committed``
-    while some but not all have been accepted. ``go`` must stay high until ``done``.
+    while some but not all have been accepted. ``go`` must stay high until ``done``. ``after`` maps the index of a
+    stream to the index of one that must be accepted first or in the same cycle.
     """
     sent = [Signal(name=f"{name}_sent{i}") for i in range(len(streams))]
     done = Signal(name=f"{name}_done")
     fired = Signal(name=f"{name}_fired")
-    for stream_, was_sent in zip(streams, sent):
-        m.d.comb += stream_.valid.eq(go & ~was_sent)
+    after = after or {}
+    for index, (stream_, was_sent) in enumerate(zip(streams, sent)):
+        allowed = 1
+        if index in after:
+            first = after[index]
+            allowed = sent[first] | streams[first].ready
+        m.d.comb += stream_.valid.eq(go & ~was_sent & allowed)
     m.d.comb += [
         done.eq(go & Cat(*(s | (r.valid & r.ready) for s, r in zip(sent, streams))).all()),
         fired.eq(Cat(*(r.valid & r.ready for r in streams)).any()),
@@ -774,7 +776,9 @@ class Sequencer(wiring.Component):
                                  for v, e in zip(q_valid, q)),
                                acc_busy & overlaps(active_addr, active_end)).any())
 
-        # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is).
+        # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is); the result run
+        # no later than the activation run, so that the result writer, which cannot hold up the array's results,
+        # has the tile's run before the first of them.
         mm_go = Signal()
         m.d.comb += [
             self.weight_run.payload.addr.eq(mm.weight_addr),
@@ -784,7 +788,7 @@ class Sequencer(wiring.Component):
             self.result_run.payload.addr.eq(mm.acc_addr),
             self.result_run.payload.accumulate.eq(mm.accumulate),
         ]
-        mm_done, _, _ = _hand_out(m, mm_go, [self.weight_run, self.act_run, self.result_run], "mm")
+        mm_done, _, _ = _hand_out(m, mm_go, [self.weight_run, self.act_run, self.result_run], "mm", after={1: 2})
 
         oq_push = Signal()
         fault = Signal()

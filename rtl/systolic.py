@@ -18,23 +18,25 @@ Dataflow (``rows = cols = 3`` shown)::
     act[1] -[1]--> PE10 --> PE11 --> PE12         partial sums move down, one PE per cycle
     act[2] -[2]--> PE20 --> PE21 --> PE22
                     |        |        |
-                    v        v        v           column n written into its FIFO column when it leaves
-                   [FIFO c0][FIFO c1][FIFO c2]    output FIFO (rows+cols+5 entries): the deskew
-                          |
+                    v        v        v
+                   [3]      [2]      [1]          deskew: column n delayed cols - n cycles
+                    |        |        |
                        result vector
 
-``[d]`` is a delay of ``d`` registers (plus one input register in every row, not drawn). Row ``k`` of the activation
-vector is skewed by ``k`` cycles on the way in, and column ``n`` of the result is written into the output FIFO as it
-leaves the array, ``n`` cycles after column 0; a FIFO row is read once its last column is in. So the user sends and receives whole, unskewed vectors.
+``[d]`` is a delay of ``d`` cycles (plus one input register in every row, not drawn). Row ``k`` of the activation
+vector is skewed by ``k`` cycles on the way in, and column ``n`` of the result, which leaves the array ``n`` cycles
+after column 0, is delayed ``cols - n`` cycles on the way out. So the user sends and receives whole, unskewed
+vectors.
 
 Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see :mod:`haneul.rtl.pe`). The
-pipeline never stalls; the output FIFO and a credit count absorb backpressure. See ``docs/systolic.md`` for timing
-diagrams and the stall scheme, ``docs/fpga.md`` for the ECP5 figures.
+pipeline never stalls and the result stream has no backpressure: the consumer takes every result in the cycle it
+appears (the accumulator memory does). See ``docs/systolic.md`` for timing diagrams, ``docs/fpga.md`` for the ECP5
+figures.
 """
 
 import dataclasses
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,7 +44,40 @@ from amaranth.lib.wiring import In, Out
 from .config import DatapathConfig
 from .pe import ProcessingElement, register_copy
 
-__all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray"]
+__all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray", "delay_line"]
+
+
+def delay_line(m, value, count, name):
+    """``value`` delayed by ``count`` cycles, for data that moves every cycle (no enable, no reset).
+
+    Up to two cycles are flip-flops; a longer line is a LUT-RAM memory of ``count - 1`` entries, written and read
+    (asynchronously) at the same free-running counter, so that each entry is read just before it is overwritten
+    ``count - 1`` cycles after it was written, followed by a flip-flop: the output comes from a register.
+    """
+    value = Value.cast(value)
+    if count <= 2:
+        for i in range(count):
+            reg = Signal(value.shape(), name=f"{name}_d{i}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+    depth = count - 1
+    memory = m.submodules[f"{name}_ram"] = Memory(shape=value.shape(), depth=depth, init=[])
+    write = memory.write_port()
+    read = memory.read_port(domain="comb")
+    index = Signal(range(depth), name=f"{name}_index", reset_less=True)
+    out = Signal(value.shape(), name=name, reset_less=True)
+    m.d.sync += [
+        index.eq(Mux(index == depth - 1, 0, index + 1)),
+        out.eq(read.data),
+    ]
+    m.d.comb += [
+        write.addr.eq(index),
+        write.data.eq(value),
+        write.en.eq(1),
+        read.addr.eq(index),
+    ]
+    return out
 
 
 class ActivationBeat(data.StructLayout):
@@ -118,19 +153,18 @@ class SystolicArray(wiring.Component):
     * ``weight.ready`` is high while the shadow registers still need rows of the next tile (they are free again from
       the cycle after the previous tile's first vector was accepted).
     * ``act.ready`` is low for the first vector of a tile until all ``rows`` rows of its weights have been accepted.
-    * ``act.ready`` is also low while ``fifo_depth`` vectors are accepted and not yet taken from ``result``.
     * The weights have no reset; the first tile needs its weights like any other.
 
     Timing: a vector accepted on ``act`` in cycle ``t`` appears on ``result`` in cycle ``t + latency`` (``latency =
-    rows + cols + 4``) if no earlier result is waiting. Throughput is one vector per cycle, also across tile
+    rows + cols + 4``), always. Throughput is one vector per cycle, also across tile
     boundaries when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are
     computed correctly, with bubbles while their weights load).
 
-    Stalls: the pipeline never stops (there is no clock enable). Results enter an output FIFO of ``fifo_depth =
-    latency + 1`` entries, and a vector is accepted only when an entry is free for its result, counting the vectors
-    still in flight; ``result`` is the FIFO's read side. ``result.ready`` therefore drives only the FIFO and the
-    credit counter, and ``act.ready``/``weight.ready`` depend on registers only. Gaps in ``act.valid`` travel through
-    the array as bubbles.
+    Stalls: the pipeline never stops (there is no clock enable) and ``result`` is ``always_ready``: a result is
+    valid for its one cycle and must be taken then. With no backpressure to spread, no decision reaches more than
+    one column of the array: the column deskew is a free-running delay line per column (:func:`delay_line`), and
+    ``act.ready``/``weight.ready`` depend on registers only. Gaps in ``act.valid`` travel through the array as
+    bubbles.
 
     Parameters
     ----------
@@ -148,8 +182,8 @@ class SystolicArray(wiring.Component):
         Activation vectors, unskewed.
     weight : In(stream.Signature(WeightBeat(config)))
         Weight tile rows.
-    result : Out(stream.Signature(ResultBeat(config)))
-        Result vectors, deskewed.
+    result : Out(stream.Signature(ResultBeat(config), always_ready=True))
+        Result vectors, deskewed; no backpressure.
 
     Attributes
     ----------
@@ -157,8 +191,6 @@ class SystolicArray(wiring.Component):
     rows, cols : int
     latency : int
         Cycles from ``act`` to ``result``, ``rows + cols + 4``.
-    fifo_depth : int
-        Entries of the output FIFO, ``latency + 1``: the fewest that sustain one vector per cycle.
     """
 
     def __init__(self, config=None, *, rows=None, cols=None):
@@ -174,11 +206,10 @@ class SystolicArray(wiring.Component):
         self.rows = config.rows
         self.cols = config.cols
         self.latency = config.latency
-        self.fifo_depth = config.latency + 1
         super().__init__({
             "act":    In(stream.Signature(ActivationBeat(config))),
             "weight": In(stream.Signature(WeightBeat(config))),
-            "result": Out(stream.Signature(ResultBeat(config))),
+            "result": Out(stream.Signature(ResultBeat(config), always_ready=True)),
         })
 
     def elaborate(self, platform):
@@ -193,11 +224,6 @@ class SystolicArray(wiring.Component):
                 value = reg
             return value
 
-        # Credits --------------------------------------------------------------------------------------------------
-        # The pipeline never stalls. A vector is accepted only if the output FIFO will have room for its result:
-        # `used` counts the vectors accepted and not yet taken from `result`, in flight or in the FIFO.
-        used = Signal(range(self.fifo_depth + 1))
-
         # Tile control -------------------------------------------------------------------------------------------
 
         need_swap = Signal(init=1)                 # the next accepted vector starts a tile
@@ -207,8 +233,8 @@ class SystolicArray(wiring.Component):
             shadow_full.eq(shadow_rows == rows),
             self.weight.ready.eq(~shadow_full),
         ]
-        # `act.ready` is a flip-flop, loaded with the next cycle's verdict: a credit and, for a vector that starts a
-        # tile, a full shadow. It has two copies: one drives the producer's handshake, the other this array's, so
+        # `act.ready` is a flip-flop, loaded with the next cycle's verdict: for a vector that starts a tile, a full
+        # shadow. It has two copies: one drives the producer's handshake, the other this array's, so
         # that neither handshake crosses from one block to the other and back within a cycle (the activations come
         # from the scratchpad's response queue, which sits across the die from the array's control on the 16 x 16
         # ECP5 build).
@@ -218,7 +244,6 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.act.ready.eq(ready_port)
         act_fire = self.act.valid & ready_local
         weight_fire = self.weight.valid & self.weight.ready
-        result_fire = self.result.valid & self.result.ready
         swap = Signal()
         m.d.comb += swap.eq(act_fire & need_swap)
 
@@ -229,17 +254,10 @@ class SystolicArray(wiring.Component):
             m.d.sync += shadow_rows.eq(0)
         with m.Elif(weight_fire):
             m.d.sync += shadow_rows.eq(shadow_rows + 1)
-        with m.If(act_fire & ~result_fire):
-            m.d.sync += used.eq(used + 1)
-        with m.Elif(~act_fire & result_fire):
-            m.d.sync += used.eq(used - 1)
         # The next cycle's state, each from a test of this cycle's registers selected by the handshakes.
-        depth = self.fifo_depth
-        credit_next = Mux(act_fire & ~result_fire, used < depth - 1,
-                          Mux(result_fire & ~act_fire, 1, used != depth))
         need_swap_next = Mux(act_fire, self.act.payload.last, need_swap)
         full_next = Mux(swap, 0, Mux(weight_fire, shadow_rows == rows - 1, shadow_full))
-        m.d.comb += ready_next.eq(credit_next & (~need_swap_next | full_next))
+        m.d.comb += ready_next.eq(~need_swap_next | full_next)
 
         # Weight write bus, column n delayed n cycles and row k k cycles more ---------------------------------------
         # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
@@ -292,57 +310,17 @@ class SystolicArray(wiring.Component):
                     pe.w_data.eq(value),
                 ]
 
-        # Output FIFO, one column at a time ---------------------------------------------------------------------
-        # First-word-fall-through, in LUT RAM (asynchronous read), with one memory per result column. Column n of a
-        # vector leaves the bottom PE 1 + rows - 1 + n + PE latency cycles after the vector was accepted and is written into its own
-        # memory right then, at its own write pointer: the FIFO is the deskew, and each write pointer and write
-        # enable only reaches the LUT RAM of its own column. A FIFO row is complete when its last column is written.
-        # Every write goes to a free entry, as `used` reserved one for each accepted vector, so nothing checks for
-        # full (the entry of vector v is free once vector v - fifo_depth was read, which it was when v was accepted).
-        pipe_latency = self.latency - 1           # the last column is written in cycle t + latency - 1
-        valid = [act_fire]
-        for i in range(pipe_latency):
-            valid.append(Signal(name=f"valid_d{i}"))
-            m.d.sync += valid[-1].eq(valid[-2])
-        last = delay(self.act.payload.last, 1, pipe_latency, "last")
-        # The read pointer advances with each result taken; every column's memory reads at its own copy of it, a
-        # counter of its own beside that memory, so that neither one register nor one next-value drives the read
-        # address of the whole line (only `result_fire` reaches every copy).
-        def consume_next(pointer):
-            return Mux(result_fire, Mux(pointer == depth - 1, 0, pointer + 1), pointer)
-        level = Signal(range(depth + 1))         # complete rows in the FIFO
-        nonempty = Signal()                      # level != 0
-        columns = [(pes[rows - 1][n].psum_out, valid[1 + rows - 1 + n + ProcessingElement.LATENCY], f"c{n}")
-                   for n in range(cols)]
-        columns.append((last, valid[pipe_latency], "last"))
-        outputs = []
-        for data_in, write_en, name in columns:
-            memory = m.submodules[f"fifo_{name}"] = Memory(shape=len(data_in), depth=depth, init=[])
-            write = memory.write_port()
-            read = memory.read_port(domain="comb")
-            produce = Signal(range(depth), name=f"produce_{name}")
-            m.d.comb += [
-                write.addr.eq(produce),
-                write.data.eq(data_in),
-                write.en.eq(write_en),
-                read.addr.eq(register_copy(m, consume_next, name=f"consume_{name}", platform=platform, init=0,
-                                           shape=range(depth))),
-            ]
-            with m.If(write_en):
-                m.d.sync += produce.eq(Mux(produce == depth - 1, 0, produce + 1))
-            outputs.append(read.data)
+        # Deskew, one column at a time ---------------------------------------------------------------------------
+        # Column n of a vector leaves the bottom PE in cycle t + rows + n + PE latency and is delayed cols - n cycles
+        # more, so that every column of the vector reaches `result` in cycle t + latency. Each column's delay is a
+        # line of its own beside that column, loaded every cycle whatever it holds: no enable, no pointer and no
+        # decision reaches more than one column (the array has no backpressure to spread).
+        for n in range(cols):
+            column = delay_line(m, pes[rows - 1][n].psum_out, cols - n, f"deskew_c{n}")
+            m.d.comb += self.result.payload.data[n].eq(column)   # sign-extended to acc_width
+        valid = delay(act_fire, 1, self.latency, "valid", reset_less=False)
         m.d.comb += [
-            # the column sums sign-extended from psum_width(rows - 1) to acc_width
-            [self.result.payload.data[n].eq(outputs[n].as_signed()) for n in range(cols)],
-            self.result.payload.last.eq(outputs[cols]),
-            self.result.valid.eq(nonempty),
+            self.result.valid.eq(valid),
+            self.result.payload.last.eq(delay(self.act.payload.last, 1, self.latency, "last")),
         ]
-        # `result.valid` is a flip-flop (not a compare of `level`): with the consumer's `ready` it makes
-        # `result_fire`, which reaches every column's read pointer.
-        row_done = valid[pipe_latency]
-        with m.If(row_done & ~result_fire):
-            m.d.sync += [level.eq(level + 1), nonempty.eq(1)]
-        with m.Elif(~row_done & result_fire):
-            m.d.sync += [level.eq(level - 1), nonempty.eq(level != 1)]
-
         return m

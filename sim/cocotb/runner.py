@@ -116,7 +116,9 @@ def simulator_missing(simulator):
 def to_verilog(component, name="top"):
     """Verilog text of an Amaranth ``wiring.Component``, toplevel module ``name``, ports from its signature."""
     from amaranth.back import verilog
-    return verilog.convert(component, name=name)
+
+    from haneul.rtl.axi import amba_ports
+    return verilog.convert(component, name=name, ports=amba_ports(component))
 
 
 @dataclasses.dataclass

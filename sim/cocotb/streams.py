@@ -48,13 +48,13 @@ def _pause_iter(pause):
 
 
 class _Endpoint:
-    def __init__(self, dut, name, clock, shape, *, reset=None):
+    def __init__(self, dut, name, clock, shape, *, reset=None, has_ready=True):
         self.name = name
         self.clock = clock
         self.reset = reset
         self.codec = shape if isinstance(shape, Codec) else Codec(shape)
         self.valid = _handle(dut, f"{name}__valid")
-        self.ready = _handle(dut, f"{name}__ready")
+        self.ready = _handle(dut, f"{name}__ready") if has_ready else None
         self.payload = _handle(dut, f"{name}__payload") if self.codec.width else None
         if self.payload is not None and len(self.payload) != self.codec.width:
             raise ValueError(f"{name}__payload is {len(self.payload)} bits wide, but the layout "
@@ -207,6 +207,9 @@ class StreamMonitor(_Endpoint):
     drive_ready : bool
         The monitor is the stream's consumer and drives ``<name>__ready`` (default). With ``False`` it only watches
         handshakes that someone else completes.
+    always_ready : bool
+        The stream has no ``ready`` (an ``always_ready`` stream): every beat with ``valid`` high is transferred,
+        and there is no backpressure to insert.
     callback : callable, optional
         Called with each decoded beat, e.g. ``scoreboard.observe``.
     check_protocol : bool
@@ -220,17 +223,19 @@ class StreamMonitor(_Endpoint):
         Decoded beats not yet taken with :meth:`recv` (only filled when there is no ``callback``).
     """
 
-    def __init__(self, dut, name, clock, shape, *, pause=None, reset=None, drive_ready=True, callback=None,
-                 check_protocol=True):
-        super().__init__(dut, name, clock, shape, reset=reset)
+    def __init__(self, dut, name, clock, shape, *, pause=None, reset=None, drive_ready=True, always_ready=False,
+                 callback=None, check_protocol=True):
+        super().__init__(dut, name, clock, shape, reset=reset, has_ready=not always_ready)
+        if always_ready and pause is not None:
+            raise ValueError(f"{name} is always ready: it takes no backpressure inserter")
         self.pause = pause
-        self.drive_ready = drive_ready
+        self.drive_ready = drive_ready and not always_ready
         self.callback = callback
         self.check_protocol = check_protocol
         self.queue = collections.deque()
         self.received = 0
         self._event = Event()
-        if drive_ready:
+        if self.drive_ready:
             self.ready.value = 0
         self.start()
 
@@ -267,7 +272,7 @@ class StreamMonitor(_Endpoint):
                 raise StreamProtocolError(
                     f"{self.name}: payload changed while stalled: {self.codec.unpack(offered)!r} -> "
                     f"{self.codec.unpack(bits)!r}")
-            if self.ready.value == 1:
+            if self.ready is None or self.ready.value == 1:
                 offered = None
                 beat = self.codec.unpack(bits)
                 self.received += 1

@@ -129,8 +129,7 @@ def cmd_generate(args):
         raise HaneulError(f"cannot write {args.output}: {e.strerror}") from None
     with f:
         # The NPU top gets AMBA port names (m_axi_*, s_axil_*, irq); blocks keep Amaranth's <port>__<member>.
-        ports = amba_ports(top) if args.top == "npu" else None
-        f.write(verilog.convert(top, name=name, ports=ports))
+        f.write(verilog.convert(top, name=name, ports=amba_ports(top)))
     print(f"wrote {name} ({config.rows} x {config.cols} array, scratchpad {config.spad_depth} x {config.rows} B, "
           f"accumulator {config.acc_depth} x {config.cols} x 4 B) to {args.output}")
     return 0

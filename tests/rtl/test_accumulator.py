@@ -19,6 +19,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
+from haneul.rtl.axi import amba_ports
 from haneul.rtl.accumulator import Accumulator, AccumulatorWrite
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.systolic import ResultBeat
@@ -218,7 +219,8 @@ def test_connects_to_array_and_ppu():
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(cols=2, depth=8, banks=1), dict(cols=3, depth=8, banks=8)])
 def test_verilog(kwargs):
-    assert "module" in verilog.convert(Accumulator(**kwargs), name="accumulator")
+    dut = Accumulator(**kwargs)
+    assert "module" in verilog.convert(dut, name="accumulator", ports=amba_ports(dut))
 
 
 # Directed --------------------------------------------------------------------------------------------------------

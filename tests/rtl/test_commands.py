@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The command set: encoder and decoder against the layouts, field checks, the hardware's checks, the docs table."""
 
+import random
 import re
 from pathlib import Path
 
@@ -289,3 +290,53 @@ def test_hardware_unsupported():
              fmt.encode(Requant(0, 4))]
     assert hardware_verdicts(cfg, words, units=False) == [ErrorCode.UNSUPPORTED, ErrorCode.UNSUPPORTED,
                                                           ErrorCode.UNSUPPORTED, ErrorCode.NONE]
+
+
+def test_result_run_before_act_run():
+    """A MATMUL's result run is accepted no later than its activation run, whatever the queues' ``ready`` do: the
+    result writer cannot hold up the array's results, so it must have a tile's run before the tile's first result."""
+    cfg = DatapathConfig(rows=4, cols=8, spad_depth=64, acc_depth=16)
+    fmt = CommandFormat(cfg)
+    dut = Sequencer(cfg, Params(cfg.cols))
+    words = [fmt.encode(Matmul(4 * i % 48, 8, i % 8, 1 + i % 5, accumulate=i % 2)) for i in range(24)]
+    fires = {"act": [], "result": []}
+    rnd = random.Random(5)
+
+    async def queues(ctx):
+        # A tile is done two cycles after the last of its three runs is accepted.
+        counts = [0, 0, 0]
+        done = []
+        while True:
+            for run in (dut.weight_run, dut.act_run, dut.result_run):
+                ctx.set(run.ready, rnd.random() < 0.4)
+            _, _, weight, act, result = await ctx.tick().sample(dut.weight_run.valid & dut.weight_run.ready,
+                                                                  dut.act_run.valid & dut.act_run.ready,
+                                                                  dut.result_run.valid & dut.result_run.ready)
+            fires["act"].append(bool(act))
+            fires["result"].append(bool(result))
+            before = min(counts)
+            counts = [c + bool(f) for c, f in zip(counts, (weight, act, result))]
+            done.append(min(counts) > before)
+            ctx.set(dut.tile_done, len(done) > 2 and done[-3])
+
+    async def tb(ctx):
+        ctx.set(dut.drained, 1)
+        for word in words:
+            ctx.set(dut.cmd.payload.as_value(), word)
+            ctx.set(dut.cmd.valid, 1)
+            await ctx.tick().until(dut.cmd.ready)
+        ctx.set(dut.cmd.valid, 0)
+        await ctx.tick().until(~dut.busy)
+        assert ctx.get(dut.error_code) == ErrorCode.NONE
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(queues, background=True)
+    sim.add_testbench(tb)
+    sim.run()
+    assert sum(fires["act"]) == sum(fires["result"]) == len(words)
+    acts = results = 0
+    for act, result in zip(fires["act"], fires["result"]):
+        acts, results = acts + act, results + result
+        assert acts <= results, "an activation run went out before its result run"
+    assert any(a and r for a, r in zip(fires["act"], fires["result"])), "never in the same cycle: a cycle lost?"
