@@ -18,7 +18,7 @@ read port only when they address the same bank in the same cycle.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -212,13 +212,21 @@ class Accumulator(wiring.Component):
         # read-modify-write read that meets the write of its line reads the old contents and is given the written
         # value by the forwarding below (it did not see that write); the read-out's hazard test keeps its reads
         # away from every line a beat ahead of it is still to write.
+        # Each bank is one block RAM memory per column (32 of a DP16KD's 36 bits on ECP5), each with its own copies
+        # of the read and write address registers: a register driving the address pins of a whole line's block
+        # RAMs, spread along the die's block RAM rows, took up to 14.9 ns of routing at 16 x 16.
         read_addrs, read_data, wports = [], [], []
         for b in range(self.banks):
-            write, addr, rd = block_ram(m, name=f"bank{b}", shape=line_shape, depth=self.depth // self.banks,
-                                        platform=platform, collision="undefined")
-            wports.append(write)
-            read_addrs.append(addr)
-            read_data.append(rd)
+            addrs, ports, words = [], [], []
+            for k in range(cols):
+                write, addr, rd = block_ram(m, name=f"bank{b}_c{k}", shape=self.config.acc_shape,
+                                            depth=self.depth // self.banks, platform=platform, collision="undefined")
+                ports.append(write)
+                addrs.append(addr)
+                words.append(Value.cast(rd))
+            wports.append(ports)
+            read_addrs.append(addrs)
+            read_data.append(line_shape(Cat(*words)))
 
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
         # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
@@ -230,8 +238,8 @@ class Accumulator(wiring.Component):
             bank_data.append(registered)
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
-        # Accept: the line's address goes into its bank's address register if accumulating (the register, not the
-        #         address multiplexer, drives the block RAMs: a line is 15 DP16KD wide on ECP5 at 16 columns).
+        # Accept: the line's address goes into its bank's address registers if accumulating (the registers, one per
+        #         column, not the address multiplexer, drive the block RAMs).
         # Stage 0: the bank reads the line.
         # Stage 1: the bank's read data go into its register.
         # Stage 2: old value = registered read data, or the value forwarded from a beat ahead whose write the read
@@ -297,18 +305,19 @@ class Accumulator(wiring.Component):
             w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
         ]
 
-        # Each bank's write address and enable come from registers of its own (copies of stage 3's, loaded from
-        # stage 2): a line is 15 block RAMs wide at 16 columns, and one address register for all banks drove some
-        # 45 block RAMs spread over the die (a 16 x 16 worst path, 13.4 ns).
+        # Each column memory's write address and enable come from registers of its own (copies of stage 3's,
+        # loaded from stage 2): one address register for all banks drove some 45 block RAMs spread over the die (a
+        # 16 x 16 worst path, 13.4 ns).
         s2_bank, s2_line = split(s2.addr)
-        for b, wp in enumerate(wports):
-            en = register_copy(m, s2.valid & (s2_bank == b), name=f"bank{b}_wen", platform=platform, init=0)
-            line = register_copy(m, s2_line, name=f"bank{b}_waddr", platform=platform)
-            m.d.comb += [
-                wp.en.eq(en),
-                wp.addr.eq(line),
-                wp.data.eq(s3_sum),
-            ]
+        for b, ports in enumerate(wports):
+            for k, wp in enumerate(ports):
+                en = register_copy(m, s2.valid & (s2_bank == b), name=f"bank{b}_c{k}_wen", platform=platform, init=0)
+                line = register_copy(m, s2_line, name=f"bank{b}_c{k}_waddr", platform=platform)
+                m.d.comb += [
+                    wp.en.eq(en),
+                    wp.addr.eq(line),
+                    wp.data.eq(s3_sum[k]),
+                ]
 
         # Read-out engine ----------------------------------------------------------------------------------------
         # A line may be requested while a credit is left (a CreditFIFO): `fifo_depth` lines requested and not yet
@@ -367,13 +376,14 @@ class Accumulator(wiring.Component):
                 active.eq(cmd.payload.count != 0),
             ]
 
-        # Each bank's address register: the accumulating beat's line has priority over the read-out's.
-        # (The banks read every cycle: no clock enable on the read data or their register.)
-        for b, read_addr in enumerate(read_addrs):
+        # Each bank's address registers, a copy per column memory: the accumulating beat's line has priority over
+        # the read-out's. (The banks read every cycle: no clock enable on the read data or their register.)
+        for b, addrs in enumerate(read_addrs):
             rmw = in_read & (in_bank == b)
-            bank_addr = Signal(local_bits, name=f"bank{b}_addr")
-            m.d.sync += bank_addr.eq(Mux(rmw, in_line, rd_line))
-            m.d.comb += read_addr.eq(bank_addr)
+            for k, read_addr in enumerate(addrs):
+                bank_addr = register_copy(m, Mux(rmw, in_line, rd_line), name=f"bank{b}_c{k}_addr",
+                                          platform=platform)
+                m.d.comb += read_addr.eq(bank_addr)
 
         # Response: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register (t + 3),
         # selected into the FIFO -> t + 4. The bank select of stage 3 is registered per element (copies), as the
