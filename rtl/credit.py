@@ -130,14 +130,17 @@ class CreditFIFO(wiring.Component):
                 read.addr.eq(pointer),
                 r_data[start:start + bits].eq(read.data),
             ]
+        # `o.valid` is a flip-flop of its own (`level != 0`, loaded with the next level's test), not a compare
+        # after the level register: the consumer's decision to take a beat starts at a register.
+        nonempty = Signal()
         m.d.comb += [
             self.o.payload.eq(r_data),
-            self.o.valid.eq(level != 0),
+            self.o.valid.eq(nonempty),
         ]
         m.d.sync += produce.eq(produce_next(produce))
         m.d.sync += consume.eq(consume_next(consume))
         with m.If(self.w_en & ~give):
-            m.d.sync += level.eq(level + 1)
+            m.d.sync += [level.eq(level + 1), nonempty.eq(1)]
         with m.Elif(give & ~self.w_en):
-            m.d.sync += level.eq(level - 1)
+            m.d.sync += [level.eq(level - 1), nonempty.eq(level != 1)]
         return m

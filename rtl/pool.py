@@ -224,7 +224,9 @@ class Pool(wiring.Component):
         # and is delayed to S7 (the same latency for every max_count).
         one_dsp = num_bits <= 16
         mul_stages = 2 if one_dsp else 3
-        recip_shift = p.delay(rom_rd.data.shift, 1 + mul_stages, name="recip_shift")
+        # The quotient's shift amount reaches each lane from a copy of its own (the lanes sit beside their DSPs,
+        # spread over the die; one register for all of them was the 16 x 16 datapath's pooling worst path, 12.8 ns).
+        recip_shift = p.delay(rom_rd.data.shift, mul_stages, name="recip_shift")
         half = count >> 1
         # The clamp bounds, for S9 and (registered once more) for S10.
         low, high = clamp_bounds(p, cfgs[7], name="clamp")
@@ -248,7 +250,8 @@ class Pool(wiring.Component):
             top = p.delay(top, 5, name=f"max_l{lane}")
             # S6 (S7): the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128 (a variable shift, alone in
             # its stage); delayed to S7.
-            quotient = p.reg(((prod >> num_bits) >> recip_shift)[:8], name=f"quotient_l{lane}")
+            shift = p.copy(recip_shift, name=f"recip_shift_l{lane}")
+            quotient = p.reg(((prod >> num_bits) >> shift)[:8], name=f"quotient_l{lane}")
             quotient = p.delay(quotient, 3 - mul_stages, name=f"quotient_l{lane}")
             # S8: sign and mode.
             result = p.reg(Mux(cfgs[7].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
