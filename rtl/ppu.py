@@ -267,15 +267,17 @@ def shift_right_coarse(z, amount, step=8):
     return shifted, discarded_zero, amount[:bits]
 
 
-def saturate(value, shape):
+def saturate(value, shape, fits=1):
     """``value`` clamped to the range of ``shape`` (a signed shape).
 
     The overflow test looks at the bits above the result (all equal to the sign when it fits): no carry chain.
+    ``fits`` is the test of bits above ``value``'s own, made elsewhere (``value`` then holds the low bits and the
+    sign of a wider value).
     """
     width = shape.width
     value = value.as_signed()
     top = value[width - 1:]
-    fits = top.all() | ~top.any()
+    fits = fits & (top.all() | ~top.any())
     saturated = Mux(value[-1], -(1 << (width - 1)), (1 << (width - 1)) - 1)
     return Mux(fits, value[:width].as_signed(), saturated)[:width].as_signed()
 
@@ -473,14 +475,19 @@ class Requantizer(FoldedTiming, wiring.Component):
             low_zero = p.reg(low_zero, name=f"low_zero_l{lane}")
             fine = p.reg(fine, name=f"amount8_l{lane}")
             y, carry = rounding_shift_right(za, fine, away, low_zero)
-            y = p.reg(y, shape=signed(64), name=f"y_l{lane}")
+            # y's bits from 32 up are za's from 32 + fine up (fine < 8) and its bits 25-31 za's from 32 down to
+            # 25 + fine: y's bits from 17 up are all the sign exactly when y's bits 17-31 and za's bits from 32 up
+            # are. The wide half of S10's overflow test is made here, beside the shift, from za.
+            high = za[32:]
+            high_fits = p.reg(high.all() | ~high.any(), name=f"high_fits_l{lane}")
+            y = p.reg(Cat(y[:32], za[63]), shape=signed(33), name=f"y_l{lane}")
             carry = p.reg(carry, name=f"carry_l{lane}")
             # `cfg` (S9) is this lane's copy of the output stage's fields.
             cfg = p.copy(shared, name=f"cfg_s9_l{lane}")
 
             # S10: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
             # outside it.
-            sat = p.reg(saturate(y, signed(18)), shape=signed(18), name=f"sat_l{lane}")
+            sat = p.reg(saturate(y, signed(18), high_fits), shape=signed(18), name=f"sat_l{lane}")
             carry = p.reg(carry, name=f"carry10_l{lane}")
             offset = p.reg(cfg.output_offset, name=f"offset10_l{lane}")
             cfg = p.reg(cfg, name=f"cfg_s10_l{lane}")
