@@ -742,7 +742,8 @@ class ColumnReader(wiring.Component):
         k = DWCONV_KERNEL
         taps = k * k
         aw = self.config.spad_addr_width
-        m.submodules.columns = columns = Queue(_ColumnEntry(), self.QUEUE_DEPTH)
+        # The column assembler decides on the head's mask: the queue's output comes from registers.
+        m.submodules.columns = columns = Queue(_ColumnEntry(), self.QUEUE_DEPTH, buffered=True)
 
         args = Signal(DwconvArgs(self.config))
         running = Signal()                       # from the run's acceptance to its last column

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulatorWrite, ReadCommand
@@ -345,7 +345,9 @@ class ResultWriter(wiring.Component):
 class Queue(wiring.Component):
     """A first-in first-out queue of stream beats (a :class:`~amaranth.lib.fifo.SyncFIFO` with stream ports).
 
-    A beat accepted on ``i`` is available on ``o`` from the next cycle.
+    A beat accepted on ``i`` is available on ``o`` from the next cycle, or with ``buffered`` from the cycle after
+    (a :class:`~amaranth.lib.fifo.SyncFIFOBuffered`: ``o.payload`` and ``o.valid`` then come from registers, not
+    from the LUT RAM's read and a level compare, for a consumer that decides on the payload).
 
     Parameters
     ----------
@@ -353,6 +355,8 @@ class Queue(wiring.Component):
         Payload shape.
     depth : int
         Entries.
+    buffered : bool
+        Output from registers (default ``False``).
 
     Members
     -------
@@ -360,9 +364,10 @@ class Queue(wiring.Component):
     o : Out(stream.Signature(shape))
     """
 
-    def __init__(self, shape, depth):
+    def __init__(self, shape, depth, *, buffered=False):
         self.shape = shape
         self.depth = depth
+        self.buffered = buffered
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
@@ -370,7 +375,8 @@ class Queue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.shape).width, depth=self.depth)
+        fifo_type = SyncFIFOBuffered if self.buffered else SyncFIFO
+        m.submodules.fifo = fifo = fifo_type(width=Shape.cast(self.shape).width, depth=self.depth)
         m.d.comb += [
             fifo.w_data.eq(self.i.payload),
             fifo.w_en.eq(self.i.valid),
