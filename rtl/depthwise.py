@@ -765,22 +765,34 @@ class ColumnReader(wiring.Component):
         stride = Signal(2)
         m.d.comb += stride.eq(Mux(args.stride2, 2, 1))
 
-        height = args.height
         width = args.width
-        in_rows = [Signal(name=f"row{i}_in") for i in range(k)]
-        for i in range(k):
-            m.d.comb += in_rows[i].eq((top + i >= 0) & (top + i < height))
-        padding_col = Signal()
-        m.d.comb += padding_col.eq(col >= width)
-        mask = Signal(k)
-        m.d.comb += mask.eq(Mux(padding_col, 0, Cat(*in_rows)))
-        # A window ends in this column: col = ox * stride - pad_left + 2.
-        emit = Signal()
-        m.d.comb += emit.eq((col + args.pad_left >= k - 1) & (~args.stride2 | (col[0] == args.pad_left)))
-        row_end = Signal()                        # the row's last window ends here
-        m.d.comb += row_end.eq(emit & (col + stride >= width + args.pad_right))
+        # The row and column tests are flip-flops, loaded with the tests of the next `top` and `col` whenever those
+        # change (their comparisons are carry chains; the step's decisions then start at registers).
+        def row_tests(a, top_value):
+            """(kernel rows inside the image, the last row of windows) with ``top`` = ``top_value``."""
+            inside = Cat(*((top_value + i >= 0) & (top_value + i < a.height) for i in range(k)))
+            return inside, top_value + Mux(a.stride2, 2, 1) + k > a.height + a.pad_bottom
+
+        def col_tests(a, col_value):
+            """(right of the image, a window ends here, the row's last window ends here) with ``col`` = ``col_value``:
+            a window ends in column ox * stride - pad_left + 2."""
+            ends = (col_value + a.pad_left >= k - 1) & (~a.stride2 | (col_value[0] == a.pad_left))
+            return (col_value >= a.width, ends,
+                    ends & (col_value + Mux(a.stride2, 2, 1) >= a.width + a.pad_right))
+
+        in_rows = Signal(k)
         last_row = Signal()
-        m.d.comb += last_row.eq(top + stride + k > height + args.pad_bottom)
+        padding_col = Signal()
+        emit = Signal()
+        row_end = Signal()
+        mask = Signal(k)
+        m.d.comb += mask.eq(Mux(padding_col, 0, in_rows))
+
+        def load_tests(a, top_value, col_value):
+            tests = []
+            if top_value is not None:
+                tests += [Cat(in_rows, last_row).eq(Cat(*row_tests(a, top_value)))]
+            return tests + [Cat(padding_col, emit, row_end).eq(Cat(*col_tests(a, col_value)))]
 
         col_addr = Signal(aw)
         m.d.comb += col_addr.eq(top_addr + col)
@@ -848,8 +860,11 @@ class ColumnReader(wiring.Component):
                 m.d.sync += [second.eq(0), col.eq(col + 1)]
                 with m.If(row_end):
                     m.d.sync += [col.eq(0), top.eq(top + stride), top_addr.eq(top_addr + (width << args.stride2))]
+                    m.d.sync += load_tests(args, top + stride, Const(0, len(col)))
                     with m.If(last_row):
                         m.d.sync += generating.eq(0)
+                with m.Else():
+                    m.d.sync += load_tests(args, None, col + 1)
         with m.If(take_run):
             p = self.run.payload
             m.d.sync += [
@@ -861,6 +876,7 @@ class ColumnReader(wiring.Component):
                 top_addr.eq(p.act_addr - Mux(p.pad_top, p.width, 0)),
                 col.eq(0),
                 second.eq(0),
+                load_tests(p, -p.pad_top, Const(0, len(col))),
             ]
 
         # Column assembler ----------------------------------------------------------------------------------------------
