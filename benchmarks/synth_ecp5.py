@@ -89,6 +89,16 @@ def pool(args):
     return Pool(datapath_config(args).rows, max_count=POOL_MAX_WINDOW)
 
 
+def accumulator(args):
+    from haneul.rtl.accumulator import Accumulator
+    return Accumulator(datapath_config(args))
+
+
+def scratchpad(args):
+    from haneul.rtl.scratchpad import Scratchpad
+    return Scratchpad(datapath_config(args))
+
+
 def depthwise(args):
     from haneul.rtl.depthwise import DepthwiseUnit
     config = datapath_config(args)
@@ -110,6 +120,8 @@ TARGETS = {
     "adder": adder,
     "pool": pool,
     "depthwise": depthwise,
+    "accumulator": accumulator,
+    "scratchpad": scratchpad,
 }
 
 
