@@ -325,6 +325,7 @@ class Accumulator(wiring.Component):
         cmd, out = self.rd_cmd, self.rd_data
         active = Signal()
         rd_addr = Signal(self.addr_width)
+        rd_next = Signal(self.addr_width)        # rd_addr + 1, a register of its own (the hazard test's operand)
         remaining = Signal(self.addr_width + 1)
         rd_bank, rd_line = split(rd_addr)
         m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth)
@@ -348,7 +349,7 @@ class Accumulator(wiring.Component):
         took_issue, took_cmd = Signal(), Signal()
         m.d.sync += [
             hazard_same.eq(ahead(rd_addr)),
-            hazard_next.eq(ahead((rd_addr + 1)[:self.addr_width])),
+            hazard_next.eq(ahead(rd_next)),
             hazard_base.eq(ahead(cmd.payload.base)),
             took_issue.eq(issue),
             took_cmd.eq(cmd_take),
@@ -364,7 +365,8 @@ class Accumulator(wiring.Component):
 
         with m.If(issue):
             m.d.sync += [
-                rd_addr.eq(rd_addr + 1),
+                rd_addr.eq(rd_next),
+                rd_next.eq(rd_next + 1),
                 remaining.eq(remaining - 1),
             ]
             with m.If(remaining == 1):
@@ -372,6 +374,7 @@ class Accumulator(wiring.Component):
         with m.If(cmd_take):
             m.d.sync += [
                 rd_addr.eq(cmd.payload.base),
+                rd_next.eq(cmd.payload.base + 1),
                 remaining.eq(cmd.payload.count),
                 active.eq(cmd.payload.count != 0),
             ]
