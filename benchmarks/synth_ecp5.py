@@ -233,6 +233,8 @@ def main(argv=None):
     parser.add_argument("--placer", choices=("heap", "static", "sa"), default="heap",
                         help="nextpnr placer (default heap; static, the electrostatic placer, spreads dense designs "
                              "more evenly)")
+    parser.add_argument("--tmg-ripup", action="store_true",
+                        help="nextpnr --tmg-ripup: the router also rips up and reroutes nets on failing paths")
     parser.add_argument("--heatmap", action="store_true",
                         help="router2 only: write its congestion heatmaps (heatmap_*.csv) into --workdir")
     parser.add_argument("--reuse-synth", action="store_true",
@@ -255,7 +257,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "router": args.router, "placer": args.placer, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
+               "seed": args.seed, "router": args.router, "placer": args.placer, "tmg_ripup": args.tmg_ripup, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     figures["config"] = dataclasses.asdict(config)
     figures["without"] = args.without
     print(f"{label}: {workdir}")
@@ -290,6 +292,8 @@ def main(argv=None):
                 cmd.append("--detailed-timing-report")
             if args.heatmap:
                 cmd += ["--router2-heatmap", "heatmap"]
+            if args.tmg_ripup:
+                cmd.append("--tmg-ripup")
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
             report = json.loads(Path("report.json").read_text())
