@@ -47,6 +47,15 @@ from .pe import ProcessingElement, register_copy
 __all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray", "delay_line"]
 
 
+def delay_registers(m, value, shape, count, name, reset_less=True):
+    """``value`` delayed by ``count`` registers of ``shape`` in ``m`` (data registers have no reset)."""
+    for i in range(count):
+        reg = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
 def delay_line(m, value, count, name):
     """``value`` delayed by ``count`` cycles, for data that moves every cycle (no enable, no reset).
 
@@ -56,11 +65,7 @@ def delay_line(m, value, count, name):
     """
     value = Value.cast(value)
     if count <= 2:
-        for i in range(count):
-            reg = Signal(value.shape(), name=f"{name}_d{i}", reset_less=True)
-            m.d.sync += reg.eq(value)
-            value = reg
-        return value
+        return delay_registers(m, value, value.shape(), count, name)
     depth = count - 1
     memory = m.submodules[f"{name}_ram"] = Memory(shape=value.shape(), depth=depth, init=[])
     write = memory.write_port()
@@ -217,12 +222,7 @@ class SystolicArray(wiring.Component):
         m = Module()
 
         def delay(value, shape, count, name, reset_less=True):
-            """``value`` delayed by ``count`` registers (data registers have no reset)."""
-            for i in range(count):
-                reg = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
-                m.d.sync += reg.eq(value)
-                value = reg
-            return value
+            return delay_registers(m, value, shape, count, name, reset_less)
 
         # Tile control -------------------------------------------------------------------------------------------
 
