@@ -505,9 +505,11 @@ class ProcessingElement(wiring.Component):
 
         # Stage 1: the activation and the weight it multiplies. The activation that carries `swap` already
         # multiplies by the new weight, and `active` holds it from the next cycle on, together with `act_out`.
+        # `swap` is a register of its own: the markers of all PEs on an anti-diagonal of the array are equal, and
+        # Yosys merged them into one register driving the whole anti-diagonal.
         value = Signal(signed(self.input_width), reset_less=True)
-        swap = Signal()
-        m.d.sync += [value.eq(self.act_in.value), swap.eq(self.act_in.swap)]
+        m.d.sync += value.eq(self.act_in.value)
+        swap = register_copy(m, self.act_in.swap, name="swap", platform=platform, init=0)
         with m.If(self.act_in.swap):
             m.d.sync += self.active.eq(self.shadow)
         # A write in the same cycle as a swap is allowed: `active` takes the old shadow value.

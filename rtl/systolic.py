@@ -47,11 +47,21 @@ from .pe import ProcessingElement, register_copy
 __all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray", "delay_line"]
 
 
-def delay_registers(m, value, shape, count, name, reset_less=True):
-    """``value`` delayed by ``count`` registers of ``shape`` in ``m`` (data registers have no reset)."""
+def delay_registers(m, value, shape, count, name, reset_less=True, platform=None):
+    """``value`` delayed by ``count`` registers of ``shape`` in ``m`` (data registers have no reset).
+
+    With an ECP5 ``platform`` the registers are :func:`~haneul.rtl.pe.register_copy` instances, which Yosys does not
+    merge with equal registers elsewhere: for the array's control chains (the swap markers, the weight bus's load and
+    row), whose registers at every PE of an anti-diagonal hold the same value. Merged, one register drove a whole
+    anti-diagonal (up to 16 PEs from corner to corner: 14.6 ns of routing at 16 x 16).
+    """
     for i in range(count):
-        reg = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
-        m.d.sync += reg.eq(value)
+        if platform is None:
+            reg = Signal(shape, name=f"{name}_d{i}", reset_less=reset_less)
+            m.d.sync += reg.eq(value)
+        else:
+            reg = register_copy(m, Value.cast(value), name=f"{name}_d{i}", platform=platform, shape=shape,
+                                init=None if reset_less else 0)
         value = reg
     return value
 
@@ -224,6 +234,10 @@ class SystolicArray(wiring.Component):
         def delay(value, shape, count, name, reset_less=True):
             return delay_registers(m, value, shape, count, name, reset_less)
 
+        def control(value, shape, count, name, reset_less=True):
+            # a control chain: registers of their own (see `delay_registers`)
+            return delay_registers(m, value, shape, count, name, reset_less, platform)
+
         # Tile control -------------------------------------------------------------------------------------------
 
         need_swap = Signal(init=1)                 # the next accepted vector starts a tile
@@ -263,22 +277,29 @@ class SystolicArray(wiring.Component):
         # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
         # cycles after the swap, and the write travels to PE (k, n) in k + n cycles, so a write never overtakes the
         # swap it follows (and every write of a tile arrives before the next tile's swap, which needs them all
-        # accepted first). The bus moves one PE row per cycle down each column, so no wire spans a column.
+        # accepted first). The bus moves one PE row per cycle down each column, so no wire spans a column. Each
+        # PE's write enable is a register of its own, loaded from the bus one PE earlier (`load` and `row == k`),
+        # so that the shadow registers' enable comes straight from a flip-flop.
         row_shape = unsigned(max(1, (rows - 1).bit_length()))
-        w_bus = []        # w_bus[k][n]: (load, row, data) at PE (k, n)
+        w_bus = []        # w_bus[k][n]: (load, row, data, write) at PE (k, n)
         load, row = weight_fire, shadow_rows
         top = []
         for n in range(cols):
-            if n > 0:
-                load = delay(load, 1, 1, f"w_load_c{n}", reset_less=False)
-                row = delay(row, row_shape, 1, f"w_row_c{n}")
-            top.append((load, row, delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}")))
+            if n == 0:
+                write = weight_fire & (shadow_rows == 0)
+            else:
+                write = control(load & (row == 0), 1, 1, f"w_write_r0_c{n}", reset_less=False)
+                load = control(load, 1, 1, f"w_load_c{n}", reset_less=False)
+                row = control(row, row_shape, 1, f"w_row_c{n}")
+            top.append((load, row, delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}"), write))
         w_bus.append(top)
         for k in range(1, rows):
-            w_bus.append([(delay(load, 1, 1, f"w_load_r{k}_c{n}", reset_less=False),
-                           delay(row, row_shape, 1, f"w_row_r{k}_c{n}"),
-                           delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"))
-                          for n, (load, row, value) in enumerate(w_bus[-1])])
+            more = k < rows - 1       # the bottom row passes nothing on
+            w_bus.append([(more and control(load, 1, 1, f"w_load_r{k}_c{n}", reset_less=False),
+                           more and control(row, row_shape, 1, f"w_row_r{k}_c{n}"),
+                           delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"),
+                           control(load & (row == k), 1, 1, f"w_write_r{k}_c{n}", reset_less=False))
+                          for n, (load, row, value, _) in enumerate(w_bus[-1])])
 
         # Activation skew: row k delayed k + 1 cycles --------------------------------------------------------------
         # (one input register for every row: the vector comes from the scratchpad's response queue and the swap
@@ -286,7 +307,7 @@ class SystolicArray(wiring.Component):
         act_in = []
         for k in range(rows):
             value = delay(self.act.payload.data[k], cfg.input_shape, k + 1, f"act_r{k}")
-            marker = delay(swap, 1, k + 1, f"swap_r{k}", reset_less=False)
+            marker = control(swap, 1, k + 1, f"swap_r{k}", reset_less=False)
             act_in.append((value, marker))
 
         # PE grid --------------------------------------------------------------------------------------------------
@@ -303,10 +324,10 @@ class SystolicArray(wiring.Component):
                     m.d.comb += [pe.act_in.value.eq(act_in[k][0]), pe.act_in.swap.eq(act_in[k][1])]
                 else:
                     m.d.comb += pe.act_in.eq(pes[k][n - 1].act_out)
-                load, row, value = w_bus[k][n]
+                _, _, value, write = w_bus[k][n]
                 m.d.comb += [
                     pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out),
-                    pe.w_load.eq(load & (row == k)),
+                    pe.w_load.eq(write),
                     pe.w_data.eq(value),
                 ]
 
