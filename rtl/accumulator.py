@@ -95,13 +95,13 @@ class Accumulator(wiring.Component):
     """Double-buffered int32 accumulator memory with a read-modify-write write side and a streaming read-out.
 
     Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its
-    line in cycle ``t`` (only if ``accumulate``), adds in ``t + 1`` and writes the line at the end of ``t + 2``.
-    The three beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
+    line at the end of ``t + 2`` (only if ``accumulate``), adds in ``t + 4`` and writes the line at the end of
+    ``t + 5``. The three beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
     one at a time in order.
 
     Read-out (``rd_cmd``, ``rd_data``): a command reads ``count`` lines from ``base`` and sends them on ``rd_data``
-    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + read_latency`` (``t + 3``); with
+    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + read_latency`` (``t + 5``); with
     ``rd_data`` ready the read-out sends one line per cycle, also across commands (``rd_cmd.ready`` is high while the
     engine is idle and in the cycle it requests the last line of a command). Lines wait in an output FIFO of
     ``fifo_depth`` entries while ``rd_data`` is stalled; a line is requested only while the FIFO has room for it
@@ -144,20 +144,21 @@ class Accumulator(wiring.Component):
     half_depth : int
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     write_latency : int
-        Cycles from an accepted write beat to the end of the cycle in which its line is written, 5.
+        Cycles from an accepted write beat to the end of the cycle in which its line is written, 6.
     read_latency : int
-        Cycles from a line request to the line on ``rd_data``, 4 (the bank's address register, the block RAM read,
-        the bank's data register, the output FIFO).
+        Cycles from a line request to the line on ``rd_data``, 5 (the two levels of a bank's address registers,
+        the block RAM read, the bank's data register, the output FIFO).
     fifo_depth : int
-        Entries of the read-out FIFO, 5: also the lines that may be requested and not yet taken, enough for one
+        Entries of the read-out FIFO, 6: also the lines that may be requested and not yet taken, enough for one
         line per cycle.
     """
 
-    write_latency = 5
-    read_latency = 4
-    fifo_depth = 5
+    write_latency = 6
+    read_latency = 5
+    fifo_depth = 6
 
-    #: Elements per copy of the forwarding decision's registers.
+    #: Elements per copy of the forwarding decision's registers, and columns per group register of the block RAM
+    #: addresses.
     GROUP = 4
 
     def __init__(self, config=None, *, cols=None, depth=None, banks=None):
@@ -212,9 +213,11 @@ class Accumulator(wiring.Component):
         # read-modify-write read that meets the write of its line reads the old contents and is given the written
         # value by the forwarding below (it did not see that write); the read-out's hazard test keeps its reads
         # away from every line a beat ahead of it is still to write.
-        # Each bank is one block RAM memory per column (32 of a DP16KD's 36 bits on ECP5), each with its own copies
-        # of the read and write address registers: a register driving the address pins of a whole line's block
-        # RAMs, spread along the die's block RAM rows, took up to 14.9 ns of routing at 16 x 16.
+        # Each bank is one block RAM memory per column (32 of a DP16KD's 36 bits on ECP5). Its read and write
+        # addresses come through two levels of registers: one per group of GROUP columns, then one per column
+        # memory. A register driving the address pins of a whole line's block RAMs, spread along the die's block RAM
+        # rows, took up to 14.9 ns of routing at 16 x 16; one copy per column still 13.4 ns from the multiplexer
+        # (the copies are as far apart as the block RAMs), so each level now spans a part of the distance.
         read_addrs, read_data, wports = [], [], []
         for b in range(self.banks):
             addrs, ports, words = [], [], []
@@ -228,6 +231,13 @@ class Accumulator(wiring.Component):
             read_addrs.append(addrs)
             read_data.append(line_shape(Cat(*words)))
 
+        def address_tree(value, name, **kwargs):
+            """``value`` two cycles later at each column: a register per group of columns, then one per column."""
+            groups = [register_copy(m, value, name=f"{name}_g{g}", platform=platform, **kwargs)
+                      for g in range((cols + self.GROUP - 1) // self.GROUP)]
+            return [register_copy(m, groups[k // self.GROUP], name=f"{name}_c{k}", platform=platform, **kwargs)
+                    for k in range(cols)]
+
         # Every bank's read data go to a register and nothing else (block RAM read data are slow); both the
         # read-modify-write pipeline and the read-out select from the registered data, two cycles after their read.
         # The register has no reset (a data register needs none).
@@ -238,13 +248,14 @@ class Accumulator(wiring.Component):
             bank_data.append(registered)
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
-        # Accept: the line's address goes into its bank's address registers if accumulating (the registers, one per
-        #         column, not the address multiplexer, drive the block RAMs).
-        # Stage 0: the bank reads the line.
-        # Stage 1: the bank's read data go into its register.
-        # Stage 2: old value = registered read data, or the value forwarded from a beat ahead whose write the read
-        #          did not see (stage 3, or the writes of the last two cycles); add.
-        # Stage 3: write.
+        # Accept: the line's address goes into its bank's group address registers if accumulating (the address
+        #         multiplexer drives only those).
+        # Stage 0: the column address registers load from the group registers.
+        # Stage 1: the bank reads the line.
+        # Stage 2: the bank's read data go into its register.
+        # Stage 3: old value = registered read data, or the value forwarded from a beat ahead whose write the read
+        #          did not see (stage 4, or the writes of the last two cycles); add.
+        # Stage 4: write.
         wr = self.wr
         in_read = Signal()
         m.d.comb += in_read.eq(wr.valid & wr.payload.accumulate)
@@ -256,39 +267,40 @@ class Accumulator(wiring.Component):
                                    bank=Signal(range(self.banks), name=f"{name}_bank"),
                                    data=Signal(line_shape, name=f"{name}_data", reset_less=True))
 
-        s0, s1, s2 = stage("s0"), stage("s1"), stage("s2")
+        s0, s1, s2, s3 = stage("s0"), stage("s1"), stage("s2"), stage("s3")
         m.d.sync += [
             s0.valid.eq(wr.valid), s0.acc.eq(wr.payload.accumulate), s0.addr.eq(wr.payload.addr),
             s0.bank.eq(in_bank), s0.data.eq(wr.payload.data),
-            s1.valid.eq(s0.valid), s1.acc.eq(s0.acc), s1.addr.eq(s0.addr), s1.bank.eq(s0.bank), s1.data.eq(s0.data),
-            s2.valid.eq(s1.valid), s2.acc.eq(s1.acc), s2.addr.eq(s1.addr), s2.bank.eq(s1.bank), s2.data.eq(s1.data),
         ]
+        for prev, nxt in ((s0, s1), (s1, s2), (s2, s3)):
+            m.d.sync += [nxt.valid.eq(prev.valid), nxt.acc.eq(prev.acc), nxt.addr.eq(prev.addr),
+                         nxt.bank.eq(prev.bank), nxt.data.eq(prev.data)]
 
-        # The sums of stage 3 (written this cycle) and of the writes of the last two cycles (w1, w2).
-        s3_valid, w1_valid, w2_valid = Signal(name="s3_valid"), Signal(name="w1_valid"), Signal(name="w2_valid")
-        s3_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s3", "w1", "w2"))
-        s3_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s3", "w1", "w2"))
+        # The sums of stage 4 (written this cycle) and of the writes of the last two cycles (w1, w2).
+        s4_valid, w1_valid, w2_valid = Signal(name="s4_valid"), Signal(name="w1_valid"), Signal(name="w2_valid")
+        s4_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s4", "w1", "w2"))
+        s4_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s4", "w1", "w2"))
 
-        # Where stage 2's old value comes from, decided in stage 1 (one cycle ahead, the beats ahead are one
-        # stage earlier: the one that will be in stage 3 is in stage 2 now, and so on) and registered per element,
+        # Where stage 3's old value comes from, decided in stage 2 (one cycle ahead, the beats ahead are one
+        # stage earlier: the one that will be in stage 4 is in stage 3 now, and so on) and registered per element,
         # so that no address comparison and no single select register drives the whole line: one-hot over
-        # stage 3, w1, w2, each bank's registered read data; all zero when not accumulating.
-        # The address comparisons themselves are made a stage earlier still, on the beat in stage 0 against the
-        # beats that will be in stage 2, stage 3 and w1 when it is in stage 1, and registered: the decision in
-        # stage 1 is then a few LUTs from flip-flops in front of the copies' fan-out.
-        # Those registers (the comparisons, and stage 1's `acc` and bank) come in one copy per group of
+        # stage 4, w1, w2, each bank's registered read data; all zero when not accumulating.
+        # The address comparisons themselves are made a stage earlier still, on the beat in stage 1 against the
+        # beats that will be in stage 3, stage 4 and w1 when it is in stage 2, and registered: the decision in
+        # stage 2 is then a few LUTs from flip-flops in front of the copies' fan-out.
+        # Those registers (the comparisons, and stage 2's `acc` and bank) come in one copy per group of
         # GROUP elements, each group's decision is made from its own copies, and each element's select is a copy
         # loaded from its group's decision: every net of the decision stays within a group.
-        compare = Cat(s1.valid & (s1.addr == s0.addr), s2.valid & (s2.addr == s0.addr),
-                      s3_valid & (s3_addr == s0.addr), s0.acc, s0.bank)
-        candidates = [s3_sum, w1_sum, w2_sum, *bank_data]
+        compare = Cat(s2.valid & (s2.addr == s1.addr), s3.valid & (s3.addr == s1.addr),
+                      s4_valid & (s4_addr == s1.addr), s1.acc, s1.bank)
+        candidates = [s4_sum, w1_sum, w2_sum, *bank_data]
         old = Signal(line_shape)
         for k in range(cols):
             if k % self.GROUP == 0:
                 group = register_copy(m, compare, name=f"fwd_g{k // self.GROUP}", platform=platform)
-                f3, f1, f2, acc, bank = group[0], group[1], group[2], group[3], group[4:]
-                sources = Cat(acc & f3, acc & ~f3 & f1, acc & ~f3 & ~f1 & f2,
-                              *(acc & ~f3 & ~f1 & ~f2 & (bank == b) for b in range(self.banks)))
+                f4, f1, f2, acc, bank = group[0], group[1], group[2], group[3], group[4:]
+                sources = Cat(acc & f4, acc & ~f4 & f1, acc & ~f4 & ~f1 & f2,
+                              *(acc & ~f4 & ~f1 & ~f2 & (bank == b) for b in range(self.banks)))
             select = register_copy(m, sources, name=f"old_src{k}", platform=platform)
             value = 0
             for i, candidate in enumerate(candidates):
@@ -298,25 +310,24 @@ class Accumulator(wiring.Component):
         total = Signal(line_shape)
         for k in range(cols):
             # Assignment to a signed(acc_width) element truncates the carry: two's complement wrap-around.
-            m.d.comb += total[k].eq(old[k] + s2.data[k])
+            m.d.comb += total[k].eq(old[k] + s3.data[k])
         m.d.sync += [
-            s3_valid.eq(s2.valid), s3_addr.eq(s2.addr), s3_sum.eq(total),
-            w1_valid.eq(s3_valid), w1_addr.eq(s3_addr), w1_sum.eq(s3_sum),
+            s4_valid.eq(s3.valid), s4_addr.eq(s3.addr), s4_sum.eq(total),
+            w1_valid.eq(s4_valid), w1_addr.eq(s4_addr), w1_sum.eq(s4_sum),
             w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
         ]
 
-        # Each column memory's write address and enable come from registers of its own (copies of stage 3's,
-        # loaded from stage 2): one address register for all banks drove some 45 block RAMs spread over the die (a
-        # 16 x 16 worst path, 13.4 ns).
+        # Each column memory's write address and enable come through the same two levels of registers, loaded
+        # from stage 2, so that they hold stage 4's in stage 4.
         s2_bank, s2_line = split(s2.addr)
         for b, ports in enumerate(wports):
+            wens = address_tree(s2.valid & (s2_bank == b), f"bank{b}_wen", init=0)
+            lines_ = address_tree(s2_line, f"bank{b}_waddr")
             for k, wp in enumerate(ports):
-                en = register_copy(m, s2.valid & (s2_bank == b), name=f"bank{b}_c{k}_wen", platform=platform, init=0)
-                line = register_copy(m, s2_line, name=f"bank{b}_c{k}_waddr", platform=platform)
                 m.d.comb += [
-                    wp.en.eq(en),
-                    wp.addr.eq(line),
-                    wp.data.eq(s3_sum[k]),
+                    wp.en.eq(wens[k]),
+                    wp.addr.eq(lines_[k]),
+                    wp.data.eq(s4_sum[k]),
                 ]
 
         # Read-out engine ----------------------------------------------------------------------------------------
@@ -336,12 +347,12 @@ class Accumulator(wiring.Component):
         hazard = Signal()
         issue = Signal()
         cmd_take = Signal()
-        # The hazard: the line to read (from the bank's address register, in the next cycle) is still to be
-        # written by a beat in stage 0, 1 or 2 (stage 3 writes it in this cycle; a beat accepted in this cycle
-        # need not be seen). The comparisons are made a cycle earlier, against the beats that will then be in those
-        # stages (the one being accepted, stages 0 and 1), for each address the read-out may have next (the same,
-        # the next, a command's base), and registered; this cycle's handshakes of the read-out, registered too,
-        # pick one.
+        # The hazard: the line to read (at the end of the cycle after next, from the column address registers) is
+        # still to be written by a beat in stage 0, 1 or 2 (stage 2's write is at the same clock edge as the read,
+        # whose result is undefined; stage 3's is a cycle before it; a beat accepted in this cycle need not be
+        # seen). The comparisons are made a cycle earlier, against the beats that will then be in those stages (the
+        # one being accepted, stages 0 and 1), for each address the read-out may have next (the same, the next, a
+        # command's base), and registered; this cycle's handshakes of the read-out, registered too, pick one.
         def ahead(addr):
             return ((wr.valid & (wr.payload.addr == addr)) | (s0.valid & (s0.addr == addr))
                     | (s1.valid & (s1.addr == addr)))
@@ -379,35 +390,33 @@ class Accumulator(wiring.Component):
                 active.eq(cmd.payload.count != 0),
             ]
 
-        # Each bank's address registers, a copy per column memory: the accumulating beat's line has priority over
+        # Each bank's read address registers (group, then column): the accumulating beat's line has priority over
         # the read-out's. (The banks read every cycle: no clock enable on the read data or their register.)
         for b, addrs in enumerate(read_addrs):
             rmw = in_read & (in_bank == b)
-            for k, read_addr in enumerate(addrs):
-                bank_addr = register_copy(m, Mux(rmw, in_line, rd_line), name=f"bank{b}_c{k}_addr",
-                                          platform=platform)
+            for read_addr, bank_addr in zip(addrs, address_tree(Mux(rmw, in_line, rd_line), f"bank{b}_addr")):
                 m.d.comb += read_addr.eq(bank_addr)
 
-        # Response: request (t) -> bank address register (t + 1) -> bank read data (t + 2) -> bank register (t + 3),
-        # selected into the FIFO -> t + 4. The bank select of stage 3 is registered per element (copies), as the
-        # read-modify-write sources are.
-        r1_valid, r2_valid, r3_valid = Signal(), Signal(), Signal()
-        r1_bank, r2_bank = Signal(range(self.banks)), Signal(range(self.banks))
+        # Response: request (t) -> group address registers (t + 1) -> column address registers (t + 2) -> bank
+        # read data (t + 3) -> bank register (t + 4), selected into the FIFO -> t + 5. The bank select of stage 4
+        # comes through the same two levels of registers as the address (one register for all copies: 14.1 ns).
+        r1_valid, r2_valid, r3_valid, r4_valid = Signal(), Signal(), Signal(), Signal()
+        r1_bank, r2_bank = (Signal(range(self.banks), name=f"r{i}_bank") for i in (1, 2))
         m.d.sync += [
             r1_valid.eq(issue), r1_bank.eq(rd_bank),
             r2_valid.eq(r1_valid), r2_bank.eq(r1_bank),
             r3_valid.eq(r2_valid),
+            r4_valid.eq(r3_valid),
         ]
         line = Signal(line_shape)
-        for k in range(cols):
-            r3_bank = register_copy(m, r2_bank, name=f"r3_bank{k}", platform=platform)
+        for k, r4_bank in enumerate(address_tree(r2_bank, "r_bank")):
             value = bank_data[0][k]
             for b in range(1, self.banks):
-                value = Mux(r3_bank == b, bank_data[b][k], value)
+                value = Mux(r4_bank == b, bank_data[b][k], value)
             m.d.comb += line[k].eq(value)
         m.d.comb += [
             fifo.reserve.eq(issue),
-            fifo.w_en.eq(r3_valid),
+            fifo.w_en.eq(r4_valid),
             fifo.w_data.eq(line),
             self.rd_busy.eq(active | fifo.busy),
         ]

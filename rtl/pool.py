@@ -224,9 +224,13 @@ class Pool(wiring.Component):
         # and is delayed to S7 (the same latency for every max_count).
         one_dsp = num_bits <= 16
         mul_stages = 2 if one_dsp else 3
+        # On one DSP the product comes from the DSP's output register, in its DSP row: it goes into fabric
+        # flip-flops (S6) before the shift, which then has the whole of S7 (the DSP output through the shift was
+        # 13.2 ns at 16 x 16). The wider product's last stage is already an adder in the fabric.
+        prod_stages = mul_stages + (1 if one_dsp else 0)
         # The quotient's shift amount reaches each lane from a copy of its own (the lanes sit beside their DSPs,
         # spread over the die; one register for all of them was the 16 x 16 datapath's pooling worst path, 12.8 ns).
-        recip_shift = p.delay(rom_rd.data.shift, mul_stages, name="recip_shift")
+        recip_shift = p.delay(rom_rd.data.shift, prod_stages, name="recip_shift")
         half = count >> 1
         # The clamp bounds, for S9 and (registered once more) for S10.
         low, high = clamp_bounds(p, cfgs[7], name="clamp")
@@ -243,16 +247,17 @@ class Pool(wiring.Component):
             # S4-S5 (S4-S6 above max_count = 256): the product of the numerator and the reciprocal.
             if one_dsp:
                 prod = dsp_product(p, num, recip, name=f"mul_l{lane}", platform=platform, input_registers=True)
+                prod = p.reg(prod, name=f"prod_l{lane}")
             else:
                 prod, stages = multiply(p, num, recip, name=f"mul_l{lane}", platform=platform)
                 assert stages == mul_stages
             neg = p.delay(neg, 5, name=f"neg_l{lane}")
             top = p.delay(top, 5, name=f"max_l{lane}")
-            # S6 (S7): the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128 (a variable shift, alone in
-            # its stage); delayed to S7.
+            # S7: the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128 (a variable shift, alone in its
+            # stage).
             shift = p.copy(recip_shift, name=f"recip_shift_l{lane}")
             quotient = p.reg(((prod >> num_bits) >> shift)[:8], name=f"quotient_l{lane}")
-            quotient = p.delay(quotient, 3 - mul_stages, name=f"quotient_l{lane}")
+            quotient = p.delay(quotient, 3 - prod_stages, name=f"quotient_l{lane}")
             # S8: sign and mode.
             result = p.reg(Mux(cfgs[7].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
                            name=f"result_l{lane}")

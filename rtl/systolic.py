@@ -242,11 +242,8 @@ class SystolicArray(wiring.Component):
 
         need_swap = Signal(init=1)                 # the next accepted vector starts a tile
         shadow_rows = Signal(range(rows + 1))      # rows of the next tile written into the shadow registers
-        shadow_full = Signal()
-        m.d.comb += [
-            shadow_full.eq(shadow_rows == rows),
-            self.weight.ready.eq(~shadow_full),
-        ]
+        shadow_full = Signal()                     # shadow_rows == rows
+
         # `act.ready` is a flip-flop, loaded with the next cycle's verdict: for a vector that starts a tile, a full
         # shadow. It has two copies: one drives the producer's handshake, the other this array's, so
         # that neither handshake crosses from one block to the other and back within a cycle (the activations come
@@ -256,8 +253,15 @@ class SystolicArray(wiring.Component):
         ready_local = register_copy(m, ready_next, name="act_ready_local", platform=platform, init=0)
         ready_port = register_copy(m, ready_next, name="act_ready_port", platform=platform, init=0)
         m.d.comb += self.act.ready.eq(ready_port)
+        # `weight.ready` (not full) likewise: two flip-flops loaded with the next cycle's test, one for the
+        # producer (the scratchpad's response queue: the compare after `shadow_rows` and 6.6 ns of routing to its
+        # pointers at 16 x 16), one for this array.
+        full_next = Signal()
+        weight_local = register_copy(m, ~full_next, name="weight_ready_local", platform=platform, init=1)
+        weight_port = register_copy(m, ~full_next, name="weight_ready_port", platform=platform, init=1)
+        m.d.comb += self.weight.ready.eq(weight_port)
         act_fire = self.act.valid & ready_local
-        weight_fire = self.weight.valid & self.weight.ready
+        weight_fire = self.weight.valid & weight_local
         swap = Signal()
         m.d.comb += swap.eq(act_fire & need_swap)
 
@@ -270,7 +274,8 @@ class SystolicArray(wiring.Component):
             m.d.sync += shadow_rows.eq(shadow_rows + 1)
         # The next cycle's state, each from a test of this cycle's registers selected by the handshakes.
         need_swap_next = Mux(act_fire, self.act.payload.last, need_swap)
-        full_next = Mux(swap, 0, Mux(weight_fire, shadow_rows == rows - 1, shadow_full))
+        m.d.comb += full_next.eq(Mux(swap, 0, Mux(weight_fire, shadow_rows == rows - 1, shadow_full)))
+        m.d.sync += shadow_full.eq(full_next)
         m.d.comb += ready_next.eq(~need_swap_next | full_next)
 
         # Weight write bus, column n delayed n cycles and row k k cycles more ---------------------------------------
