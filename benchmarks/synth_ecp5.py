@@ -56,7 +56,7 @@ RESOURCES = [
 def datapath_config(args):
     """The :class:`DatapathConfig` the command line asks for: the default with ``--rows/--cols/--dsp-pes/--lut-mult``."""
     overrides = {name: getattr(args, name) for name in ("rows", "cols", "dsp_pes", "lut_mult", "add_lanes",
-                                                       "requant_lanes", "dw_taps")
+                                                       "requant_lanes", "dw_taps", "dw_mult")
                  if getattr(args, name) is not None}
     return dataclasses.replace(DatapathConfig(), **overrides)
 
@@ -224,6 +224,7 @@ def main(argv=None):
     parser.add_argument("--requant-lanes", type=int,
                         help="DatapathConfig.requant_lanes: pipeline lanes of the requantiser")
     parser.add_argument("--dw-taps", type=int, help="DatapathConfig.dw_taps: multipliers per depthwise lane")
+    parser.add_argument("--dw-mult", choices=("lut", "dsp"), help="DatapathConfig.dw_mult: depthwise multipliers")
     parser.add_argument("--without", action="append", default=[], choices=("add", "pool", "depthwise"),
                         help="datapath target: leave this vector unit out (repeatable)")
     parser.add_argument("--freq", type=float, default=100.0, help="timing target in MHz (default 100)")

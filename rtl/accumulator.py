@@ -338,6 +338,7 @@ class Accumulator(wiring.Component):
         rd_addr = Signal(self.addr_width)
         rd_next = Signal(self.addr_width)        # rd_addr + 1, a register of its own (the hazard test's operand)
         remaining = Signal(self.addr_width + 1)
+        one_left = Signal()                      # remaining == 1, a flip-flop of its own (in `cmd.ready`)
         rd_bank, rd_line = split(rd_addr)
         m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth)
         wiring.connect(m, fifo.o, wiring.flipped(out))
@@ -370,7 +371,7 @@ class Accumulator(wiring.Component):
             conflict.eq(in_read & (in_bank == rd_bank)),
             hazard.eq(Mux(took_cmd, hazard_base, Mux(took_issue, hazard_next, hazard_same))),
             issue.eq(active & room & ~conflict & ~hazard),
-            cmd.ready.eq(~active | (issue & (remaining == 1))),
+            cmd.ready.eq(~active | (issue & one_left)),
             cmd_take.eq(cmd.valid & cmd.ready),
         ]
 
@@ -379,14 +380,16 @@ class Accumulator(wiring.Component):
                 rd_addr.eq(rd_next),
                 rd_next.eq(rd_next + 1),
                 remaining.eq(remaining - 1),
+                one_left.eq(remaining == 2),
             ]
-            with m.If(remaining == 1):
+            with m.If(one_left):
                 m.d.sync += active.eq(0)
         with m.If(cmd_take):
             m.d.sync += [
                 rd_addr.eq(cmd.payload.base),
                 rd_next.eq(cmd.payload.base + 1),
                 remaining.eq(cmd.payload.count),
+                one_left.eq(cmd.payload.count == 1),
                 active.eq(cmd.payload.count != 0),
             ]
 

@@ -91,6 +91,10 @@ class DatapathConfig:
         (``commands.DWCONV_KERNEL``: 3). At most 9 (one beat per window). Default 5: two cycles per window, which the scratchpad's two read ports nearly match at
         stride 1 (a window every 1.5 cycles at best) and outpace at stride 2, for about 40 % fewer LUTs than 9 taps
         (``docs/depthwise.md``).
+    dw_mult : str
+        Multipliers of the depthwise unit (``DepthwiseUnit.MULTIPLIERS``): ``"lut"``, shift-and-add rows in carry
+        chains, or ``"dsp"``, one DSP block per multiplier (``lanes * dw_taps``: 80 at 16 x 16).
+        Default ``"lut"``.
 
     Raises
     ------
@@ -113,6 +117,7 @@ class DatapathConfig:
     add_lanes: int = 1
     requant_lanes: int = 8
     dw_taps: int = 5
+    dw_mult: str = "lut"
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),
@@ -162,6 +167,10 @@ class DatapathConfig:
             raise TypeError(f"Depthwise tap count must be an integer in [1, {window}], not {self.dw_taps!r}")
         if not 1 <= self.dw_taps <= window:
             raise ValueError(f"Depthwise tap count must be an integer in [1, {window}], not {self.dw_taps!r}")
+        dw_types = ("lut", "dsp")    # DepthwiseUnit.MULTIPLIERS (depthwise.py imports this module)
+        if self.dw_mult not in dw_types:
+            raise ValueError(f"Depthwise multiplier type must be one of {', '.join(map(repr, dw_types))}, "
+                             f"not {self.dw_mult!r}")
         from .pe import MULTIPLIERS  # the registry of PE types lives with the PE
         lut_types = sorted(name for name, mult in MULTIPLIERS.items() if not mult.uses_dsp)
         if self.lut_mult not in lut_types:

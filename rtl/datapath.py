@@ -303,7 +303,7 @@ class Datapath(wiring.Component):
             m.submodules.dw_reader = dw_reader = ColumnReader(cfg)
             m.submodules.dw_buffer = dw_buffer = WindowBuffer(cfg, lanes=cfg.rows, taps=cfg.dw_taps)
             m.submodules.dw_unit = dw_unit = DepthwiseUnit(cfg, lanes=cfg.rows, taps=cfg.dw_taps,
-                                                           passes=dw_buffer.passes)
+                                                           passes=dw_buffer.passes, multiplier=cfg.dw_mult)
             wiring.connect(m, seq.dw_run, dw_reader.run)
             wiring.connect(m, dw_reader.weight, dw_unit.weight)
             wiring.connect(m, dw_reader.column, dw_buffer.column)

@@ -31,10 +31,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from .carry import Row, add_levels, row_pair
+from .carry import Row, add_levels, is_ecp5, row_pair
 from .commands import DWCONV_KERNEL, DWCONV_SIZE_WIDTH, DwconvArgs
 from .config import DatapathConfig
-from .pe import register_copy
+from .pe import mult18x18d, register_copy
 from .scratchpad import ReadRequest, ReadResponse
 from .sequencer import Queue
 
@@ -229,8 +229,9 @@ class DepthwiseUnit(wiring.Component):
         ``"lut"`` (default), since the systolic array takes the DSP blocks: shift-and-add, the rows ``(x if w[i]
         else 0) << i`` of all taps of a lane summed in one tree of two-input adders; for ECP5 the first adders are
         ``CCU2C`` carry chains whose LUTs also select their two rows (:func:`_row_pair`), so a partial product costs
-        no LUT of its own. ``"dsp"``: ``$mul`` cells, which Yosys maps to DSP blocks (one ``MULT18X18D`` each on
-        ECP5). Every adder is as wide as the largest value it can hold needs.
+        no LUT of its own. ``"dsp"``: one DSP block per multiplier; for ECP5 a ``MULT18X18D`` instance whose output
+        register is the stage 2 register (elsewhere a ``$mul`` cell and a fabric register). Every adder is as wide
+        as the largest value it can hold needs.
 
     Members
     -------
@@ -499,7 +500,15 @@ class DepthwiseUnit(wiring.Component):
             return [(reg(value.shape(), f"{name}_{k}", value), shift, bound)
                     for k, (value, shift, bound) in enumerate(terms)]
 
-        sums = [register(add_levels(m, terms, first_levels, f"a_l{lane}"), f"s2_l{lane}") for lane, terms in enumerate(sums)]
+        if self.multiplier == "dsp" and is_ecp5(platform) and not getattr(platform, "simulated", False):
+            # The products registered inside the DSP blocks (first_levels is 0 for "dsp").
+            product = signed(2 * cfg.input_width + 1)
+            sums = [[(mult18x18d(m, x1[t][lane], weights[t][lane], name=f"mul_t{t}_l{lane}")[:product.width]
+                      .as_signed(), 0, bound) for t, (_, _, bound) in enumerate(terms)]
+                    for lane, terms in enumerate(sums)]
+        else:
+            sums = [register(add_levels(m, terms, first_levels, f"a_l{lane}"), f"s2_l{lane}")
+                    for lane, terms in enumerate(sums)]
         before = (valid, final)                  # the control bits one stage before the accumulator's
         valid, final = delay((valid, final), 2)
         # Then two levels per stage; the last level (if any) shares the final stage with the pass accumulator.

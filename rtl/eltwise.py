@@ -149,7 +149,7 @@ class Adder(FoldedTiming, wiring.Component):
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
         f = Fold(m, fold)
         m.d.comb += self.param.ready.eq(f.ready)
-        # A parameter beat is loaded a cycle after it is accepted, each field by its own copy of the load flag
+        # A parameter beat is loaded two cycles after it is accepted, each field by its own copy of the load flag
         # (`ppu.load_staged`: no single enable net reaches every parameter bit); no beat is accepted in between.
         pending = load_staged(m, self.param, params,
                               [lambda v, field=field: v[field] for field in Params.as_shape().members],

@@ -114,13 +114,14 @@ def dwconv_mask(plan):
 
 # Random layers ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, dw_taps", [("4x4", None), ("4x8", None), ("4x4", 9), ("4x4", 3)])
-def test_random_dwconv(name, dw_taps, rng):
+@pytest.mark.parametrize("name, dw_taps, dw_mult", [("4x4", None, "lut"), ("4x8", None, "lut"), ("4x4", 9, "lut"),
+                                                     ("4x4", 3, "lut"), ("4x4", None, "dsp")])
+def test_random_dwconv(name, dw_taps, dw_mult, rng):
     """Random layers (1 to 7 pixels per side, channels not multiples of the lane count, SAME and VALID, stride 1 and
     2, masked or prepadded padding, zero points including -128 and 127, every clamp mode, random per-channel
     requantisation) with random gaps on every stream: every output line bit-exact; with the default depthwise unit
-    (a window in two passes) and with one pass (9 taps) or three (3 taps)."""
-    cfg = CONFIGS[name]
+    (a window in two passes), with one pass (9 taps) or three (3 taps), and with DSP multipliers."""
+    cfg = dataclasses.replace(CONFIGS[name], dw_mult=dw_mult)
     if dw_taps is not None:
         cfg = dataclasses.replace(cfg, dw_taps=dw_taps)
     jobs = [random_dwconv(cfg, rng, half=g % 2, clamp=CLAMPS[g % len(CLAMPS)], stride=1 + g % 2,

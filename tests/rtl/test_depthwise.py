@@ -217,6 +217,24 @@ def test_unit_ecp5_netlist():
     assert "CCU2C" not in rtlil.convert(DepthwiseUnit(lanes=1, taps=9, passes=1), name="top")
 
 
+def test_unit_ecp5_dsp_netlist():
+    """For ECP5 the ``"dsp"`` multipliers are ``MULT18X18D`` instances whose output register is the stage 2 register
+    (one per tap and lane, no ``$mul``); the datapath builds its unit with ``DatapathConfig.dw_mult``."""
+    class Ecp5:
+        family = "ecp5"
+
+    text = rtlil.convert(DepthwiseUnit(lanes=3, taps=5, passes=2, multiplier="dsp"), name="top", platform=Ecp5())
+    assert "$mul" not in text and text.count("cell \\MULT18X18D ") == 15
+    assert text.count('parameter \\REG_OUTPUT_CLK "CLK0"') == 15
+    assert text.count('parameter \\REG_INPUTA_CLK "NONE"') == 15
+    # without a platform (as the tests simulate it): $mul cells, the same cycle timing
+    assert rtlil.convert(DepthwiseUnit(lanes=3, taps=5, passes=2, multiplier="dsp"), name="top").count(
+        "cell $mul ") == 15
+    assert DatapathConfig().dw_mult == "lut"
+    with pytest.raises(ValueError, match=r"^Depthwise multiplier type must be one of 'lut', 'dsp', not 'booth'$"):
+        DatapathConfig(dw_mult="booth")
+
+
 def test_unit_timing():
     """Latency 5 for 9 taps (``DepthwiseUnit.latency``), one window per cycle within a group, and exactly one idle cycle
     (the weight-set swap) between groups of as many windows as the next set has lines."""

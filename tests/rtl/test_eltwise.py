@@ -178,8 +178,9 @@ def test_throughput(fold):
                 assert list(unpack(raw.as_value().value, lanes)) == list(kernels.add(x1, x2, p))
 
     run(dut, producer, consumer)
-    # The first beat waits a cycle after the parameter load (`pending`: the parameters are loaded from a stage).
-    assert taken == [2 + fold * n for n in range(beats)]
+    # The first beat waits two cycles after the parameter load (`pending`: the parameters are loaded through two
+    # stages).
+    assert taken == [3 + fold * n for n in range(beats)]
     assert cycles == [t + dut.latency for t in taken]
 
 
