@@ -252,14 +252,21 @@ class Scratchpad(wiring.Component):
         })
 
     @staticmethod
-    def _request_queue(m, req, name):
+    def _request_queue(m, req, name, decode):
         """A two-entry queue of ``req``'s beats, all registers: ``req.ready`` (room for a beat) is a flip-flop, and
         the returned head (``valid``, ``payload``, and ``ready`` to set: the head leaves) is one too. It passes a
-        beat per cycle while the head leaves every cycle."""
+        beat per cycle while the head leaves every cycle.
+
+        The head also has ``want``, a register holding ``decode(payload)`` of a valid head and 0 otherwise
+        (``decode`` gives a bit vector of a payload: the one-hot bank of the request), loaded beside the head from
+        a register of the second entry's or from the new beat: the arbitration starts at it, one LUT level
+        earlier than at a compare of the head's address."""
         shape = req.payload.shape()
+        width = len(decode(req.payload))
         head = SimpleNamespace(valid=Signal(name=f"{name}_valid"), ready=Signal(name=f"{name}_taken"),
-                               payload=Signal(shape, name=f"{name}_head"))
+                               payload=Signal(shape, name=f"{name}_head"), want=Signal(width, name=f"{name}_want"))
         second = Signal(shape, name=f"{name}_second")
+        second_want = Signal(width, name=f"{name}_second_want")
         second_valid = Signal(name=f"{name}_second_valid")
         room = Signal(name=f"{name}_room", init=1)      # ~second_valid
         push = req.valid & req.ready
@@ -270,10 +277,12 @@ class Scratchpad(wiring.Component):
             m.d.sync += [
                 head.valid.eq(second_valid | push),
                 head.payload.eq(Mux(second_valid, second, req.payload)),
+                head.want.eq(Mux(second_valid, second_want, Mux(push, decode(req.payload), 0))),
             ]
             m.d.sync += [second_valid.eq(0), room.eq(1)]     # (no beat enters while the second entry is full)
         with m.Elif(push):
-            m.d.sync += [second.eq(req.payload), second_valid.eq(1), room.eq(0)]
+            m.d.sync += [second.eq(req.payload), second_want.eq(decode(req.payload)), second_valid.eq(1),
+                         room.eq(0)]
         return head
 
     def elaborate(self, platform):
@@ -330,7 +339,8 @@ class Scratchpad(wiring.Component):
             wiring.connect(m, fifo.o, wiring.flipped(self.rd_resp[p]))
             fifos.append(fifo)
             room.append(fifo.credit)
-            head = self._request_queue(m, self.rd_req[p], f"req{p}")
+            head = self._request_queue(m, self.rd_req[p], f"req{p}",
+                                       lambda payload: Cat(split(payload.addr)[0] == b for b in range(self.banks)))
             m.d.comb += self.rd_busy[p].eq(fifo.busy | head.valid)
             heads.append(head)
             req_bank.append(split(head.payload.addr)[0])
@@ -343,7 +353,7 @@ class Scratchpad(wiring.Component):
         for b in range(self.banks):
             want = [Signal(name=f"want_b{b}_p{p}") for p in range(ports)]
             for p in range(ports):
-                m.d.comb += want[p].eq(heads[p].valid & (req_bank[p] == b))
+                m.d.comb += want[p].eq(heads[p].want[b])
             if ports == 1:
                 m.d.comb += grant[b][0].eq(want[0])
                 continue
