@@ -96,14 +96,28 @@ def make_params(rng):
     return extreme(rng) if kind < 0.2 else observable(rng) if kind < 0.6 else prepared(rng)
 
 
-def check(lanes, beats, *, seed, valid_gap, ready_gap, fold=1):
+def overflow_params(rng):
+    """AddParams whose output stage's value before its last rounding step spans about 2^15 to 2^19 (the adder
+    saturates it to 18 bits) for every output shift from 0 to -3: values on both sides of the saturation bound."""
+    def mult():
+        return int(rng.choice([1 << 30, int(rng.integers(1 << 30, 1 << 31))]))
+    return params.AddParams(left_shift=20,
+                            input1_offset=int(rng.choice([128, -127])), input1_multiplier=mult(),
+                            input1_shift=int(rng.integers(-14, -8)),
+                            input2_offset=int(rng.choice([128, -127])), input2_multiplier=mult(),
+                            input2_shift=int(rng.integers(-14, -8)),
+                            output_offset=0, output_multiplier=mult(), output_shift=int(rng.integers(-3, 1)),
+                            act_min=-128, act_max=127)
+
+
+def check(lanes, beats, *, seed, valid_gap, ready_gap, fold=1, make=make_params):
     rng = np.random.default_rng(seed)
     dut = eltwise.Adder(lanes, fold=fold)
     events, expected = [], []
     p = None
     for n in range(beats):
         if p is None or rng.random() < 0.05:
-            p = make_params(rng)
+            p = make(rng)
             events.append([(dut.param, payload(p))])
         x1, x2 = vector(rng, lanes), vector(rng, lanes)
         expected.append(kernels.add(np.array(x1, dtype=np.int8), np.array(x2, dtype=np.int8), p).astype(np.int64))
@@ -125,6 +139,11 @@ def check(lanes, beats, *, seed, valid_gap, ready_gap, fold=1):
 @pytest.mark.parametrize("valid_gap,ready_gap,seed", [(0.3, 0.3, 11), (0.0, 0.6, 12), (0.6, 0.0, 13)])
 def test_random(valid_gap, ready_gap, seed):
     check(4, 300, seed=seed, valid_gap=valid_gap, ready_gap=ready_gap)
+
+
+def test_output_saturation():
+    """The output stage's 18-bit saturation, with values on both sides of its bound for every shift."""
+    check(4, 300, seed=31, valid_gap=0.1, ready_gap=0.1, make=overflow_params)
 
 
 @pytest.mark.parametrize("lanes,fold,valid_gap,ready_gap,seed", [
