@@ -8,7 +8,7 @@ resizing the NPU is a one-line change::
 
     cfg = DatapathConfig(rows=8, cols=8)     # an 8x8 array, everything else default
     cfg.macs_per_cycle                       # 64
-    cfg.pe_mult(0, 0)                        # "dsp": the multiplier type of processing element (0, 0)
+    cfg.pe_mult(0, 0)                        # "chain": the multiplier type of processing element (0, 0)
 
 The configuration is a frozen dataclass: it is hashable, can be compared, and is validated eagerly when constructed,
 so a bad parameter is reported where it is written rather than deep inside elaboration.
@@ -65,9 +65,11 @@ class DatapathConfig:
         Budget of processing elements whose multiplier is a DSP block (one ``MULT18X18D`` each on ECP5); the other
         PEs build their multiplier from LUTs (``lut_mult``). PEs are given DSPs whole columns first, column 0 first
         and top to bottom (see :meth:`pe_mult`); a budget above ``rows * cols`` makes every PE a DSP PE, 0 none.
-        Default 96: six of the 16 columns, which leaves 60 of the 156 multipliers of an ECP5-85F for the
-        post-processing units (4 per requantiser lane: 32 for 8 lanes; 16 for the pooling unit, 8 per adder lane).
-        ``docs/fpga.md`` has the budget.
+        Default 0: every PE a LUT PE. On an ECP5-85F the DSP blocks sit in a few rows of the die, and an array
+        whose PEs must take DSP sites is stretched over all of them: the 16 x 16 datapath without the depthwise
+        unit routed at 70.7 MHz with 96 DSP PEs and at 94.1 MHz with none (same commit and seed). The DSP blocks
+        go to the post-processing units (4 per requantiser lane: 32 for 8 lanes; 16 for the pooling unit, 8 per
+        adder lane) and the depthwise unit (``dw_mult``). ``docs/fpga.md`` has the budget.
     lut_mult : str
         Multiplier type of the PEs beyond the DSP budget: a LUT-based type of
         :data:`haneul.rtl.pe.MULTIPLIERS` (``"chain"``, shift-and-add with the rows selected inside the carry
@@ -93,8 +95,9 @@ class DatapathConfig:
         (``docs/depthwise.md``).
     dw_mult : str
         Multipliers of the depthwise unit (``DepthwiseUnit.MULTIPLIERS``): ``"lut"``, shift-and-add rows in carry
-        chains, or ``"dsp"``, one DSP block per multiplier (``lanes * dw_taps``: 80 at 16 x 16).
-        Default ``"lut"``.
+        chains (about 10 000 LUTs at 16 x 16), or ``"dsp"``, one DSP block per multiplier (``rows * dw_taps``: 80 at
+        16 x 16). Default ``"dsp"``: with the array in LUTs (``dsp_pes = 0``) the DSP blocks are free for it
+        (56 + 80 = 136 of an ECP5-85F's 156).
 
     Raises
     ------
@@ -112,12 +115,12 @@ class DatapathConfig:
     spad_banks: int = 4
     acc_depth: int = 512
     acc_banks: int = 2
-    dsp_pes: int = 96
+    dsp_pes: int = 0
     lut_mult: str = "chain"
     add_lanes: int = 1
     requant_lanes: int = 8
     dw_taps: int = 5
-    dw_mult: str = "lut"
+    dw_mult: str = "dsp"
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),

@@ -258,8 +258,11 @@ def test_array_mul_cells(rows, cols, dsp_pes, count):
 
 
 def test_pe_type_placement():
-    cfg = DatapathConfig()
-    # The default 16 x 16 array: columns 0-5 on DSPs (96 of the 156 MULT18X18D of an ECP5-85F), the rest in LUTs.
+    # The default 16 x 16 array is all LUT PEs (the DSP blocks go to the post-processing and depthwise units); with a
+    # budget of 96, columns 0-5 on DSPs, the rest in LUTs.
+    assert DatapathConfig().dsp_count == 0
+    assert {DatapathConfig().pe_mult(k, n) for k in range(16) for n in range(16)} == {"chain"}
+    cfg = DatapathConfig(dsp_pes=96)
     assert cfg.dsp_count == 96
     assert [cfg.pe_mult(0, n) for n in range(16)] == ["dsp"] * 6 + ["chain"] * 10
     assert {cfg.pe_mult(k, n) for k in range(16) for n in range(6)} == {"dsp"}
@@ -271,7 +274,7 @@ def test_pe_type_placement():
         ["dsp", "chain", "chain", "chain"],
         ["dsp", "chain", "chain", "chain"],
     ]
-    assert DatapathConfig(rows=8, cols=8).dsp_count == 64    # the budget is an upper bound
+    assert DatapathConfig(rows=8, cols=8, dsp_pes=96).dsp_count == 64    # the budget is an upper bound
     with pytest.raises(IndexError, match=r"^PE \(4, 0\) is outside the 4 x 4 array$"):
         cfg.pe_mult(4, 0)
 
@@ -330,9 +333,16 @@ def test_mixed_gemm(rows, cols, dsp_pes, lut_mult, ms, traffic):
     assert [r - a for a, r in zip(run.act_cycles, run.result_cycles)] == [arr.latency] * len(run.act_cycles)
 
 
-def test_default_16x16_is_mixed():
-    # The default array, as synthesised, has 96 DSP PEs and 160 Booth PEs. The 16 x 16 cases of
-    # tests/rtl/test_systolic.py run this configuration (a full-size simulation takes 10 s, so it is not repeated).
-    cfg = DatapathConfig()
+def test_16x16_mixed():
+    # The default array, as synthesised, is 256 `chain` PEs, which the 16 x 16 cases of tests/rtl/test_systolic.py
+    # run; the 16 x 16 array with 96 DSP PEs (the default until session 9, and the better choice on a device whose
+    # DSP blocks are spread less thinly) runs here, one full-size simulation (about 10 s).
+    assert {DatapathConfig().pe_mult(k, n) for k in range(16) for n in range(16)} == {"chain"}
+    cfg = DatapathConfig(dsp_pes=96)
     kinds = [cfg.pe_mult(k, n) for k in range(16) for n in range(16)]
     assert (kinds.count("dsp"), kinds.count("chain")) == (96, 160)
+    rng = np.random.default_rng(1616)
+    tiles = [random_tile(rng, 16, 16, m, kind) for m, kind in ((20, "uniform"), (3, "extreme"), (17, "sparse"))]
+    arr = SystolicArray(cfg)
+    run = simulate(arr, tiles, act_idle=TRAFFIC["gappy"][0], weight_idle=TRAFFIC["gappy"][1], seed=1616)
+    check(arr, tiles, run)

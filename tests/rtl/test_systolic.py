@@ -157,7 +157,8 @@ def test_config_defaults():
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 36
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
-        96, 96, "chain", 1, 8, 2)
+        0, 0, "chain", 1, 8, 2)
+    assert (cfg.dw_taps, cfg.dw_mult) == (5, "dsp")
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
