@@ -16,8 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .fold import Fold, FoldedTiming
-from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8, load_staged,
-                  multiply, rounding_shift_right)
+from .ppu import (CONFIG_INIT, CreditFIFO, Stages, add_offset, check_lanes, clamp_bounds, clamp_int8,
+                  fits_after_shift, load_staged, multiply, rounding_shift_right)
 
 __all__ = ["InputParams", "Params", "Adder"]
 
@@ -221,7 +221,7 @@ class Adder(FoldedTiming, wiring.Component):
             # that overflow test is made in S12 from z, beside the shift, so S13 only selects before its adder (the
             # test after y's register, then the adder, was 10.2 ns at 16 x 16).
             y, carry = rounding_shift_right(z, amount, 1)
-            fits = p.reg(Cat(*(dropped[k] | (z[17 + k] == z[-1]) for k in range(17))).all(), name=f"out_fits_l{lane}")
+            fits = p.reg(fits_after_shift(z, dropped), name=f"out_fits_l{lane}")
             y = p.reg(y, shape=signed(34), name=f"out_y_l{lane}")
             carry = p.reg(carry, name=f"out_carry_l{lane}")
             sat = Mux(fits, y[:18], Mux(y[-1], -(1 << 17), (1 << 17) - 1))[:18].as_signed()

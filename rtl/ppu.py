@@ -21,7 +21,8 @@ from .credit import CreditFIFO
 from .fold import Fold, FoldedTiming
 from .pe import is_ecp5, mult18x18d, register_copy
 
-__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer", "load_staged"]
+__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer", "load_staged",
+           "fits_after_shift"]
 
 
 class Rounding(enum.Enum, shape=1):
@@ -293,6 +294,16 @@ def saturate(value, shape, fits=1):
     return Mux(fits, value[:width].as_signed(), saturated)[:width].as_signed()
 
 
+def fits_after_shift(z, dropped, width=18):
+    """Whether ``z >> amount`` fits ``signed(width)``, tested on ``z`` itself (beside the shift, not after it): its
+    bits from ``width - 1 + amount`` up all equal its sign. ``dropped[j]`` is the test ``amount > j`` (bit
+    ``width - 1 + j`` of ``z`` is shifted below the tested bits) for the ``j`` it has; the bits above are always
+    tested. For :func:`saturate`'s test of the shifted value, a stage earlier."""
+    start = width - 1
+    return Cat(*((dropped[j] if j < len(dropped) else Const(0, 1)) | (z[start + j] == z[-1])
+                 for j in range(len(z) - start))).all()
+
+
 def add_offset(y, carry, offset):
     """``y + carry + 2*offset``, whose ``>> 1`` is ``((y + carry) >> 1) + offset``: the last rounding step and the
     zero point in one addition (``carry`` is the low bit of ``2*offset + carry``)."""
@@ -488,12 +499,8 @@ class Requantizer(FoldedTiming, wiring.Component):
             y, carry = rounding_shift_right(za, fine, away, low_zero)
             # y = za >> fine (fine < 8), so y's bits from 17 up (S10's overflow test) are all the sign exactly when
             # za's bits from 17 + fine up are: the whole test is made here, beside the shift, from za's registers
-            # (za[24:] all equal, and za[k] equal to the sign for each k from 17 + fine to 23), and S10 only
-            # selects (the test after y's register, 16 bits wide, was 11.5 ns at 16 x 16).
-            sign = za[63]
-            high = za[24:]
-            low_fits = Cat(*((fine > k - 17) | (za[k] == sign) for k in range(17, 24))).all()
-            high_fits = p.reg((high.all() | ~high.any()) & low_fits, name=f"high_fits_l{lane}")
+            # (`fits_after_shift`), and S10 only selects (the test after y's register, 16 bits wide, was 11.5 ns at 16 x 16).
+            high_fits = p.reg(fits_after_shift(za, [fine > j for j in range(7)]), name=f"high_fits_l{lane}")
             y = p.reg(Cat(y[:32], za[63]), shape=signed(33), name=f"y_l{lane}")
             carry = p.reg(carry, name=f"carry_l{lane}")
             # `cfg` (S9) is this lane's copy of the output stage's fields.
