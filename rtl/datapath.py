@@ -33,6 +33,7 @@ from .depthwise import ColumnReader, DepthwiseUnit, WindowBuffer
 from .commands import POOL_MAX_WINDOW, CommandFormat, CommandWord, ErrorCode, Opcode
 from .config import DatapathConfig
 from .ppu import Params, Requantizer
+from .register_slice import RegisterSlice
 from .scratchpad import Scratchpad, WriteRequest
 from .sequencer import WINDOW_WIDTH, LineReader, LineRun, Queue, ResultRun, ResultWriter, Sequencer, WeightPacker
 from .systolic import SystolicArray
@@ -88,7 +89,9 @@ class Datapath(wiring.Component):
     out : Out(stream.Signature(ArrayLayout(signed(8), cols)))
         Output lines in command order: one per accumulator line read by ``REQUANT``, one per line pair of ``ADD``,
         one per window of ``POOL`` (the vector units fill lanes ``0 .. rows - 1``, the others are zero) and one per
-        output pixel of ``DWCONV`` (lanes ``0 .. rows - 1``; the others are the requantised zero).
+        output pixel of ``DWCONV`` (lanes ``0 .. rows - 1``; the others are the requantised zero). It leaves
+        through a :class:`~haneul.rtl.register_slice.RegisterSlice`: ``valid``, ``payload`` and the ``ready``
+        the units see are flip-flops, and a line accepted from a unit is on ``out`` a cycle later.
     busy : Out(1)
         A command is being executed or data is in flight.
     idle : Out(1)
@@ -344,16 +347,21 @@ class Datapath(wiring.Component):
                 with m.Else():
                     wiring.connect(m, vector, spad.rd_req[port])
 
-        # The output stream: the unit selected by the sequencer; vector lines fill the first `rows` lanes.
+        # The output stream: the unit selected by the sequencer, through a register slice, so that the consumer's
+        # `ready` stops at the slice's registers instead of running through the `out_sel` multiplexer into the
+        # units' queues (their credit counts); vector lines fill the first `rows` lanes.
+        m.submodules.out_slice = out_slice = RegisterSlice(self.out.payload.shape())
         with m.Switch(seq.out_sel):
             for opcode, source in outputs.items():
                 with m.Case(opcode):
                     m.d.comb += [
-                        self.out.valid.eq(source.valid),
-                        source.ready.eq(self.out.ready),
+                        out_slice.i.valid.eq(source.valid),
+                        source.ready.eq(out_slice.i.ready),
                     ]
                     for lane in range(source.payload.shape().length):
-                        m.d.comb += self.out.payload[lane].eq(source.payload[lane])
+                        m.d.comb += out_slice.i.payload[lane].eq(source.payload[lane])
+        wiring.connect(m, out_slice.o, wiring.flipped(self.out))
+        idle_units.append(~out_slice.busy)
         m.d.comb += seq.drained.eq(Cat(*idle_units).all())
 
         # Status and counters.
