@@ -2,7 +2,8 @@
 
 The units that use it (requantiser, adder, pooling unit, scratchpad, accumulator) test it through their own
 streams; here its contract is checked directly in every cycle: ``credit`` is high exactly while fewer than
-``depth`` beats are reserved and unsent, ``busy`` while any is, and the results leave in order, each once.
+``depth`` beats are reserved and unsent, ``busy`` while any is, and the results leave in order, each once, whatever
+``w_data`` holds in the cycles without a write (the storage is written every cycle).
 """
 
 import numpy as np
@@ -39,8 +40,8 @@ def test_credit_fifo_random(depth, latency, ready_gap, seed):
                 sent += 1
             write = pending and pending[0][0] == cycle
             ctx.set(dut.w_en, bool(write))
-            if write:
-                ctx.set(dut.w_data, pending.pop(0)[1])
+            # Without a write, w_data carries garbage: the queue writes its spare entry every cycle.
+            ctx.set(dut.w_data, pending.pop(0)[1] if write else int(rng.integers(0x8000, 0x10000)))
             ctx.set(dut.o.ready, bool(ready[cycle]))
             give = bool(valid and ready[cycle])
             if give:
