@@ -213,11 +213,11 @@ class DatapathConfig:
 
     @property
     def latency(self) -> int:
-        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 4``).
+        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 5``).
 
         1 in the input register, ``rows - 1 + cols - 1`` cycles of skew and wavefront, ``ProcessingElement.LATENCY``
-        (4) in the last PE (operand registers, product register, its fabric copy, accumulator register) and 1 in the
-        output FIFO.
+        (5) in the last PE (operand registers, three product registers, accumulator register) and 1 in the output
+        FIFO.
         """
         from .pe import ProcessingElement  # the PE pipeline is defined with the PE
         return 1 + self.rows - 1 + self.cols - 1 + ProcessingElement.LATENCY + 1

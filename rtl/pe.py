@@ -2,18 +2,19 @@
 
 A processing element (PE) holds one weight of the current tile and performs one multiply-accumulate per cycle::
 
-            psum_in (from the PE above, 3 cycles after act_in)
+            psum_in (from the PE above, 4 cycles after act_in)
                   |
     act_in ---> [ PE ] ---> act_out (to the PE on the right, one cycle later)
                   |
-            psum_out = psum_in + act_in.value * weight   (to the PE below, 4 cycles after act_in)
+            psum_out = psum_in + act_in.value * weight   (to the PE below, 5 cycles after act_in)
 
-The multiply-accumulate is pipelined in four register stages so that a DSP block has registers on both sides and
-a LUT multiplier most of a cycle for itself: (1) the activation (``act_out``) and the weight in use (``active``),
-(2) the product (the LUT types register their adder tree before its last adder), (3) the product once more in fabric
-flip-flops (the LUT types' last adder comes before it; a DSP block's output leaves its DSP row through it), (4) the
-partial sum. Each PE delays the activation by one cycle and the partial sum by one cycle, so the skewed wavefront of
-the array is unchanged; only the fill latency grows by three cycles.
+The multiply-accumulate is pipelined in five register stages so that a DSP block has registers on both sides and
+a LUT multiplier never has two carry chains in series: (1) the activation (``act_out``) and the weight in use
+(``active``), (2)-(4) the product through three registers (:meth:`Multiplier.pipelined_product`: a DSP block's
+output register, then two fabric copies that take it out of its DSP row; the ``chain`` type registers its row pairs,
+then their sums down to two terms, then the product), (5) the partial sum. Each PE delays the activation by one
+cycle and the partial sum by one cycle, so the skewed wavefront of the array is unchanged; only the fill latency
+grows by four cycles.
 
 The weight register is double-buffered: a *shadow* weight is written through ``w_load``/``w_data`` while the
 *active* weight keeps computing. The swap is not a global signal: the ``swap`` bit travels with the activation that
@@ -146,6 +147,11 @@ def _total(m, terms, name):
     return -value if negate else value
 
 
+#: Register stages of a PE's product (:meth:`Multiplier.pipelined_product`), between the operand registers and the
+#: partial-sum register.
+PRODUCT_STAGES = 3
+
+
 class Multiplier:
     """A way to multiply an activation by the stationary weight of a PE: one *PE type*.
 
@@ -153,7 +159,8 @@ class Multiplier:
     the weight is loaded into the shadow register, off the multiply path) and how the product is built from an
     activation and a stored weight (``product``). The PE registers both operands before the product and the product
     after it (``registered_product``, which a type may override to use a register inside a hard block), so
-    ``product`` has a whole clock cycle.
+    ``product`` has a whole clock cycle; the product then goes through two more registers before the partial sum
+    (``pipelined_product``, which a type may override to spread its logic over the three stages).
 
     Subclass it and add an instance to :data:`MULTIPLIERS` to add a PE type; ``docs/fpga.md`` walks through it.
 
@@ -194,7 +201,7 @@ class Multiplier:
     def registered_product(self, m, act, stored, platform):
         """The product through one register: in each cycle, ``act * weight`` of the operands of the cycle before.
 
-        The PE calls this one. The default registers :meth:`product` in fabric flip-flops (without reset); a type can
+        :meth:`pipelined_product` starts with it. The default registers :meth:`product` in fabric flip-flops (without reset); a type can
         override it to use a register inside a hard block for some ``platform``.
 
         Returns
@@ -205,6 +212,21 @@ class Multiplier:
         register = Signal(signed(2 * width), name="product", reset_less=True)
         m.d.sync += register.eq(self.product(m, act, stored)[:2 * width].as_signed())
         return register
+
+    def pipelined_product(self, m, act, stored, platform):
+        """The product through :attr:`PRODUCT_STAGES` (3) registers: the PE's stages 2 to 4.
+
+        The PE calls this one. The default is :meth:`registered_product`, then two fabric copies of the product (a
+        DSP block's output register sits in its DSP row, often far from the partial-sum chain of its column; a LUT
+        type's last adder after its register gets the cycle of the first copy). A type overrides it to spread
+        its logic over the three stages differently.
+        """
+        product = self.registered_product(m, act, stored, platform)
+        for stage in range(1, PRODUCT_STAGES):
+            register = Signal(product.shape(), name=f"product_d{stage}", reset_less=True)
+            m.d.sync += register.eq(product)
+            product = register
+        return product
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -267,7 +289,7 @@ class _TreeMultiplier(Multiplier):
 
     :meth:`_partial` reduces the rows to two terms (three for Booth: the last digit's sign correction, one bit);
     :meth:`registered_product` registers those and adds them after the register, in the PE's third stage (the
-    product's fabric register), which then has one or two carry chains, as the stage before it.
+    product's first fabric register), which then has one or two carry chains, as the stage before it.
     """
 
     def _partial(self, m, act, stored):
@@ -374,8 +396,9 @@ class CarryChainMultiplier(Multiplier):
 
     name = "chain"
 
-    def _terms(self, m, act, stored, platform):
-        """The product as at most two terms ``(value, shift, bound)`` (``value * 2**shift``, ``|value| <= bound``)."""
+    def _pairs(self, m, act, stored, platform):
+        """The rows in pairs (one carry chain each), as terms ``(value, shift, bound)`` (``value * 2**shift``,
+        ``|value| <= bound``)."""
         n = len(stored)
         act = act.as_signed()
         x_bound = 1 << (n - 1)                          # |act| <= 2**(n-1)
@@ -388,7 +411,16 @@ class CarryChainMultiplier(Multiplier):
                 terms.append(row_pair(m, rows[i], rows[i + 1], bound, f"chain_p{i // 2}", platform))
             else:
                 terms.append((rows[i].value() >> i, i, x_bound))
-        return add_levels(m, terms, max(0, (len(terms) - 1).bit_length() - 1), "chain")    # down to two terms
+        return terms
+
+    @staticmethod
+    def _to_two(m, terms):
+        """``terms`` added down to at most two (one carry chain deep for int8)."""
+        return add_levels(m, terms, max(0, (len(terms) - 1).bit_length() - 1), "chain")
+
+    def _terms(self, m, act, stored, platform):
+        """The product as at most two terms ``(value, shift, bound)``."""
+        return self._to_two(m, self._pairs(m, act, stored, platform))
 
     @staticmethod
     def _sum(m, terms, width):
@@ -400,13 +432,26 @@ class CarryChainMultiplier(Multiplier):
     def product(self, m, act, stored):
         return self._sum(m, self._terms(m, act, stored, None), len(act))
 
-    def registered_product(self, m, act, stored, platform):
+    @staticmethod
+    def _register(m, terms, name):
         registered = []
-        for i, (value, shift, bound) in enumerate(self._terms(m, act, stored, platform)):
-            register = Signal(value.shape(), name=f"chain_q{i}", reset_less=True)
+        for i, (value, shift, bound) in enumerate(terms):
+            register = Signal(value.shape(), name=f"{name}{i}", reset_less=True)
             m.d.sync += register.eq(value)
             registered.append((register, shift, bound))
-        return self._sum(m, registered, len(act))
+        return registered
+
+    def registered_product(self, m, act, stored, platform):
+        return self._sum(m, self._register(m, self._terms(m, act, stored, platform), "chain_q"), len(act))
+
+    def pipelined_product(self, m, act, stored, platform):
+        """Row pairs (stage 2), their sums down to two terms (stage 3), the product (stage 4): one carry chain
+        per stage (two in series, the pairs and their first sums, took 10.2-11.1 ns in the 16 x 16 datapath)."""
+        pairs = self._register(m, self._pairs(m, act, stored, platform), "chain_pq")
+        two = self._register(m, self._to_two(m, pairs), "chain_q")
+        product = Signal(signed(2 * len(act)), name="product", reset_less=True)
+        m.d.sync += product.eq(self._sum(m, two, len(act)))
+        return product
 
 
 #: The PE types by name. ``"dsp"`` is the only one that uses DSP blocks.
@@ -430,7 +475,7 @@ class ProcessingElement(wiring.Component):
     """int8 x int8 multiply, int32 accumulate, with a double-buffered stationary weight.
 
     All outputs are registered. ``act_out`` follows ``act_in`` by one cycle. ``psum_out`` follows ``act_in`` by
-    :attr:`LATENCY` (4) cycles and ``psum_in`` by one: for an activation on ``act_in`` in cycle ``t``, ``psum_out``
+    :attr:`LATENCY` (5) cycles and ``psum_in`` by one: for an activation on ``act_in`` in cycle ``t``, ``psum_out``
     in cycle ``t + 4`` is ``psum_in`` of cycle ``t + 3`` plus ``act_in.value * weight``. That is the timing of the PE
     above, so PEs chain down a column. Accumulation wraps modulo ``2**acc_width`` (it cannot overflow when the
     array's :class:`~haneul.rtl.config.DatapathConfig` validated ``acc_width`` against the row count).
@@ -474,7 +519,7 @@ class ProcessingElement(wiring.Component):
     """
 
     #: Cycles from ``act_in`` to the ``psum_out`` it contributes to.
-    LATENCY = 4
+    LATENCY = 2 + PRODUCT_STAGES
 
     def __init__(self, *, input_width=8, acc_width=32, mult="dsp"):
         for name, value in (("Input width", input_width), ("Accumulator width", acc_width)):
@@ -516,22 +561,17 @@ class ProcessingElement(wiring.Component):
         with m.If(self.w_load):
             m.d.sync += self.shadow.eq(self.mult.encode(self.w_data))
 
-        # Stage 2: the product, from registers to a register. The multiplier reads a copy of the activation register
-        # of its own: `value` also goes to the PE on the right, and a DSP PE's multiplier sits in a DSP row, so one
-        # register for both ended up far from one of them (a `chain` PE of the 16 x 16 datapath: 10.6 ns of routing
-        # from its activation register to its own carry chains).
+        # Stages 2-4: the product, from registers through three registers (the PE type decides what each stage
+        # computes). The multiplier reads a copy of the activation register of its own: `value` also goes to the PE
+        # on the right, and a DSP PE's multiplier sits in a DSP row, so one register for both ended up far from one
+        # of them (a `chain` PE of the 16 x 16 datapath: 10.6 ns of routing from its activation register to its own
+        # carry chains).
         operand = register_copy(m, self.act_in.value, name="operand", platform=platform)
-        product = self.mult.registered_product(m, operand, self.active, platform)
+        product = self.mult.pipelined_product(m, operand, self.active, platform)
 
-        # Stage 3: the product once more, in fabric flip-flops: a DSP block's output register sits in the DSP row,
-        # often far from the partial-sum chain of its column, and a LUT multiplier's last adder gets a cycle of its
-        # own.
-        product_d = Signal(product.shape(), name="product_d", reset_less=True)
-        m.d.sync += product_d.eq(product)
-
-        # Stage 4: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
+        # Stage 5: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
         psum = Signal(signed(self.acc_width), reset_less=True)
-        m.d.sync += psum.eq(self.psum_in + product_d)
+        m.d.sync += psum.eq(self.psum_in + product)
 
         m.d.comb += [
             self.act_out.value.eq(value),

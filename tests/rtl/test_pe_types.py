@@ -22,7 +22,7 @@ from amaranth.sim import Simulator
 from haneul.rtl.axi import amba_ports
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.carry import CarryChainModel
-from haneul.rtl.pe import MULTIPLIERS, Multiplier, ProcessingElement, get_multiplier
+from haneul.rtl.pe import MULTIPLIERS, PRODUCT_STAGES, Multiplier, ProcessingElement, get_multiplier
 from haneul.rtl.systolic import SystolicArray
 
 from .test_systolic import TRAFFIC, check, random_tile, simulate
@@ -37,8 +37,10 @@ class AllProducts(wiring.Component):
 
     ``acts`` is an input (not constants) so that the simulated logic is the logic synthesised; ``products`` packs
     the ``2**width`` products of ``2 * width`` bits, activation ``i - 2**(width-1)`` at index ``i``. With
-    ``registered``, the products come from :meth:`~haneul.rtl.pe.Multiplier.registered_product` (the path the PE
-    uses), one cycle after the inputs; otherwise from the combinational :meth:`~haneul.rtl.pe.Multiplier.product`.
+    ``registered``, the products come from :meth:`~haneul.rtl.pe.Multiplier.registered_product`, one cycle after the
+    inputs; with ``registered="pipelined"`` from :meth:`~haneul.rtl.pe.Multiplier.pipelined_product` (the path the
+    PE uses), ``PRODUCT_STAGES`` cycles after them; otherwise from the combinational
+    :meth:`~haneul.rtl.pe.Multiplier.product`.
     """
 
     def __init__(self, mult, width, *, registered, platform=None):
@@ -62,7 +64,9 @@ class AllProducts(wiring.Component):
         products = []
         for i in range(1 << width):
             act = self.acts[i * width:(i + 1) * width].as_signed()
-            if self.registered:
+            if self.registered == "pipelined":
+                product = self.mult.pipelined_product(m, act, stored, platform)
+            elif self.registered:
                 product = self.mult.registered_product(m, act, stored, platform)
             else:
                 product = self.mult.product(m, act, stored)
@@ -83,7 +87,7 @@ def all_products(mult, width, *, registered, platform=None):
         mask = (1 << 2 * width) - 1
         for w in values:
             ctx.set(dut.weight, w)
-            if registered:
+            for _ in range(PRODUCT_STAGES if registered == "pipelined" else int(bool(registered))):
                 await ctx.tick()
             packed = ctx.get(dut.products)
             row = [(packed >> (2 * width * i)) & mask for i in range(count)]
@@ -97,20 +101,27 @@ def all_products(mult, width, *, registered, platform=None):
     return np.array(table, dtype=np.int64)
 
 
-# The registered product is what the PE uses: every type, on every int8 pair. The combinational `product` of the LUT
-# types (the same rows and adders, registered nowhere) at the narrow widths; the DSP type needs one width only.
+# The pipelined product is what the PE uses: every type, on every int8 pair (and the `chain` type's at every width,
+# with the carry chains as an ECP5 build has them). The registered product (its first stage) too, and the
+# combinational `product` of the LUT types (the same rows and adders, registered nowhere) at the narrow widths; the
+# DSP type needs one width only.
 @pytest.mark.parametrize("mult, width, registered",
                          [(mult, width, True) for mult in LUT_TYPES for width in (3, 4, 5, 6, 8)]
                          + [(mult, width, False) for mult in LUT_TYPES for width in (3, 4, 5, 6)]
+                         + [(mult, 8, "pipelined") for mult in (*LUT_TYPES, "dsp")]
                          + [("dsp", 8, True)]
-                         + [("chain", width, "ecp5") for width in (2, 3, 4, 5, 6, 8)])
+                         + [("chain", width, "ecp5") for width in (2, 3, 4, 5, 6, 8)]
+                         + [("chain", width, "pipelined-ecp5") for width in (2, 3, 5, 8)])
 def test_multiplier_exhaustive(mult, width, registered):
-    # registered == "ecp5": the registered product with the carry chains as an ECP5 build has them (the CCU2C model)
+    # "ecp5": the carry chains as an ECP5 build has them (the CCU2C model)
     half = 1 << (width - 1)
     values = np.arange(-half, half, dtype=np.int64)
     expected = np.outer(values, values)              # expected[w][a] = w * a
-    platform = CarryChainModel() if registered == "ecp5" else None
-    got = all_products(mult, width, registered=bool(registered), platform=platform)
+    platform = None
+    if isinstance(registered, str) and registered.endswith("ecp5"):
+        platform = CarryChainModel()
+        registered = "pipelined" if registered.startswith("pipelined") else True
+    got = all_products(mult, width, registered=registered, platform=platform)
     mismatch = np.argwhere(got != expected)
     assert mismatch.size == 0, (f"{len(mismatch)} wrong products, first {values[mismatch[0][1]]} * "
                                 f"{values[mismatch[0][0]]} = {got[tuple(mismatch[0])]}")

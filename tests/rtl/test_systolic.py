@@ -155,7 +155,7 @@ def test_config_defaults():
     cfg = DatapathConfig()
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
-    assert cfg.latency == 36
+    assert cfg.latency == 37
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
         0, 0, "chain", 1, 8, 2)
     assert (cfg.dw_taps, cfg.dw_mult) == (5, "dsp")
@@ -226,7 +226,7 @@ def test_config_psum_width():
 
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
-    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 16)
+    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 17)
     arr = elaborated(SystolicArray(rows=2, cols=3))
     assert (arr.rows, arr.cols, arr.config) == (2, 3, DatapathConfig(rows=2, cols=3))
     arr = elaborated(SystolicArray(DatapathConfig(acc_width=24), cols=2))
@@ -284,14 +284,15 @@ def test_pe_double_buffer():
         assert ctx.get(pe.active) == -7 and ctx.get(pe.shadow) == 3
         # Cycle 2: without a swap the active weight stays, whatever the shadow holds.
         await step(127)
-        # Cycle 3: swap to 3. The partial sum driven now belongs to the activation of cycle 0.
-        await step(127, swap=1, psum=1000)
-        await step(0, psum=-1)            # cycle 4: psum for cycle 1
-        await step(0, psum=-5)            # cycle 5: psum for cycle 2
-        await step(0, psum=2**31 - 1)     # cycle 6: psum for cycle 3; accumulation wraps modulo 2**32
-        # psum_out in cycle c + 4 is psum_in of cycle c + 3 plus the product of cycle c.
-        assert ProcessingElement.LATENCY == 4
-        assert outputs[3:7] == [1000 + 5 * 0, -1 + -128 * -7, -5 + 127 * -7, -2**31 + 127 * 3 - 1]
+        # Cycle 3: swap to 3.
+        await step(127, swap=1, psum=12345)
+        await step(0, psum=1000)          # cycle 4: the partial sum driven now belongs to the activation of cycle 0
+        await step(0, psum=-1)            # cycle 5: psum for cycle 1
+        await step(0, psum=-5)            # cycle 6: psum for cycle 2
+        await step(0, psum=2**31 - 1)     # cycle 7: psum for cycle 3; accumulation wraps modulo 2**32
+        # psum_out in cycle c + 5 is psum_in of cycle c + 4 plus the product of cycle c.
+        assert ProcessingElement.LATENCY == 5
+        assert outputs[4:8] == [1000 + 5 * 0, -1 + -128 * -7, -5 + 127 * -7, -2**31 + 127 * 3 - 1]
 
     sim = Simulator(pe)
     sim.add_clock(1e-6)
@@ -412,7 +413,7 @@ def test_short_tiles_have_bubbles_but_are_correct():
 
 def test_default_16x16_converts_to_verilog():
     arr = SystolicArray()
-    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 36)
+    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 37)
     text = verilog.convert(arr, name="systolic", ports=amba_ports(arr))
     header = text[:text.index(");")]
     for port in ("act__payload", "act__valid", "act__ready", "weight__payload", "weight__valid", "weight__ready",
