@@ -95,8 +95,8 @@ class Accumulator(wiring.Component):
     """Double-buffered int32 accumulator memory with a read-modify-write write side and a streaming read-out.
 
     Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its
-    line at the end of ``t + 2`` (only if ``accumulate``), adds in ``t + 4`` and writes the line at the end of
-    ``t + 5``. The three beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
+    line at the end of ``t + 2`` (only if ``accumulate``), adds in ``t + 5`` and writes the line at the end of
+    ``t + 6``. The four beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
     one at a time in order.
 
@@ -109,7 +109,7 @@ class Accumulator(wiring.Component):
     command is accepted until its last line is accepted.
 
     Coherence: a line read out observes every write beat accepted in an earlier cycle than the read: the read-out
-    waits while a beat for the same line is in the last three pipeline stages. The write side has priority at a bank's
+    waits while a beat for the same line is in the last four pipeline stages before its write. The write side has priority at a bank's
     read port: the read-out waits while an accumulating beat reads the same bank. With the two in different halves
     (the double-buffering protocol) they never wait for each other.
 
@@ -144,7 +144,7 @@ class Accumulator(wiring.Component):
     half_depth : int
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     write_latency : int
-        Cycles from an accepted write beat to the end of the cycle in which its line is written, 6.
+        Cycles from an accepted write beat to the end of the cycle in which its line is written, 7.
     read_latency : int
         Cycles from a line request to the line on ``rd_data``, 5 (the two levels of a bank's address registers,
         the block RAM read, the bank's data register, the output FIFO).
@@ -153,7 +153,7 @@ class Accumulator(wiring.Component):
         line per cycle.
     """
 
-    write_latency = 6
+    write_latency = 7
     read_latency = 5
     fifo_depth = 6
 
@@ -253,9 +253,12 @@ class Accumulator(wiring.Component):
         # Stage 0: the column address registers load from the group registers.
         # Stage 1: the bank reads the line.
         # Stage 2: the bank's read data go into its register.
-        # Stage 3: old value = registered read data, or the value forwarded from a beat ahead whose write the read
-        #          did not see (stage 4, or the writes of the last two cycles); add.
-        # Stage 4: write.
+        # Stage 3: old value, all but the newest source: the registered read data, or the value forwarded from a
+        #          beat two to four ahead whose write the read did not see (stage 5, or the writes of the last two
+        #          cycles), registered (`pre`).
+        # Stage 4: old value = the sum of the beat just ahead (stage 5) if it wrote the same line, else `pre`; add.
+        #          (The selection among five sources and the adder in one stage were 10.8 ns at 16 x 16.)
+        # Stage 5: write.
         wr = self.wr
         in_read = Signal()
         m.d.comb += in_read.eq(wr.valid & wr.payload.accumulate)
@@ -267,69 +270,76 @@ class Accumulator(wiring.Component):
                                    bank=Signal(range(self.banks), name=f"{name}_bank"),
                                    data=Signal(line_shape, name=f"{name}_data", reset_less=True))
 
-        s0, s1, s2, s3 = stage("s0"), stage("s1"), stage("s2"), stage("s3")
+        s0, s1, s2, s3, s4 = (stage(f"s{i}") for i in range(5))
         m.d.sync += [
             s0.valid.eq(wr.valid), s0.acc.eq(wr.payload.accumulate), s0.addr.eq(wr.payload.addr),
             s0.bank.eq(in_bank), s0.data.eq(wr.payload.data),
         ]
-        for prev, nxt in ((s0, s1), (s1, s2), (s2, s3)):
+        for prev, nxt in ((s0, s1), (s1, s2), (s2, s3), (s3, s4)):
             m.d.sync += [nxt.valid.eq(prev.valid), nxt.acc.eq(prev.acc), nxt.addr.eq(prev.addr),
                          nxt.bank.eq(prev.bank), nxt.data.eq(prev.data)]
 
-        # The sums of stage 4 (written this cycle) and of the writes of the last two cycles (w1, w2).
-        s4_valid, w1_valid, w2_valid = Signal(name="s4_valid"), Signal(name="w1_valid"), Signal(name="w2_valid")
-        s4_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s4", "w1", "w2"))
-        s4_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s4", "w1", "w2"))
+        # The sums of stage 5 (written this cycle) and of the writes of the last two cycles (w1, w2).
+        s5_valid, w1_valid, w2_valid = Signal(name="s5_valid"), Signal(name="w1_valid"), Signal(name="w2_valid")
+        s5_addr, w1_addr, w2_addr = (Signal(self.addr_width, name=f"{n}_addr") for n in ("s5", "w1", "w2"))
+        s5_sum, w1_sum, w2_sum = (Signal(line_shape, name=f"{n}_sum") for n in ("s5", "w1", "w2"))
 
-        # Where stage 3's old value comes from, decided in stage 2 (one cycle ahead, the beats ahead are one
-        # stage earlier: the one that will be in stage 4 is in stage 3 now, and so on) and registered per element,
-        # so that no address comparison and no single select register drives the whole line: one-hot over
-        # stage 4, w1, w2, each bank's registered read data; all zero when not accumulating.
-        # The address comparisons themselves are made two stages earlier still, on the beat in stage 0 against the
-        # beats that will be in stage 3, stage 4 and w1 when it is in stage 2 (now in stages 1, 2 and 3), and
-        # registered beside the address registers; then copied, in stage 2, into one copy per group of GROUP
-        # elements (with stage 2's `acc` and bank), each group's decision is made from its own copies, and each
-        # element's select is a copy loaded from its group's decision: every net of the decision stays within a
-        # group, and the nets that cross the line start at flip-flops (the comparisons straight into the group
-        # copies took 4.5 ns of routing after their LUTs at 16 x 16).
-        compare = Signal(4 + len(s0.bank), name="fwd_compare")
+        # Where the old value comes from. The beat just ahead (now in stage 4 when this one is in stage 3) writes
+        # its sum into stage 5's register as this one enters stage 4: stage 4 selects it (`newest`). The others
+        # are selected in stage 3 into `pre`: one-hot over stage 5 (two beats ahead), w1, w2 (three and four
+        # ahead), each bank's registered read data; all zero when not accumulating (and `newest` low).
+        # The address comparisons are made on the beat in stage 0 against the beats that will be in stages 4, 5,
+        # w1 and w2 when it is in stage 3 (now in stages 1 to 4), and registered beside the address registers;
+        # then copied, in stage 2, into one copy per group of GROUP elements (with stage 2's `acc` and bank), each
+        # group's decision is made from its own copies, and each element's selects are copies loaded from its
+        # group's decision: every net of the decision stays within a group, and the nets that cross the line start
+        # at flip-flops (the comparisons straight into the group copies took 4.5 ns of routing after their LUTs
+        # at 16 x 16).
+        compare = Signal(5 + len(s0.bank), name="fwd_compare")
         m.d.sync += compare.eq(Cat(s1.valid & (s1.addr == s0.addr), s2.valid & (s2.addr == s0.addr),
-                                   s3.valid & (s3.addr == s0.addr), s0.acc, s0.bank))
-        candidates = [s4_sum, w1_sum, w2_sum, *bank_data]
+                                   s3.valid & (s3.addr == s0.addr), s4.valid & (s4.addr == s0.addr),
+                                   s0.acc, s0.bank))
+        candidates = [s5_sum, w1_sum, w2_sum, *bank_data]
+        pre = Signal(line_shape, name="pre")
         old = Signal(line_shape)
         for k in range(cols):
             if k % self.GROUP == 0:
                 group = register_copy(m, compare, name=f"fwd_g{k // self.GROUP}", platform=platform)
-                f4, f1, f2, acc, bank = group[0], group[1], group[2], group[3], group[4:]
-                sources = Cat(acc & f4, acc & ~f4 & f1, acc & ~f4 & ~f1 & f2,
-                              *(acc & ~f4 & ~f1 & ~f2 & (bank == b) for b in range(self.banks)))
+                f1, f2, f3, f4, acc, bank = group[0], group[1], group[2], group[3], group[4], group[5:]
+                sources = Cat(acc & ~f1 & f2, acc & ~f1 & ~f2 & f3, acc & ~f1 & ~f2 & ~f3 & f4,
+                              *(acc & ~f1 & ~f2 & ~f3 & ~f4 & (bank == b) for b in range(self.banks)))
+                # `newest` a cycle later, for stage 4: a register per group, then one per element.
+                newest_group = register_copy(m, acc & f1, name=f"fwd_newest_g{k // self.GROUP}",
+                                             platform=platform)
             select = register_copy(m, sources, name=f"old_src{k}", platform=platform)
             value = 0
             for i, candidate in enumerate(candidates):
                 value = value | Mux(select[i], candidate[k].as_unsigned(), 0)
-            m.d.comb += old[k].eq(value)
+            m.d.sync += pre[k].eq(value)
+            newest = register_copy(m, newest_group, name=f"old_newest{k}", platform=platform)
+            m.d.comb += old[k].eq(Mux(newest, s5_sum[k], pre[k]))
 
         total = Signal(line_shape)
         for k in range(cols):
             # Assignment to a signed(acc_width) element truncates the carry: two's complement wrap-around.
-            m.d.comb += total[k].eq(old[k] + s3.data[k])
+            m.d.comb += total[k].eq(old[k] + s4.data[k])
         m.d.sync += [
-            s4_valid.eq(s3.valid), s4_addr.eq(s3.addr), s4_sum.eq(total),
-            w1_valid.eq(s4_valid), w1_addr.eq(s4_addr), w1_sum.eq(s4_sum),
+            s5_valid.eq(s4.valid), s5_addr.eq(s4.addr), s5_sum.eq(total),
+            w1_valid.eq(s5_valid), w1_addr.eq(s5_addr), w1_sum.eq(s5_sum),
             w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
         ]
 
         # Each column memory's write address and enable come through the same two levels of registers, loaded
-        # from stage 2, so that they hold stage 4's in stage 4.
-        s2_bank, s2_line = split(s2.addr)
+        # from stage 3, so that they hold stage 5's in stage 5.
+        s3_bank, s3_line = split(s3.addr)
         for b, ports in enumerate(wports):
-            wens = address_tree(s2.valid & (s2_bank == b), f"bank{b}_wen", init=0)
-            lines_ = address_tree(s2_line, f"bank{b}_waddr")
+            wens = address_tree(s3.valid & (s3_bank == b), f"bank{b}_wen", init=0)
+            lines_ = address_tree(s3_line, f"bank{b}_waddr")
             for k, wp in enumerate(ports):
                 m.d.comb += [
                     wp.en.eq(wens[k]),
                     wp.addr.eq(lines_[k]),
-                    wp.data.eq(s4_sum[k]),
+                    wp.data.eq(s5_sum[k]),
                 ]
 
         # Read-out engine ----------------------------------------------------------------------------------------
@@ -351,14 +361,14 @@ class Accumulator(wiring.Component):
         issue = Signal()
         cmd_take = Signal()
         # The hazard: the line to read (at the end of the cycle after next, from the column address registers) is
-        # still to be written by a beat in stage 0, 1 or 2 (stage 2's write is at the same clock edge as the read,
-        # whose result is undefined; stage 3's is a cycle before it; a beat accepted in this cycle need not be
+        # still to be written by a beat in stage 0, 1, 2 or 3 (stage 3's write is at the same clock edge as the
+        # read, whose result is undefined; stage 4's is a cycle before it; a beat accepted in this cycle need not be
         # seen). The comparisons are made a cycle earlier, against the beats that will then be in those stages (the
-        # one being accepted, stages 0 and 1), for each address the read-out may have next (the same, the next, a
+        # one being accepted, stages 0 to 2), for each address the read-out may have next (the same, the next, a
         # command's base), and registered; this cycle's handshakes of the read-out, registered too, pick one.
         def ahead(addr):
             return ((wr.valid & (wr.payload.addr == addr)) | (s0.valid & (s0.addr == addr))
-                    | (s1.valid & (s1.addr == addr)))
+                    | (s1.valid & (s1.addr == addr)) | (s2.valid & (s2.addr == addr)))
         hazard_same, hazard_next, hazard_base = (Signal(name=f"hazard_{n}") for n in ("same", "next", "base"))
         took_issue, took_cmd = Signal(), Signal()
         m.d.sync += [
