@@ -95,8 +95,8 @@ class Accumulator(wiring.Component):
     """Double-buffered int32 accumulator memory with a read-modify-write write side and a streaming read-out.
 
     Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its
-    line at the end of ``t + 2`` (only if ``accumulate``), adds in ``t + 5`` and writes the line at the end of
-    ``t + 6``. The four beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
+    line at the end of ``t + 3`` (only if ``accumulate``), adds in ``t + 6`` and writes the line at the end of
+    ``t + 7``. The four beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
     one at a time in order.
 
@@ -109,7 +109,7 @@ class Accumulator(wiring.Component):
     command is accepted until its last line is accepted.
 
     Coherence: a line read out observes every write beat accepted in an earlier cycle than the read: the read-out
-    waits while a beat for the same line is in the last four pipeline stages before its write. The write side has priority at a bank's
+    waits while a beat for the same line is in the input register or in stages 0 to 3 of the pipeline. The write side has priority at a bank's
     read port: the read-out waits while an accumulating beat reads the same bank. With the two in different halves
     (the double-buffering protocol) they never wait for each other.
 
@@ -144,7 +144,7 @@ class Accumulator(wiring.Component):
     half_depth : int
         Lines per half, ``depth // 2``; the first line of half ``h`` is ``h * half_depth``.
     write_latency : int
-        Cycles from an accepted write beat to the end of the cycle in which its line is written, 7.
+        Cycles from an accepted write beat to the end of the cycle in which its line is written, 8.
     read_latency : int
         Cycles from a line request to the line on ``rd_data``, 6 (the two levels of a bank's address registers,
         the block RAM read, the bank's data register, the output FIFO and its output register).
@@ -153,7 +153,7 @@ class Accumulator(wiring.Component):
         line per cycle.
     """
 
-    write_latency = 7
+    write_latency = 8
     read_latency = 6
     fifo_depth = 7
 
@@ -248,6 +248,9 @@ class Accumulator(wiring.Component):
             bank_data.append(registered)
 
         # Read-modify-write pipeline -----------------------------------------------------------------------------
+        # Input:  the accepted beat goes into registers (`si`), so that the bank's read port is arbitrated between
+        #         it and the read-out from flip-flops (`wr` from the result writer through the read-out's issue
+        #         decision into its counters' enables was 11.1 ns at 16 x 16).
         # Accept: the line's address goes into its bank's group address registers if accumulating (the address
         #         multiplexer drives only those).
         # Stage 0: the column address registers load from the group registers.
@@ -260,9 +263,14 @@ class Accumulator(wiring.Component):
         #          (The selection among five sources and the adder in one stage were 10.8 ns at 16 x 16.)
         # Stage 5: write.
         wr = self.wr
+        si = SimpleNamespace(valid=Signal(name="si_valid"), acc=Signal(name="si_acc"),
+                             addr=Signal(self.addr_width, name="si_addr"),
+                             data=Signal(line_shape, name="si_data", reset_less=True))
+        m.d.sync += [si.valid.eq(wr.valid), si.acc.eq(wr.payload.accumulate), si.addr.eq(wr.payload.addr),
+                     si.data.eq(wr.payload.data)]
         in_read = Signal()
-        m.d.comb += in_read.eq(wr.valid & wr.payload.accumulate)
-        in_bank, in_line = split(wr.payload.addr)
+        m.d.comb += in_read.eq(si.valid & si.acc)
+        in_bank, in_line = split(si.addr)
 
         def stage(name):
             return SimpleNamespace(valid=Signal(name=f"{name}_valid"), acc=Signal(name=f"{name}_acc"),
@@ -272,8 +280,8 @@ class Accumulator(wiring.Component):
 
         s0, s1, s2, s3, s4 = (stage(f"s{i}") for i in range(5))
         m.d.sync += [
-            s0.valid.eq(wr.valid), s0.acc.eq(wr.payload.accumulate), s0.addr.eq(wr.payload.addr),
-            s0.bank.eq(in_bank), s0.data.eq(wr.payload.data),
+            s0.valid.eq(si.valid), s0.acc.eq(si.acc), s0.addr.eq(si.addr),
+            s0.bank.eq(in_bank), s0.data.eq(si.data),
         ]
         for prev, nxt in ((s0, s1), (s1, s2), (s2, s3), (s3, s4)):
             m.d.sync += [nxt.valid.eq(prev.valid), nxt.acc.eq(prev.acc), nxt.addr.eq(prev.addr),
@@ -363,14 +371,16 @@ class Accumulator(wiring.Component):
         issue = Signal()
         cmd_take = Signal()
         # The hazard: the line to read (at the end of the cycle after next, from the column address registers) is
-        # still to be written by a beat in stage 0, 1, 2 or 3 (stage 3's write is at the same clock edge as the
-        # read, whose result is undefined; stage 4's is a cycle before it; a beat accepted in this cycle need not be
-        # seen). The comparisons are made a cycle earlier, against the beats that will then be in those stages (the
-        # one being accepted, stages 0 to 2), for each address the read-out may have next (the same, the next, a
-        # command's base), and registered; this cycle's handshakes of the read-out, registered too, pick one.
+        # still to be written by a beat in the input register or in stage 0, 1, 2 or 3 (stage 3's write is at the
+        # same clock edge as the read, whose result is undefined; stage 4's is a cycle before it; a beat accepted in
+        # this cycle need not be seen). The comparisons are made a cycle earlier, against the beats that will then
+        # be in those stages (the one being accepted, the input register, stages 0 to 2), for each address the
+        # read-out may have next (the same, the next, a command's base), and registered; this cycle's handshakes of
+        # the read-out, registered too, pick one.
         def ahead(addr):
-            return ((wr.valid & (wr.payload.addr == addr)) | (s0.valid & (s0.addr == addr))
-                    | (s1.valid & (s1.addr == addr)) | (s2.valid & (s2.addr == addr)))
+            return ((wr.valid & (wr.payload.addr == addr)) | (si.valid & (si.addr == addr))
+                    | (s0.valid & (s0.addr == addr)) | (s1.valid & (s1.addr == addr))
+                    | (s2.valid & (s2.addr == addr)))
         hazard_same, hazard_next, hazard_base = (Signal(name=f"hazard_{n}") for n in ("same", "next", "base"))
         took_issue, took_cmd = Signal(), Signal()
         m.d.sync += [
