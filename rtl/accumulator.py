@@ -94,9 +94,9 @@ class ReadCommand(data.StructLayout):
 class Accumulator(wiring.Component):
     """Double-buffered int32 accumulator memory with a read-modify-write write side and a streaming read-out.
 
-    Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its
-    line at the end of ``t + 3`` (only if ``accumulate``), adds in ``t + 6`` and writes the line at the end of
-    ``t + 7``. The four beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
+    Write side (``wr``): ``always_ready``, one beat per cycle. A beat accepted in cycle ``t`` reads its line at the
+    end of ``t + 3`` (only if ``accumulate``), adds in ``t + 6`` and writes the line at the end of ``t + 7``. The
+    four beats behind a beat in the pipeline get its new value by forwarding, so any sequence of beats (the same
     address back to back, or every other cycle, with or without gaps) gives the same result as applying the beats
     one at a time in order.
 
@@ -109,9 +109,9 @@ class Accumulator(wiring.Component):
     command is accepted until its last line is accepted.
 
     Coherence: a line read out observes every write beat accepted in an earlier cycle than the read: the read-out
-    waits while a beat for the same line is in the input register or in stages 0 to 3 of the pipeline. The write side has priority at a bank's
-    read port: the read-out waits while an accumulating beat reads the same bank. With the two in different halves
-    (the double-buffering protocol) they never wait for each other.
+    waits while a beat for the same line is in the input register or in stages 0 to 3 of the pipeline. The write
+    side has priority at a bank's read port: the read-out waits while an accumulating beat reads the same bank.
+    With the two in different halves (the double-buffering protocol) they never wait for each other.
 
     Parameters
     ----------
@@ -425,8 +425,9 @@ class Accumulator(wiring.Component):
                 m.d.comb += read_addr.eq(bank_addr)
 
         # Response: request (t) -> group address registers (t + 1) -> column address registers (t + 2) -> bank
-        # read data (t + 3) -> bank register (t + 4), selected into the FIFO -> its output register (t + 6). The bank select of stage 4
-        # comes through the same two levels of registers as the address (one register for all copies: 14.1 ns).
+        # read data (t + 3) -> bank register (t + 4), selected into the FIFO -> its output register (t + 6). The
+        # bank select of stage 4 comes through the same two levels of registers as the address (one register for
+        # all copies: 14.1 ns).
         r1_valid, r2_valid, r3_valid, r4_valid = Signal(), Signal(), Signal(), Signal()
         r1_bank, r2_bank = (Signal(range(self.banks), name=f"r{i}_bank") for i in (1, 2))
         m.d.sync += [
