@@ -50,6 +50,12 @@ class Fold:
         Parts per beat (1: no folding; every method then passes its argument through).
     platform : platform or None
         As passed to ``elaborate``: :meth:`first_copy` registers are ``TRELLIS_FF`` instances on ECP5.
+    aligned : bool
+        Beats enter only on every ``fold``-th cycle, whether or not one entered before: the part counter runs
+        freely, so :attr:`first` and its copies depend on no handshake (each copy of :meth:`first_copy` is a ring
+        of flip-flops of its own, with no net shared between copies). A beat that arrives off the beat cycle waits
+        up to ``fold - 1`` cycles; a stream of beats still enters at one per ``fold`` cycles. Default ``False``:
+        a beat enters in any cycle in which no earlier beat's parts are still entering.
 
     Attributes
     ----------
@@ -61,12 +67,13 @@ class Fold:
     phase : Signal or None
         The part entering now, when ``first`` is low.
     """
-    def __init__(self, m, fold, *, platform=None):
+    def __init__(self, m, fold, *, platform=None, aligned=False):
         if not isinstance(fold, int) or isinstance(fold, bool) or fold <= 0:
             raise ValueError(f"Fold must be a positive integer, not {fold!r}")
         self.m = m
         self.fold = fold
         self.platform = platform
+        self.aligned = aligned
         self._first_next = None
         if fold > 1:
             self.first = Signal(init=1, name="first")
@@ -84,6 +91,15 @@ class Fold:
             return take
         m, fold = self.m, self.fold
         last = self.phase == fold - 1
+        if self.aligned:
+            # The counter runs freely; a register says that a beat's later parts are entering.
+            entering_rest = Signal(name="parts_entering")
+            m.d.sync += [
+                self.first.eq(last),
+                self.phase.eq(Mux(last, 0, self.phase + 1)),
+                entering_rest.eq(Mux(take, 1, Mux(last, 0, entering_rest))),
+            ]
+            return take | entering_rest
         self._first_next = first_next = Signal(name="first_next")
         m.d.comb += first_next.eq(Mux(take, 0, Mux(self.first, 1, last)))
         m.d.sync += self.first.eq(first_next)
@@ -98,6 +114,12 @@ class Fold:
         instead of the one register driving all of them. Call after :meth:`advance`."""
         if self.fold == 1:
             return 1
+        if self.aligned:
+            # A ring of `fold` flip-flops, one-hot, its bit 0 high on the beat cycle: in step with `first` from
+            # reset on, and driven by nothing outside the ring.
+            ring = register_copy(self.m, lambda ring: ring.rotate_left(1), name=name, platform=self.platform,
+                                 init=1, shape=self.fold)
+            return ring[0]
         return register_copy(self.m, self._first_next, name=name, platform=self.platform, init=1)
 
     def part(self, value, *, name, first=None):

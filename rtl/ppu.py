@@ -397,7 +397,7 @@ class Requantizer(FoldedTiming, wiring.Component):
         width = -(-self._lanes // fold)     # pipeline lanes
 
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
-        f = Fold(m, fold, platform=platform)
+        f = Fold(m, fold, platform=platform, aligned=True)
         params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
         m.d.comb += self.param.ready.eq(f.ready)
         # A parameter beat is loaded two cycles after it is accepted, the configuration and each lane's parameters by

@@ -322,9 +322,10 @@ def test_throughput(fold):
             assert list(unpack(raw, lanes)) == list(golden(p, acc))
 
     run(dut, producer, consumer)
-    # param load on cycle 0, into the parameter registers on cycle 2, first beat accepted on cycle 3
+    # param load on cycle 0, into the parameter registers on cycle 2, first beat accepted on cycle 3, or folded
+    # on the first beat cycle from 3 on (beats enter on every fold-th cycle from reset: `Fold(aligned=True)`)
     assert dut.latency == ppu.Requantizer.LATENCY + fold - 1
-    assert cycles["first"] == 3 + dut.latency
+    assert cycles["first"] == -(-3 // fold) * fold + dut.latency
     assert cycles["last"] - cycles["first"] == (beats - 1) * fold
 
 
