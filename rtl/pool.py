@@ -12,7 +12,7 @@ The division by the window size ``n`` is a multiplication by a reciprocal read f
 ``n <= max_count`` and every accumulator of ``n`` int8 values (see :func:`reciprocals` and ``docs/ppu.md``).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -118,8 +118,8 @@ class Pool(wiring.Component):
         One pooled vector per window.
     """
 
-    #: Pipeline stages (S0 .. S10), before the output FIFO.
-    STAGES = 11
+    #: Pipeline stages (S0 .. S11), before the output FIFO.
+    STAGES = 12
 
     #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure): the
     #: pipeline stages and the output FIFO.
@@ -228,13 +228,14 @@ class Pool(wiring.Component):
         # flip-flops (S6) before the shift, which then has the whole of S7 (the DSP output through the shift was
         # 13.2 ns at 16 x 16). The wider product's last stage is already an adder in the fabric.
         prod_stages = mul_stages + (1 if one_dsp else 0)
+        assert prod_stages == 3         # the product in S6 either way
         # The quotient's shift amount reaches each lane from a copy of its own (the lanes sit beside their DSPs,
         # spread over the die; one register for all of them was the 16 x 16 datapath's pooling worst path, 12.8 ns).
         recip_shift = p.delay(rom_rd.data.shift, prod_stages, name="recip_shift")
         half = count >> 1
-        # The clamp bounds, for S9 and (registered once more) for S10.
-        low, high = clamp_bounds(p, cfgs[7], name="clamp")
-        low_s9, high_s9 = p.reg(low, name="clamp_low_s9"), p.reg(high, name="clamp_high_s9")
+        # The clamp bounds, for S10 and (registered once more) for S11.
+        low, high = clamp_bounds(p, cfgs[8], name="clamp")
+        low_s10, high_s10 = p.reg(low, name="clamp_low_s10"), p.reg(high, name="clamp_high_s10")
         outs = []
         for lane, acc in enumerate(accs):
             neg = acc < 0
@@ -251,22 +252,24 @@ class Pool(wiring.Component):
             else:
                 prod, stages = multiply(p, num, recip, name=f"mul_l{lane}", platform=platform)
                 assert stages == mul_stages
-            neg = p.delay(neg, 5, name=f"neg_l{lane}")
-            top = p.delay(top, 5, name=f"max_l{lane}")
-            # S7: the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128 (a variable shift, alone in its
-            # stage).
+            neg = p.delay(neg, 6, name=f"neg_l{lane}")
+            top = p.delay(top, 6, name=f"max_l{lane}")
+            # S7-S8: the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128: the variable shift by
+            # k <= 8 in two stages, by a multiple of 4 (S7), then by the rest (S8), each a small multiplexer (the
+            # whole shift in one stage was 10.7 ns at 16 x 16).
             shift = p.copy(recip_shift, name=f"recip_shift_l{lane}")
-            quotient = p.reg(((prod >> num_bits) >> shift)[:8], name=f"quotient_l{lane}")
-            quotient = p.delay(quotient, 3 - prod_stages, name=f"quotient_l{lane}")
-            # S8: sign and mode.
-            result = p.reg(Mux(cfgs[7].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
+            coarse = p.reg(((prod >> num_bits) >> Cat(Const(0, 2), shift[2:]))[:11], name=f"quotient7_l{lane}")
+            fine = p.reg(shift[:2], name=f"recip_shift8_l{lane}")
+            quotient = p.reg((coarse >> fine)[:8], name=f"quotient_l{lane}")
+            # S9: sign and mode.
+            result = p.reg(Mux(cfgs[8].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
                            name=f"result_l{lane}")
-            # S9-S10: clamp, in two stages: the bounds reach all lanes (which sit beside their DSPs, spread over
+            # S10-S11: clamp, in two stages: the bounds reach all lanes (which sit beside their DSPs, spread over
             # the die) through long wires, so the two comparisons and the selection each get a cycle.
             above = p.reg(result > high, name=f"above_l{lane}")
             below = p.reg(result < low, name=f"below_l{lane}")
-            result = p.reg(result, name=f"result9_l{lane}")
-            outs.append(p.reg(Mux(above, high_s9, Mux(below, low_s9, result))[:8].as_signed(),
+            result = p.reg(result, name=f"result10_l{lane}")
+            outs.append(p.reg(Mux(above, high_s10, Mux(below, low_s10, result))[:8].as_signed(),
                               name=f"out_l{lane}"))
         m.d.comb += fifo.w_data.eq(Cat(*outs))
 
