@@ -455,6 +455,8 @@ class Requantizer(FoldedTiming, wiring.Component):
             x = p.reg((acc[:32].as_signed() + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
             shift = p.reg(lp.shift, name=f"shift_l{lane}")
+            # The left shift of double rounding, `max(shift, 0)`, decoded here so that S2's shift starts from it.
+            left = p.reg(Mux(lp.shift > 0, lp.shift.as_unsigned()[:5], 0), shape=unsigned(5), name=f"left_l{lane}")
             # This lane's rounding mode, one register per stage (rounding[k]: stage k).
             rounding = [None, p.copy(config.rounding, name=f"rounding_s1_l{lane}")]
             for stage in range(2, 8):
@@ -463,9 +465,7 @@ class Requantizer(FoldedTiming, wiring.Component):
             # S2: double rounding shifts left (wrapping) before multiplying; single rounding folds the shift into the
             # final right shift. `amount` is the right shift applied (in S8) before the last rounding step.
             double = rounding[1] == Rounding.DOUBLE
-            shift_left = double & (shift > 0)
-            a = p.reg(Mux(shift_left, (x << shift.as_unsigned()[:5])[:32].as_signed(), x), shape=signed(32),
-                      name=f"a_l{lane}")
+            a = p.reg((x << Mux(double, left, 0))[:32].as_signed(), shape=signed(32), name=f"a_l{lane}")
             mult = p.reg(mult, name=f"mult2_l{lane}")
             amount = p.reg(Mux(double, Mux(shift < 0, -shift, 0), 30 - shift)[:6], shape=unsigned(6),
                            name=f"amount2_l{lane}")
