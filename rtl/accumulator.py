@@ -101,7 +101,7 @@ class Accumulator(wiring.Component):
     one at a time in order.
 
     Read-out (``rd_cmd``, ``rd_data``): a command reads ``count`` lines from ``base`` and sends them on ``rd_data``
-    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + read_latency`` (``t + 6``); with
+    in address order. A line requested in cycle ``t`` is on ``rd_data`` from ``t + read_latency`` (``t + 5``); with
     ``rd_data`` ready the read-out sends one line per cycle, also across commands (``rd_cmd.ready`` is high while the
     engine is idle and in the cycle it requests the last line of a command). Lines wait in an output FIFO of
     ``fifo_depth`` entries while ``rd_data`` is stalled; a line is requested only while the FIFO has room for it
@@ -146,16 +146,16 @@ class Accumulator(wiring.Component):
     write_latency : int
         Cycles from an accepted write beat to the end of the cycle in which its line is written, 8.
     read_latency : int
-        Cycles from a line request to the line on ``rd_data``, 6 (the two levels of a bank's address registers,
-        the block RAM read, the bank's data register, the output FIFO and its output register).
+        Cycles from a line request to the line on ``rd_data``, 5 (the two levels of a bank's address registers,
+        the block RAM read, the bank's data register, the output FIFO).
     fifo_depth : int
-        Entries of the read-out FIFO, 7: also the lines that may be requested and not yet taken, enough for one
+        Entries of the read-out FIFO, 6: also the lines that may be requested and not yet taken, enough for one
         line per cycle.
     """
 
     write_latency = 8
-    read_latency = 6
-    fifo_depth = 7
+    read_latency = 5
+    fifo_depth = 6
 
     #: Elements per copy of the forwarding decision's registers, and columns per group register of the block RAM
     #: addresses.
@@ -360,9 +360,7 @@ class Accumulator(wiring.Component):
         remaining = Signal(self.addr_width + 1)
         one_left = Signal()                      # remaining == 1, a flip-flop of its own (in `cmd.ready`)
         rd_bank, rd_line = split(rd_addr)
-        # The queue's output is registered: its consumer (the requantiser's part multiplexer) sits elsewhere on the
-        # die, and the LUT RAM's read through that routing was 10.3 ns at 16 x 16.
-        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, registered=True)
+        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth)
         wiring.connect(m, fifo.o, wiring.flipped(out))
 
         room = Signal()
@@ -425,9 +423,8 @@ class Accumulator(wiring.Component):
                 m.d.comb += read_addr.eq(bank_addr)
 
         # Response: request (t) -> group address registers (t + 1) -> column address registers (t + 2) -> bank
-        # read data (t + 3) -> bank register (t + 4), selected into the FIFO -> its output register (t + 6). The
-        # bank select of stage 4 comes through the same two levels of registers as the address (one register for
-        # all copies: 14.1 ns).
+        # read data (t + 3) -> bank register (t + 4), selected into the FIFO -> t + 5. The bank select of stage 4
+        # comes through the same two levels of registers as the address (one register for all copies: 14.1 ns).
         r1_valid, r2_valid, r3_valid, r4_valid = Signal(), Signal(), Signal(), Signal()
         r1_bank, r2_bank = (Signal(range(self.banks), name=f"r{i}_bank") for i in (1, 2))
         m.d.sync += [

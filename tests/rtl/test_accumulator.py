@@ -188,7 +188,7 @@ def test_defaults():
     acc = Accumulator(cfg)
     assert (acc.cols, acc.depth, acc.banks) == (cfg.cols, cfg.acc_depth, cfg.acc_banks)
     assert acc.addr_width == 9 and acc.half_depth == 256
-    assert (acc.write_latency, acc.read_latency, acc.fifo_depth) == (8, 6, 7)
+    assert (acc.write_latency, acc.read_latency, acc.fifo_depth) == (8, 5, 6)
 
 
 @pytest.mark.parametrize("kwargs, error", [
