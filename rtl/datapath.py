@@ -103,7 +103,7 @@ class Datapath(wiring.Component):
     error_clear : In(1)
         Clears ``error`` and ``error_code``.
     busy_cycles : Out(32)
-        Cycles with ``busy`` high since reset (wraps).
+        Cycles with ``busy`` high since reset (wraps); like the other counters it counts a cycle late.
     active_cycles : Out(32)
         Cycles in which the systolic array took an activation vector since reset (wraps).
     macs : Out(48)
@@ -381,9 +381,13 @@ class Datapath(wiring.Component):
             self.error_code.eq(seq.error_code),
             seq.error_clear.eq(self.error_clear),
         ]
-        with m.If(seq.busy):
+        # The counters count a cycle late, from registered conditions: `busy` is a function of every unit's state
+        # and its net reached the 32-bit counter's enables across the die (13.6 ns at 16 x 16).
+        busy_r, took_act = Signal(name="busy_r"), Signal(name="took_act")
+        m.d.sync += [busy_r.eq(seq.busy), took_act.eq(array.act.valid & array.act.ready)]
+        with m.If(busy_r):
             m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
-        with m.If(array.act.valid & array.act.ready):
+        with m.If(took_act):
             m.d.sync += [
                 self.active_cycles.eq(self.active_cycles + 1),
                 self.macs.eq(self.macs + cfg.macs_per_cycle),
