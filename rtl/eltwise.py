@@ -109,8 +109,8 @@ class Adder(FoldedTiming, wiring.Component):
     STAGES = 16
 
     #: Cycles from an accepted pair of input beats to its output beat on ``o`` (without backpressure), unfolded:
-    #: the pipeline stages and the output FIFO; :attr:`latency` adds the folding.
-    LATENCY = STAGES + 1
+    #: the pipeline stages and the output FIFO with its output register; :attr:`latency` adds the folding.
+    LATENCY = STAGES + 2
 
     def __init__(self, lanes=16, *, left_shift=20, fold=1):
         check_lanes(lanes)
@@ -144,7 +144,7 @@ class Adder(FoldedTiming, wiring.Component):
 
         params = Signal(Params, init=CONFIG_INIT)
         vector = data.ArrayLayout(signed(8), self._lanes)
-        m.submodules.fifo = fifo = CreditFIFO(vector, self.fifo_depth)
+        m.submodules.fifo = fifo = CreditFIFO(vector, self.fifo_depth, registered=True)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
         f = Fold(m, fold)

@@ -122,8 +122,8 @@ class Pool(wiring.Component):
     STAGES = 12
 
     #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure): the
-    #: pipeline stages and the output FIFO.
-    LATENCY = STAGES + 1
+    #: pipeline stages and the output FIFO with its output register.
+    LATENCY = STAGES + 2
 
     #: Entries of the output FIFO (``LATENCY + 1``), and so the most windows the unit holds whose last beat was
     #: accepted and whose result was not yet sent on ``o``.
@@ -166,7 +166,8 @@ class Pool(wiring.Component):
         # The pipeline never stalls: a window's result goes into the output FIFO, which has an entry reserved for it
         # when its last beat is accepted. Without a free entry no beat is accepted, so `o.ready` reaches only the
         # FIFO and its credit count.
-        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
+        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
+                                              registered=True)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         # S0: the accepted beat, registered: it comes from a queue in LUT RAM (the scratchpad's response queue, far
         # away on a large build), and the accumulators' comparisons and adders get a cycle of their own.

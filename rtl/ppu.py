@@ -341,8 +341,8 @@ class Requantizer(FoldedTiming, wiring.Component):
     disturbs beats in flight). While ``param.valid`` is high, ``i`` is not accepted; ``param.ready`` is always high.
     After reset the parameters are zero, with the clamp bounds -128 and 127.
 
-    The datapath is a pipeline of ``LATENCY - 1`` stages that never stalls, followed by an output FIFO of
-    ``LATENCY + 1`` entries; ``i.ready`` comes from a credit count (beats accepted and not yet sent on ``o``), so
+    The datapath is a pipeline of :attr:`STAGES` stages that never stalls, followed by an output FIFO of
+    ``LATENCY + 1`` entries with a registered output; ``i.ready`` comes from a credit count (beats accepted and not yet sent on ``o``), so
     every accepted beat has a FIFO entry waiting for it and ``o.ready`` reaches only the FIFO and the count, not the
     pipeline's registers (a stall enable on all of them, about 11 000 flip-flops at 16 lanes, was the slowest net of
     the ECP5 build). One beat per cycle, correct under any pattern of valid and ready gaps.
@@ -371,9 +371,12 @@ class Requantizer(FoldedTiming, wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: 13 pipeline
-    #: stages (S0-S12) and the output FIFO; :attr:`latency` adds the folding.
-    LATENCY = 14
+    #: Pipeline stages (S0 .. S12), before the output FIFO.
+    STAGES = 13
+
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: the pipeline
+    #: stages and the output FIFO with its output register; :attr:`latency` adds the folding.
+    LATENCY = STAGES + 2
 
     def __init__(self, lanes=16, *, fold=1):
         check_lanes(lanes)
@@ -406,8 +409,9 @@ class Requantizer(FoldedTiming, wiring.Component):
                               [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
                               platform=platform)
 
-        stages = self.LATENCY - 1
-        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth)
+        stages = self.STAGES
+        m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
+                                              registered=True)
         take = self.i.valid & self.i.ready
         m.d.comb += [
             self.i.ready.eq(fifo.credit & ~self.param.valid & ~pending & f.ready),
