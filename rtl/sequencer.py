@@ -873,13 +873,17 @@ class Sequencer(wiring.Component):
         ]
         with m.If(param_out.valid & param_out.ready):
             m.d.sync += params_loaded.eq(1)
-        with m.If(acc_cmd.valid & acc_cmd.ready):
-            m.d.comb += start.eq(1)
+        # The running read-out's lines (for `war`, which reads them only while `acc_busy`) load from the head
+        # whenever no read-out is running, so the one that starts leaves them set: their enable is `~acc_busy`, not
+        # the start decision (which reached their 30 enables through 12.4 ns at 16 x 16).
+        with m.If(~acc_busy):
             m.d.sync += [
                 active_addr.eq(hrq.acc_addr),
                 active_end.eq(head.end),
-                self.out_sel.eq(Opcode.REQUANT),
             ]
+        with m.If(acc_cmd.valid & acc_cmd.ready):
+            m.d.comb += start.eq(1)
+            m.d.sync += self.out_sel.eq(Opcode.REQUANT)
 
         # ADD: parameters, then both operand runs. POOL: its configuration and its input run. Once the first beat
         # is handed out the output side is no longer drained, so `committed` keeps the hand-out going.
