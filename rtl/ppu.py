@@ -371,8 +371,8 @@ class Requantizer(FoldedTiming, wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     """
 
-    #: Pipeline stages (S0 .. S12), before the output FIFO.
-    STAGES = 13
+    #: Pipeline stages (S0 .. S13), before the output FIFO.
+    STAGES = 14
 
     #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: the pipeline
     #: stages and the output FIFO with its output register; :attr:`latency` adds the folding.
@@ -429,15 +429,15 @@ class Requantizer(FoldedTiming, wiring.Component):
 
         # The shared configuration travels with the beats. No register of it drives all lanes: each lane carries
         # its own copy of the rounding mode from S1 on (:meth:`Stages.copy`, so that synthesis keeps the copies
-        # apart), and the output stage's fields travel once for all lanes up to S8, where each lane takes its own
-        # copy for S10-S11 (the shared S8 register drives only those copies).
+        # apart), and the output stage's fields travel once for all lanes up to S9, where each lane takes its own
+        # copy for S11-S12 (the shared S9 register drives only those copies).
         # S0, the input register: the part that enters (from the accumulator's output queue, through the part
         # multiplexer), its parameters and the configuration. The bias adder of S1 then starts from flip-flops.
         config = p.reg(params.config, name="config_s0")
         out_cfg = data.StructLayout({"output_offset": signed(8), "act_min": signed(8), "act_max": signed(8)})
         shared = Signal(out_cfg)
         m.d.comb += shared.eq(Cat(config.output_offset, config.act_min, config.act_max))
-        for stage in range(1, 9):
+        for stage in range(1, 10):
             shared = p.reg(shared, name=f"cfg_s{stage}")
 
         # Folded, each pipeline lane takes its accumulator and its parameters for the part entering through
@@ -463,66 +463,74 @@ class Requantizer(FoldedTiming, wiring.Component):
             left = p.reg(Mux(lp.shift > 0, lp.shift.as_unsigned()[:5], 0), shape=unsigned(5), name=f"left_l{lane}")
             # This lane's rounding mode, one register per stage (rounding[k]: stage k).
             rounding = [None, p.copy(config.rounding, name=f"rounding_s1_l{lane}")]
-            for stage in range(2, 8):
+            for stage in range(2, 9):
                 rounding.append(p.copy(rounding[-1], name=f"rounding_s{stage}_l{lane}"))
 
-            # S2: double rounding shifts left (wrapping) before multiplying; single rounding folds the shift into the
-            # final right shift. `amount` is the right shift applied (in S8) before the last rounding step.
+            # S2-S3: double rounding shifts left (wrapping) before multiplying, by a multiple of 8 (S2), then by
+            # the rest (S3) (the 32-bit shift by 0-31 in one stage was 21 endpoints up to 11.4 ns at 16 x 16);
+            # single rounding folds the shift into the final right shift. `amount` is the right shift applied (in
+            # S9) before the last rounding step.
             double = rounding[1] == Rounding.DOUBLE
-            a = p.reg((x << Mux(double, left, 0))[:32].as_signed(), shape=signed(32), name=f"a_l{lane}")
+            left = Mux(double, left, 0)
+            a = p.reg((x << Cat(Const(0, 3), left[3:]))[:32].as_signed(), shape=signed(32), name=f"a2_l{lane}")
+            fine = p.reg(left[:3], name=f"left2_l{lane}")
             mult = p.reg(mult, name=f"mult2_l{lane}")
             amount = p.reg(Mux(double, Mux(shift < 0, -shift, 0), 30 - shift)[:6], shape=unsigned(6),
                            name=f"amount2_l{lane}")
+            a = p.reg((a << fine)[:32].as_signed(), shape=signed(32), name=f"a_l{lane}")
+            mult = p.reg(mult, name=f"mult3_l{lane}")
+            amount = p.reg(amount, name=f"amount3_l{lane}")
 
-            # S3-S6: the 64-bit product. S3 is the DSPs' operand registers: the routing from the fabric registers
+            # S4-S7: the 64-bit product. S4 is the DSPs' operand registers: the routing from the fabric registers
             # into the DSP row ends in a register, not in the multiplier.
             prod, mul_stages = multiply(p, a, mult, name=f"mul_l{lane}", platform=platform, input_registers=True)
             assert mul_stages == 4
             amount = p.delay(amount, mul_stages, name=f"amount_l{lane}")
 
-            # S7: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
+            # S8: double rounding: high = SaturatingRoundingDoublingHighMul = floor((prod + 2^30) / 2^31)
             # = ((prod >> 30) + 1) >> 1, saturated (only INT32_MIN * INT32_MIN reaches 2^31); z = 2 * high feeds the
-            # rounding shift of S8-S11 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
+            # rounding shift of S9-S12 by `amount` + 1. Single rounding: z = prod, shifted by (30 - shift) + 1.
             # q >= 2^32, that is prod >> 30 >= 2^32 - 1, from the bits of prod (not after q's carry chain, in
             # parallel with it).
             q = (prod >> 30) + 1
             overflow = ~prod[63] & (prod[62] | prod[30:62].all())
             z_double = Mux(overflow, (1 << 32) - 2, Cat(Const(0, 1), q[1:]).as_signed())
-            z = p.reg(Mux(rounding[6] == Rounding.DOUBLE, z_double, prod), shape=signed(64),
+            z = p.reg(Mux(rounding[7] == Rounding.DOUBLE, z_double, prod), shape=signed(64),
                       name=f"z_l{lane}")
-            amount = p.reg(amount, name=f"amount7_l{lane}")
+            amount = p.reg(amount, name=f"amount8_l{lane}")
 
-            # S8-S9: arithmetic right shift (64 bits), by a multiple of 8 (S8) and then by the rest (S9): each
+            # S9-S10: arithmetic right shift (64 bits), by a multiple of 8 (S9) and then by the rest (S10): each
             # stage an 8-to-1 multiplexer per bit rather than one 64-to-1 (the 16 x 16 datapath's requantiser
-            # missed 100 MHz there, 12.5 ns). `away` (S8) is this lane's rounding mode for S9.
-            away = p.copy(rounding[7], name=f"rounding_s8_l{lane}") == Rounding.DOUBLE
+            # missed 100 MHz there, 12.5 ns). `away` (S9) is this lane's rounding mode for S10.
+            away = p.copy(rounding[8], name=f"rounding_s9_l{lane}") == Rounding.DOUBLE
             za, low_zero, fine = shift_right_coarse(z, amount)
             za = p.reg(za, shape=signed(64), name=f"za_l{lane}")
             low_zero = p.reg(low_zero, name=f"low_zero_l{lane}")
-            fine = p.reg(fine, name=f"amount8_l{lane}")
+            fine = p.reg(fine, name=f"amount9_l{lane}")
             y, carry = rounding_shift_right(za, fine, away, low_zero)
-            # y = za >> fine (fine < 8), so y's bits from 17 up (S10's overflow test) are all the sign exactly when
+            # y = za >> fine (fine < 8), so y's bits from 17 up (S11's overflow test) are all the sign exactly when
             # za's bits from 17 + fine up are: the whole test is made here, beside the shift, from za's registers
-            # (`fits_after_shift`), and S10 only selects (the test after y's register, 16 bits wide, was 11.5 ns at 16 x 16).
+            # (`fits_after_shift`), and S11 only selects (the test after y's register, 16 bits wide, was 11.5 ns at
+            # 16 x 16).
             high_fits = p.reg(fits_after_shift(za, [fine > j for j in range(7)]), name=f"high_fits_l{lane}")
             y = p.reg(Cat(y[:32], za[63]), shape=signed(33), name=f"y_l{lane}")
             carry = p.reg(carry, name=f"carry_l{lane}")
-            # `cfg` (S9) is this lane's copy of the output stage's fields.
-            cfg = p.copy(shared, name=f"cfg_s9_l{lane}")
+            # `cfg` (S10) is this lane's copy of the output stage's fields.
+            cfg = p.copy(shared, name=f"cfg_s10_l{lane}")
 
-            # S10: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
+            # S11: saturation to 18 bits, which keeps every value whose rounded result lands outside the int8 range
             # outside it.
             saturated = Mux(y[-1], -(1 << 17), (1 << 17) - 1)
             sat = p.reg(Mux(high_fits, y[:18], saturated), shape=signed(18), name=f"sat_l{lane}")
-            carry = p.reg(carry, name=f"carry10_l{lane}")
-            offset = p.reg(cfg.output_offset, name=f"offset10_l{lane}")
-            cfg = p.reg(cfg, name=f"cfg_s10_l{lane}")
+            carry = p.reg(carry, name=f"carry11_l{lane}")
+            offset = p.reg(cfg.output_offset, name=f"offset11_l{lane}")
+            cfg = p.reg(cfg, name=f"cfg_s11_l{lane}")
 
-            # S11: the last rounding step and the zero point.
+            # S12: the last rounding step and the zero point.
             w = p.reg(add_offset(sat, carry, offset), shape=signed(20), name=f"w_l{lane}")
             clamp = clamp_bounds(p, cfg, name=f"clamp_l{lane}")
 
-            # S12: clamp.
+            # S13: clamp.
             outs.append(p.reg(clamp_int8(w >> 1, *clamp), shape=signed(8),
                               name=f"out_l{lane}"))
 
