@@ -33,6 +33,7 @@ from .depthwise import ColumnReader, DepthwiseUnit, WindowBuffer
 from .commands import POOL_MAX_WINDOW, CommandFormat, CommandWord, ErrorCode, Opcode
 from .config import DatapathConfig
 from .ppu import Params, Requantizer
+from .output_select import OutputSelect
 from .register_slice import RegisterSlice
 from .scratchpad import Scratchpad, WriteRequest
 from .sequencer import WINDOW_WIDTH, LineReader, LineRun, Queue, ResultRun, ResultWriter, Sequencer, WeightPacker
@@ -90,8 +91,9 @@ class Datapath(wiring.Component):
         Output lines in command order: one per accumulator line read by ``REQUANT``, one per line pair of ``ADD``,
         one per window of ``POOL`` (the vector units fill lanes ``0 .. rows - 1``, the others are zero) and one per
         output pixel of ``DWCONV`` (lanes ``0 .. rows - 1``; the others are the requantised zero). It leaves
-        through a :class:`~haneul.rtl.register_slice.RegisterSlice`: ``valid``, ``payload`` and the ``ready``
-        the units see are flip-flops, and a line accepted from a unit is on ``out`` a cycle later.
+        through an :class:`~haneul.rtl.output_select.OutputSelect` (a credit count beside each unit, a queue and
+        a register slice at the output): ``valid`` and ``payload`` are flip-flops, ``ready`` reaches only the
+        slice, and a line accepted from a unit is on ``out`` three cycles later.
     busy : Out(1)
         A command is being executed or data is in flight.
     idle : Out(1)
@@ -356,21 +358,30 @@ class Datapath(wiring.Component):
                 with m.Else():
                     wiring.connect(m, vector, spad.rd_req[port])
 
-        # The output stream: the unit selected by the sequencer, through a register slice, so that the consumer's
-        # `ready` stops at the slice's registers instead of running through the `out_sel` multiplexer into the
-        # units' queues (their credit counts); vector lines fill the first `rows` lanes.
-        m.submodules.out_slice = out_slice = RegisterSlice(self.out.payload.shape())
-        with m.Switch(seq.out_sel):
-            for opcode, source in outputs.items():
-                with m.Case(opcode):
-                    m.d.comb += [
-                        out_slice.i.valid.eq(source.valid),
-                        source.ready.eq(out_slice.i.ready),
-                    ]
-                    for lane in range(source.payload.shape().length):
-                        m.d.comb += out_slice.i.payload[lane].eq(source.payload[lane])
-        wiring.connect(m, out_slice.o, wiring.flipped(self.out))
-        idle_units.append(~out_slice.busy)
+        # The output stream: the unit selected by the sequencer (the depthwise unit's sums come through the
+        # requantiser), through an OutputSelect: each unit is let go by a credit count beside it and its lines reach
+        # a queue and a register slice at the output through pipeline registers, so neither the consumer's `ready`
+        # nor a unit's lines cross the die in one cycle; vector lines fill the first `rows` lanes.
+        sources = []                                    # (stream, opcodes routed to it)
+        for opcode, source in outputs.items():
+            for known, opcodes in sources:
+                if known is source:
+                    opcodes.append(opcode)
+                    break
+            else:
+                sources.append((source, [opcode]))
+        m.submodules.out_select = out_select = OutputSelect(self.out.payload.shape(), len(sources))
+        for k, (source, opcodes) in enumerate(sources):
+            port = out_select.i[k]
+            m.d.comb += [
+                out_select.select[k].eq(Cat(*(seq.out_sel == opcode for opcode in opcodes)).any()),
+                port.valid.eq(source.valid),
+                source.ready.eq(port.ready),
+            ]
+            for lane in range(source.payload.shape().length):
+                m.d.comb += port.payload[lane].eq(source.payload[lane])
+        wiring.connect(m, out_select.o, wiring.flipped(self.out))
+        idle_units.append(~out_select.busy)
         m.d.comb += seq.drained.eq(Cat(*idle_units).all())
 
         # Status and counters.
