@@ -232,19 +232,9 @@ class Datapath(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ppu_param), seq.param_in)
         wiring.connect(m, seq.param_out, requant.param)
 
-        def in_flight(name, limit, took, gave):
-            """Beats taken by a unit (``took``) and not yet given out (``gave``): at most ``limit``."""
-            count = Signal(range(limit + 1), name=name)
-            with m.If(took & ~gave):
-                m.d.sync += count.eq(count + 1)
-            with m.Elif(gave & ~took):
-                m.d.sync += count.eq(count - 1)
-            return count
-
-        # Lines inside the requantiser (its pipeline and its output register).
-        inflight = in_flight("inflight", requant.fifo_depth, requant.i.valid & requant.i.ready,
-                             requant.o.valid & requant.o.ready)
-        idle_units = [inflight == 0]
+        # A unit is idle when its output queue owes nothing (every beat it accepted has left on `o`): the units'
+        # own credit counts, not counters of the datapath's fed from both ends of each unit.
+        idle_units = [~requant.busy]
 
         # Vector units: scratchpad read port 2 feeds the adder's first operand or the pooling unit (whichever the
         # sequencer selected: they never run at the same time), port 3 the adder's second operand.
@@ -294,9 +284,7 @@ class Datapath(wiring.Component):
                 ]
             wiring.connect(m, wiring.flipped(self.add_param), seq.add_param_in)
             wiring.connect(m, seq.add_param_out, adder.param)
-            pairs = in_flight("pairs", eltwise.Adder.LATENCY + 1, adder.a.valid & adder.a.ready,
-                              adder.o.valid & adder.o.ready)
-            idle_units += [pairs == 0, ~reader_b.busy]
+            idle_units += [~adder.busy, ~reader_b.busy]
             outputs[Opcode.ADD] = adder.o
         if self.has_pool:
             m.submodules.pool = pooler = pool.Pool(cfg.rows, max_count=POOL_MAX_WINDOW)
@@ -307,9 +295,7 @@ class Datapath(wiring.Component):
                     resp_a.ready.eq(pooler.i.ready),
                 ]
             wiring.connect(m, seq.pool_param, pooler.param)
-            windows = in_flight("windows", pool.Pool.LATENCY + 2,
-                                pooler.i.valid & pooler.i.ready & pooler.i.payload.last, pooler.o.valid & pooler.o.ready)
-            idle_units.append(windows == 0)
+            idle_units.append(~pooler.busy)
             outputs[Opcode.POOL] = pooler.o
         if self.has_depthwise:
             # DWCONV: the column reader on ports 2 and 3 feeds the window buffer and the unit; the unit's sums
@@ -343,9 +329,14 @@ class Datapath(wiring.Component):
                     m.d.comb += requant.i.payload[lane].eq(dw_unit.result.payload[lane])
             with m.Else():
                 m.d.comb += requant.i.payload.eq(source.payload)
-            pixels = in_flight("pixels", dw_unit.fifo_depth + 1,
-                               dw_unit.window.valid & dw_unit.window.ready & dw_unit.window.payload.final,
-                               dw_unit.result.valid & dw_unit.result.ready)
+            # Pixels whose final window the unit took and whose sums it has not given out yet.
+            pixels = Signal(range(dw_unit.fifo_depth + 2), name="pixels")
+            took = dw_unit.window.valid & dw_unit.window.ready & dw_unit.window.payload.final
+            gave = dw_unit.result.valid & dw_unit.result.ready
+            with m.If(took & ~gave):
+                m.d.sync += pixels.eq(pixels + 1)
+            with m.Elif(gave & ~took):
+                m.d.sync += pixels.eq(pixels - 1)
             idle_units += [pixels == 0, ~dw_reader.busy, ~dw_buffer.window.valid]
             outputs[Opcode.DWCONV] = requant.o
         for port, users in requesters.items():

@@ -103,6 +103,8 @@ class Adder(FoldedTiming, wiring.Component):
         Parameter loads.
     o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         The sums.
+    busy : Out(1)
+        Results are owed: operand pairs accepted and not yet sent on ``o`` (the output queue's credit count).
     """
 
     #: Pipeline stages (S0 .. S15), before the output FIFO.
@@ -127,6 +129,7 @@ class Adder(FoldedTiming, wiring.Component):
             "b":     In(vector),
             "param": In(stream.Signature(Params)),
             "o":     Out(vector),
+            "busy":  Out(1),
         })
 
     @property
@@ -146,6 +149,7 @@ class Adder(FoldedTiming, wiring.Component):
         vector = data.ArrayLayout(signed(8), self._lanes)
         m.submodules.fifo = fifo = CreditFIFO(vector, self.fifo_depth, registered=True)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        m.d.comb += self.busy.eq(fifo.busy)
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
         f = Fold(m, fold)
         m.d.comb += self.param.ready.eq(f.ready)

@@ -116,6 +116,8 @@ class Pool(wiring.Component):
         Configuration loads.
     o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         One pooled vector per window.
+    busy : Out(1)
+        Results are owed: windows whose last beat was accepted and not yet sent on ``o`` (the output queue's credit count).
     """
 
     #: Pipeline stages (S0 .. S11), before the output FIFO.
@@ -139,6 +141,7 @@ class Pool(wiring.Component):
             "i":     In(stream.Signature(Beat(lanes))),
             "param": In(stream.Signature(Config)),
             "o":     Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "busy":  Out(1),
         })
 
     @property
@@ -169,6 +172,7 @@ class Pool(wiring.Component):
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
                                               registered=True)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        m.d.comb += self.busy.eq(fifo.busy)
         # S0: the accepted beat, registered: it comes from a queue in LUT RAM (the scratchpad's response queue, far
         # away on a large build), and the accumulators' comparisons and adders get a cycle of their own.
         s0_valid = Signal()

@@ -369,6 +369,8 @@ class Requantizer(FoldedTiming, wiring.Component):
         Parameter loads.
     o : Out(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
+    busy : Out(1)
+        Results are owed: beats accepted on ``i`` and not yet sent on ``o`` (the output queue's credit count).
     """
 
     #: Pipeline stages (S0 .. S13), before the output FIFO.
@@ -388,6 +390,7 @@ class Requantizer(FoldedTiming, wiring.Component):
             "i":     In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
             "param": In(stream.Signature(Params(lanes))),
             "o":     Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "busy":  Out(1),
         })
 
     @property
@@ -418,6 +421,7 @@ class Requantizer(FoldedTiming, wiring.Component):
             fifo.reserve.eq(take),
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        m.d.comb += self.busy.eq(fifo.busy)
         entering = f.advance(take)
 
         p = Stages(m, platform)

@@ -62,13 +62,14 @@ async def receive(ctx, stream, count, rng, gap, *, max_cycles):
 def check_backpressure(dut, param, beats, expected, *, depth, cycles_per_beat=1):
     """With ``o.ready`` low, a unit with an output FIFO of ``depth`` entries takes exactly ``depth`` of the offered
     ``beats`` and then holds its inputs' ``ready`` low; released, it sends exactly those beats' results
-    (``expected``, payload integers), in order, and nothing more.
+    (``expected``, payload integers), in order, and nothing more. ``busy`` is high from the first beat taken until
+    the last result has left, low before and after.
 
     ``param`` is a ``(stream, payload)`` parameter beat sent first; each beat is a list of ``(stream, payload)``
     offered together (the adder's ``a`` and ``b``), with ``valid`` held high throughout.
     """
     streams = [stream for stream, _ in beats[0]]
-    taken, got = [], []
+    taken, got, busy = [], [], []
 
     async def tb(ctx):
         ctx.set(dut.o.ready, 0)
@@ -81,19 +82,22 @@ def check_backpressure(dut, param, beats, expected, *, depth, cycles_per_beat=1)
         for cycle in range((depth + 8) * cycles_per_beat + 40):
             for stream, payload in beats[len(taken)]:
                 ctx.set(stream.payload, payload)
-            _, _, ready = await ctx.tick().sample(streams[0].ready)
+            _, _, ready, owing = await ctx.tick().sample(streams[0].ready, dut.busy)
+            busy.append(owing)
             if ready:
                 taken.append(cycle)
         for stream in streams:
             ctx.set(stream.valid, 0)
         ctx.set(dut.o.ready, 1)
         for _ in range((depth + 8) * cycles_per_beat + 40):
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            _, _, valid, payload, owing = await ctx.tick().sample(dut.o.valid, dut.o.payload, dut.busy)
             if valid:
                 got.append(payload.as_value().value)
+        busy.append(ctx.get(dut.busy))
 
     run(dut, tb)
     assert len(taken) == depth
+    assert not busy[0] and all(busy[taken[0] + 1:-1]) and not busy[-1]     # -1: after the release
     assert got == expected[:depth]
 
 
