@@ -338,7 +338,11 @@ class Requantizer(FoldedTiming, wiring.Component):
 
     Parameters are loaded through the ``param`` stream into a parameter register: a parameter beat applies to every
     accumulator beat accepted after it (the parameters travel down the pipeline with their beat, so a load never
-    disturbs beats in flight). While ``param.valid`` is high, ``i`` is not accepted; ``param.ready`` is always high.
+    disturbs beats in flight); a beat accepted in the same cycle as a parameter beat still has the old ones.
+    ``param.ready`` is always high. ``i.ready`` does not depend on ``param.valid`` (it comes from the unit's own
+    flip-flops only: it is the accumulator queue's read enable, across the die), so whoever drives both streams
+    orders them: the datapath's sequencer sends a parameter beat only while no accumulator line is waiting or
+    being read out.
     After reset the parameters are zero, with the clamp bounds -128 and 127.
 
     The datapath is a pipeline of :attr:`STAGES` stages that never stalls, followed by an output FIFO of
@@ -417,7 +421,7 @@ class Requantizer(FoldedTiming, wiring.Component):
                                               registered=True)
         take = self.i.valid & self.i.ready
         m.d.comb += [
-            self.i.ready.eq(fifo.credit & ~self.param.valid & ~pending & f.ready),
+            self.i.ready.eq(fifo.credit & ~pending & f.ready),
             fifo.reserve.eq(take),
         ]
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
