@@ -17,6 +17,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .pe import register_copy
 from .ppu import CONFIG_INIT, CreditFIFO, Stages, check_lanes, clamp_bounds, dsp_product, multiply
 
 __all__ = ["Mode", "Config", "Beat", "reciprocals", "Pool"]
@@ -195,16 +196,25 @@ class Pool(wiring.Component):
             s0_first.eq(fresh),
         ]
 
-        # S1: the accumulators (a running maximum or sum per lane) and the window size.
+        # S1: the accumulators (a running maximum and a running sum per lane: the maximum of int8 values is an
+        # int8, so its comparison is 8 bits wide and neither recurrence has the mode in it) and the window size.
+        # Each lane has its own copies of the beat's `valid` and `first` (one register for the enables and the
+        # selects of all 400 accumulator bits reached them through 10.4 ns at 16 x 16).
         acc_shape = Shape.cast(range(-128 * self._max_count, 127 * self._max_count + 1))
-        accs = [Signal(acc_shape, name=f"acc_l{lane}") for lane in range(self._lanes)]
+        sums = [Signal(acc_shape, name=f"sum_l{lane}") for lane in range(self._lanes)]
+        peaks = [Signal(signed(8), name=f"peak_l{lane}") for lane in range(self._lanes)]
         count = Signal(range(self._max_count + 1))
         with m.If(s0_valid):
             m.d.sync += count.eq(Mux(s0_first, 1, count + 1))
-            for lane, acc in enumerate(accs):
-                x = s0.data[lane]
-                step = Mux(cfg.mode == Mode.MAX, Mux(x > acc, x, acc), acc + x)
-                m.d.sync += acc.eq(Mux(s0_first, x, step))
+        for lane, (total, peak) in enumerate(zip(sums, peaks)):
+            x = s0.data[lane]
+            valid_l = register_copy(m, take, name=f"s0_valid_l{lane}", platform=platform, init=0)
+            first_l = register_copy(m, fresh, name=f"s0_first_l{lane}", platform=platform)
+            with m.If(valid_l):
+                m.d.sync += [
+                    total.eq(Mux(first_l, x, total + x)),
+                    peak.eq(Mux(first_l | (x > peak), x, peak)),
+                ]
 
         p = Stages(m)
         valid = Signal(name="valid_s1")
@@ -242,12 +252,12 @@ class Pool(wiring.Component):
         low, high = clamp_bounds(p, cfgs[8], name="clamp")
         low_s10, high_s10 = p.reg(low, name="clamp_low_s10"), p.reg(high, name="clamp_high_s10")
         outs = []
-        for lane, acc in enumerate(accs):
+        for lane, (acc, peak) in enumerate(zip(sums, peaks)):
             neg = acc < 0
             # |acc| + n//2: two adders in parallel rather than a negation and an adder in series
             num = p.reg(Mux(neg, half - acc, acc + half), shape=unsigned(num_bits), name=f"num_l{lane}")
             neg = p.reg(neg, name=f"neg2_l{lane}")
-            top = p.reg(acc[:8].as_signed(), name=f"max2_l{lane}")
+            top = p.reg(peak, name=f"max2_l{lane}")
             # S3: the block RAM's output is slow: register it before multiplying.
             num = p.reg(num, name=f"num3_l{lane}")
             # S4-S5 (S4-S6 above max_count = 256): the product of the numerator and the reciprocal.
