@@ -671,16 +671,20 @@ class Sequencer(wiring.Component):
         # in; while it holds the command, its legality is computed from those registers. The command moves on into
         # the command register (`cur`), with the verdict, when that is empty; `cur` hands it out. Each stage's load
         # enable (a net to every bit of it) comes from flip-flops, never from the hand-out of the command ahead,
-        # and `cur` takes a command every other cycle (a MATMUL's weight tile alone takes `rows` cycles).
+        # and `cur` takes a command every other cycle (a MATMUL's weight tile alone takes `rows` cycles). A command
+        # spends at least two cycles in the check stage (`chk_fresh`: loaded in the last cycle), so that its verdict
+        # and its write-after-read test can be registered there, from the check stage's registers (the verdict's
+        # range comparisons and priority selection into the command register took 10.3 ns at 16 x 16).
         chk = Signal(CommandWord(cfg))
         chk_valid = Signal()
+        chk_fresh = Signal()
         cur = Signal(CommandWord(cfg))
         cur_valid = Signal()
         cur_done = Signal()
         move = Signal()
         m.d.comb += [
-            move.eq(chk_valid & ~cur_valid),
-            self.cmd.ready.eq(~chk_valid | ~cur_valid),
+            move.eq(chk_valid & ~chk_fresh & ~cur_valid),
+            self.cmd.ready.eq(~chk_valid | move),
             self.busy.eq(chk_valid | cur_valid | work),
         ]
         # The end (first line past) of each line range, and the lines of a DWCONV tile.
@@ -697,6 +701,7 @@ class Sequencer(wiring.Component):
         }
         chk_end = {name: Signal(value.shape(), name=f"chk_{name}_end") for name, value in ends.items()}
         dw_tile = Signal(2 * len(new_args.dwconv.height))
+        m.d.sync += chk_fresh.eq(self.cmd.valid & self.cmd.ready)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [
                 chk.eq(self.cmd.payload),
@@ -750,6 +755,11 @@ class Sequencer(wiring.Component):
             with m.Default():
                 m.d.comb += [check_fault.eq(1), check_code.eq(ErrorCode.ILLEGAL_OPCODE)]
 
+        # The verdict, registered (the check stage's command is the same in the next cycle unless it moves on).
+        check_fault_r = Signal()
+        check_code_r = Signal(ErrorCode)
+        m.d.sync += [check_fault_r.eq(check_fault), check_code_r.eq(check_code)]
+
         # The command register: the command, its verdict, and the ends the hand-out needs.
         verdict_fault = Signal()
         verdict_code = Signal(ErrorCode)
@@ -758,8 +768,8 @@ class Sequencer(wiring.Component):
             m.d.sync += [
                 cur.eq(chk),
                 cur_valid.eq(1),
-                verdict_fault.eq(check_fault),
-                verdict_code.eq(check_code),
+                verdict_fault.eq(check_fault_r),
+                verdict_code.eq(check_code_r),
             ]
             m.d.sync += [end[name].eq(chk_end[name]) for name in end]
         with m.Elif(cur_done):
@@ -767,21 +777,30 @@ class Sequencer(wiring.Component):
 
         mm = cur.args.matmul
 
-        # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running. Registered: it
-        # is computed for the command moving into the command register (from the check stage's fields), then for
-        # the command in it. One cycle old, it is conservative: while a MATMUL waits in the command register no
-        # read-out is queued ahead of it (the queue only takes commands from that register), and a queued read-out
-        # that starts stays covered (its entry until `taken` pops it, then `acc_busy`).
-        war_addr = Mux(move, chk.args.matmul.acc_addr, mm.acc_addr)
-        war_end = Mux(move, chk_end["acc"], end["acc"])
+        # Write-after-read: the MATMUL's result lines overlap a read-out that is queued or running. Registered, for
+        # the command in the command register (`war_cur`, used a cycle later) and, a cycle earlier still, for the
+        # one in the check stage (`war_chk`, used two cycles later: for the command that moves on, the cycle after
+        # it moved). Old results are conservative: a read-out is covered from the cycle its REQUANT is pushed into
+        # the queue (from the command register; `war_chk` counts a REQUANT being pushed in the cycle it is
+        # computed, and none is pushed in the cycle a command moves on, since the command register is then empty)
+        # until it has ended (its entry until `taken` pops it, then `acc_busy`), and ranges are never added
+        # otherwise. The range comparisons are then the only logic in front of either register.
+        def war_test(war_addr, war_end, extra=()):
+            def overlaps(addr, end_):
+                return (war_addr < end_) & (addr < war_end)
+            return Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr, e.end)
+                         for v, e in zip(q_valid, q)),
+                       acc_busy & overlaps(active_addr, active_end),
+                       *(valid & overlaps(addr, end_) for valid, addr, end_ in extra)).any()
 
-        def overlaps(addr, end_):
-            return (war_addr < end_) & (addr < war_end)
-
+        war_chk = Signal()
         war = Signal()
-        m.d.sync += war.eq(Cat(*(v & (e.opcode == Opcode.REQUANT) & overlaps(e.args.requant.acc_addr, e.end)
-                                 for v, e in zip(q_valid, q)),
-                               acc_busy & overlaps(active_addr, active_end)).any())
+        pushing = cur_valid & (cur.opcode == Opcode.REQUANT)
+        m.d.sync += [
+            war_chk.eq(war_test(chk.args.matmul.acc_addr, chk_end["acc"],
+                                [(pushing, cur.args.requant.acc_addr, end["rq"])])),
+            war.eq(Mux(move, war_chk, war_test(mm.acc_addr, end["acc"]))),
+        ]
 
         # Hand-out of a MATMUL: three runs, each accepted on its own (valid stays high until it is); the result run
         # no later than the activation run, so that the result writer, which cannot hold up the array's results,
