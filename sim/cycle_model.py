@@ -24,6 +24,7 @@ import dataclasses
 from haneul.rtl import commands, isa
 from haneul.rtl.commands import weight_tile_lines
 from haneul.rtl.config import DatapathConfig
+from haneul.rtl.output_select import OutputSelect
 from haneul.rtl.ppu import Params, Requantizer
 from haneul.sim import dma_model
 
@@ -39,7 +40,8 @@ class Timing:
     read_latency: int = 6
     write_latency: int = 8
     array_extra: int = 6          # from a vector's read to its result in the accumulator: array latency + array_extra
-    readout_latency: int = Requantizer.LATENCY   # the requantiser, from the accumulator to the output stream
+    # the requantiser and the datapath's output select, from the accumulator to the output stream
+    readout_latency: int = Requantizer.LATENCY + OutputSelect.LATENCY
     issue: int = 2                # cycles a unit needs to take and hand out one instruction
     start: int = 8                # from START to the first fetch request
 
