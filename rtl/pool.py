@@ -121,8 +121,8 @@ class Pool(wiring.Component):
         Results are owed: windows whose last beat was accepted and not yet sent on ``o`` (the output queue's credit count).
     """
 
-    #: Pipeline stages (S0 .. S11), before the output FIFO.
-    STAGES = 12
+    #: Pipeline stages (S0 .. S12), before the output FIFO.
+    STAGES = 13
 
     #: Cycles from the accepted last beat of a window to its output beat on ``o`` (without backpressure): the
     #: pipeline stages and the output FIFO with its output register.
@@ -175,13 +175,17 @@ class Pool(wiring.Component):
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         m.d.comb += self.busy.eq(fifo.busy)
         # S0: the accepted beat, registered: it comes from a queue in LUT RAM (the scratchpad's response queue, far
-        # away on a large build), and the accumulators' comparisons and adders get a cycle of their own.
+        # away on a large build). S1: each lane's element again, with the lane's own copies of the beat's `valid` and
+        # `first`, beside the lane's accumulators (which sit beside its DSP, spread over the die: from one S0
+        # register the comparison into the running maximum's enable was 10.9 ns at 16 x 16).
         s0_valid = Signal()
         s0 = Signal(Beat(self._lanes), reset_less=True)
         s0_first = Signal(reset_less=True)
+        s1_valid, s1_first, s1_last = Signal(), Signal(reset_less=True), Signal(reset_less=True)
         m.d.comb += [
-            # A configuration load waits for the beat in S0 to reach the accumulators, which read the mode.
-            self.param.ready.eq(fresh & ~s0_valid),
+            # A configuration load waits for the beats in S0 and S1 to reach the accumulators (S2), which are read
+            # with the configuration.
+            self.param.ready.eq(fresh & ~s0_valid & ~s1_valid),
             self.i.ready.eq(fifo.credit & ~(fresh & self.param.valid)),
             take.eq(self.i.valid & self.i.ready),
             fifo.reserve.eq(take & self.i.payload.last),
@@ -194,22 +198,24 @@ class Pool(wiring.Component):
             s0_valid.eq(take),
             s0.eq(self.i.payload),
             s0_first.eq(fresh),
+            s1_valid.eq(s0_valid),
+            s1_first.eq(s0_first),
+            s1_last.eq(s0.last),
         ]
 
-        # S1: the accumulators (a running maximum and a running sum per lane: the maximum of int8 values is an
+        # S2: the accumulators (a running maximum and a running sum per lane: the maximum of int8 values is an
         # int8, so its comparison is 8 bits wide and neither recurrence has the mode in it) and the window size.
-        # Each lane has its own copies of the beat's `valid` and `first` (one register for the enables and the
-        # selects of all 400 accumulator bits reached them through 10.4 ns at 16 x 16).
         acc_shape = Shape.cast(range(-128 * self._max_count, 127 * self._max_count + 1))
         sums = [Signal(acc_shape, name=f"sum_l{lane}") for lane in range(self._lanes)]
         peaks = [Signal(signed(8), name=f"peak_l{lane}") for lane in range(self._lanes)]
         count = Signal(range(self._max_count + 1))
-        with m.If(s0_valid):
-            m.d.sync += count.eq(Mux(s0_first, 1, count + 1))
+        with m.If(s1_valid):
+            m.d.sync += count.eq(Mux(s1_first, 1, count + 1))
         for lane, (total, peak) in enumerate(zip(sums, peaks)):
-            x = s0.data[lane]
-            valid_l = register_copy(m, take, name=f"s0_valid_l{lane}", platform=platform, init=0)
-            first_l = register_copy(m, fresh, name=f"s0_first_l{lane}", platform=platform)
+            x = Signal(signed(8), name=f"s1_l{lane}", reset_less=True)
+            m.d.sync += x.eq(s0.data[lane])
+            valid_l = register_copy(m, s0_valid, name=f"s1_valid_l{lane}", platform=platform, init=0)
+            first_l = register_copy(m, s0_first, name=f"s1_first_l{lane}", platform=platform)
             with m.If(valid_l):
                 m.d.sync += [
                     total.eq(Mux(first_l, x, total + x)),
@@ -217,39 +223,39 @@ class Pool(wiring.Component):
                 ]
 
         p = Stages(m)
-        valid = Signal(name="valid_s1")
-        m.d.sync += valid.eq(s0_valid & s0.last)
-        for stage in range(2, self.STAGES):
+        valid = Signal(name="valid_s2")
+        m.d.sync += valid.eq(s1_valid & s1_last)
+        for stage in range(3, self.STAGES):
             valid = p.reg(valid, name=f"valid_s{stage}")
         m.d.comb += fifo.w_en.eq(valid)
 
-        # S2: reciprocal of the window size; the numerator |acc| + n//2 and the sign. (The accumulators, the count and
-        # the configuration register are the window's own while its result sits in S1: the next window's first
+        # S3: reciprocal of the window size; the numerator |acc| + n//2 and the sign. (The accumulators, the count and
+        # the configuration register are the window's own while its result sits in S2: the next window's first
         # beat and a configuration load change them at the end of that cycle at the earliest.)
         m.d.comb += [
             rom_rd.addr.eq(count),
             rom_rd.en.eq(1),
         ]
-        cfgs = {1: cfg}
-        for stage in range(2, self.STAGES - 1):
+        cfgs = {2: cfg}
+        for stage in range(3, self.STAGES - 1):
             cfgs[stage] = p.reg(cfgs[stage - 1], name=f"cfg_s{stage}")
         recip = p.reg(rom_rd.data.recip, name="recip")
         # The product takes two stages on one DSP (operand and product registers) up to max_count = 256 (a 17-bit
         # numerator, an 18-bit reciprocal, both signed), three on 16-bit pieces above that; the quotient follows it,
-        # and is delayed to S7 (the same latency for every max_count).
+        # and is delayed to S8 (the same latency for every max_count).
         one_dsp = num_bits <= 16
         mul_stages = 2 if one_dsp else 3
         # On one DSP the product comes from the DSP's output register, in its DSP row: it goes into fabric
-        # flip-flops (S6) before the shift, which then has the whole of S7 (the DSP output through the shift was
+        # flip-flops (S7) before the shift, which then has the whole of S8 (the DSP output through the shift was
         # 13.2 ns at 16 x 16). The wider product's last stage is already an adder in the fabric.
         prod_stages = mul_stages + (1 if one_dsp else 0)
-        assert prod_stages == 3         # the product in S6 either way
+        assert prod_stages == 3         # the product in S7 either way
         # The quotient's shift amount reaches each lane from a copy of its own (the lanes sit beside their DSPs,
         # spread over the die; one register for all of them was the 16 x 16 datapath's pooling worst path, 12.8 ns).
         recip_shift = p.delay(rom_rd.data.shift, prod_stages, name="recip_shift")
         half = count >> 1
-        # The clamp bounds, for S10 and (registered once more) for S11.
-        low, high = clamp_bounds(p, cfgs[8], name="clamp")
+        # The clamp bounds, for S11 and (registered once more) for S12.
+        low, high = clamp_bounds(p, cfgs[9], name="clamp")
         low_s10, high_s10 = p.reg(low, name="clamp_low_s10"), p.reg(high, name="clamp_high_s10")
         outs = []
         for lane, (acc, peak) in enumerate(zip(sums, peaks)):
@@ -258,9 +264,9 @@ class Pool(wiring.Component):
             num = p.reg(Mux(neg, half - acc, acc + half), shape=unsigned(num_bits), name=f"num_l{lane}")
             neg = p.reg(neg, name=f"neg2_l{lane}")
             top = p.reg(peak, name=f"max2_l{lane}")
-            # S3: the block RAM's output is slow: register it before multiplying.
+            # S4: the block RAM's output is slow: register it before multiplying.
             num = p.reg(num, name=f"num3_l{lane}")
-            # S4-S5 (S4-S6 above max_count = 256): the product of the numerator and the reciprocal.
+            # S5-S6 (S5-S7 above max_count = 256): the product of the numerator and the reciprocal.
             if one_dsp:
                 prod = dsp_product(p, num, recip, name=f"mul_l{lane}", platform=platform, input_registers=True)
                 prod = p.reg(prod, name=f"prod_l{lane}")
@@ -269,17 +275,17 @@ class Pool(wiring.Component):
                 assert stages == mul_stages
             neg = p.delay(neg, 6, name=f"neg_l{lane}")
             top = p.delay(top, 6, name=f"max_l{lane}")
-            # S7-S8: the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128: the variable shift by
-            # k <= 8 in two stages, by a multiple of 4 (S7), then by the rest (S8), each a small multiplexer (the
+            # S8-S9: the quotient (|acc| + n//2) // n = (prod >> N) >> k, at most 128: the variable shift by
+            # k <= 8 in two stages, by a multiple of 4 (S8), then by the rest (S9), each a small multiplexer (the
             # whole shift in one stage was 10.7 ns at 16 x 16).
             shift = p.copy(recip_shift, name=f"recip_shift_l{lane}")
             coarse = p.reg(((prod >> num_bits) >> Cat(Const(0, 2), shift[2:]))[:11], name=f"quotient7_l{lane}")
             fine = p.reg(shift[:2], name=f"recip_shift8_l{lane}")
             quotient = p.reg((coarse >> fine)[:8], name=f"quotient_l{lane}")
-            # S9: sign and mode.
-            result = p.reg(Mux(cfgs[8].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
+            # S10: sign and mode.
+            result = p.reg(Mux(cfgs[9].mode == Mode.MAX, top, Mux(neg, -quotient, quotient)), shape=signed(9),
                            name=f"result_l{lane}")
-            # S10-S11: clamp, in two stages: the bounds reach all lanes (which sit beside their DSPs, spread over
+            # S11-S12: clamp, in two stages: the bounds reach all lanes (which sit beside their DSPs, spread over
             # the die) through long wires, so the two comparisons and the selection each get a cycle.
             above = p.reg(result > high, name=f"above_l{lane}")
             below = p.reg(result < low, name=f"below_l{lane}")
