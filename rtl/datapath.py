@@ -93,7 +93,7 @@ class Datapath(wiring.Component):
         output pixel of ``DWCONV`` (lanes ``0 .. rows - 1``; the others are the requantised zero). It leaves
         through an :class:`~haneul.rtl.output_select.OutputSelect` (a credit count beside each unit, a queue and
         a register slice at the output): ``valid`` and ``payload`` are flip-flops, ``ready`` reaches only the
-        slice, and a line accepted from a unit is on ``out`` three cycles later.
+        slice, and a line accepted from a unit is on ``out`` four cycles later.
     busy : Out(1)
         A command is being executed or data is in flight.
     idle : Out(1)
