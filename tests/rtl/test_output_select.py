@@ -7,7 +7,6 @@ line passes every cycle and reaches ``o`` :attr:`OutputSelect.LATENCY` cycles af
 holds every source after ``depth`` lines in flight, and nothing is lost.
 """
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
