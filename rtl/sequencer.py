@@ -672,9 +672,9 @@ class Sequencer(wiring.Component):
         # the command register (`cur`), with the verdict, when that is empty; `cur` hands it out. Each stage's load
         # enable (a net to every bit of it) comes from flip-flops, never from the hand-out of the command ahead,
         # and `cur` takes a command every other cycle (a MATMUL's weight tile alone takes `rows` cycles). A command
-        # spends at least two cycles in the check stage (`chk_fresh`: loaded in the last cycle), so that its verdict
-        # and its write-after-read test can be registered there, from the check stage's registers (the verdict's
-        # range comparisons and priority selection into the command register took 10.3 ns at 16 x 16).
+        # spends at least two cycles in the check stage (`chk_fresh`: loaded in the last cycle), so that its range
+        # comparisons are registered there, and only their priority selection goes into the command register's
+        # verdict (the two in one cycle: 10.3-12.8 ns at 16 x 16), and its write-after-read test too.
         chk = Signal(CommandWord(cfg))
         chk_valid = Signal()
         chk_fresh = Signal()
@@ -743,6 +743,13 @@ class Sequencer(wiring.Component):
                 ((cdw.act_addr + dw_tile > spad) | (chk_end["dw_w"] > spad), ErrorCode.BAD_RANGE),
             ],
         }
+        # The comparisons, registered (the check stage's command is the same in the next cycle unless it moves on).
+        for opcode, rules in checks.items():
+            for i, (condition, code) in enumerate(rules):
+                if not isinstance(condition, Const):
+                    registered = Signal(name=f"check_{opcode.name.lower()}_{i}")
+                    m.d.sync += registered.eq(condition)
+                    rules[i] = (registered, code)
         check_fault = Signal()
         check_code = Signal(ErrorCode)
         with m.Switch(chk.opcode):
@@ -756,11 +763,6 @@ class Sequencer(wiring.Component):
             with m.Default():
                 m.d.comb += [check_fault.eq(1), check_code.eq(ErrorCode.ILLEGAL_OPCODE)]
 
-        # The verdict, registered (the check stage's command is the same in the next cycle unless it moves on).
-        check_fault_r = Signal()
-        check_code_r = Signal(ErrorCode)
-        m.d.sync += [check_fault_r.eq(check_fault), check_code_r.eq(check_code)]
-
         # The command register: the command, its verdict, and the ends the hand-out needs.
         verdict_fault = Signal()
         verdict_code = Signal(ErrorCode)
@@ -769,8 +771,8 @@ class Sequencer(wiring.Component):
             m.d.sync += [
                 cur.eq(chk),
                 cur_valid.eq(1),
-                verdict_fault.eq(check_fault_r),
-                verdict_code.eq(check_code_r),
+                verdict_fault.eq(check_fault),
+                verdict_code.eq(check_code),
             ]
             m.d.sync += [end[name].eq(chk_end[name]) for name in end]
         with m.Elif(cur_done):
