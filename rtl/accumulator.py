@@ -123,6 +123,11 @@ class Accumulator(wiring.Component):
         Lines, a power of two, at least 2 (two halves). Default: ``config.acc_depth``.
     banks : int, optional
         Physical memories, a power of two dividing ``depth``. Default: ``config.acc_banks``.
+    early_ready : bool, optional
+        The consumer of ``rd_data`` tells its ``ready`` a cycle ahead on ``rd_ready_next``, and its ``ready`` is
+        that, registered (low after reset): the output FIFO then keeps copies of it beside each part of the
+        512-bit queue (:class:`~haneul.rtl.credit.CreditFIFO` with ``early_ready``; ``rd_data.ready`` is not
+        read). Default ``False``.
 
     Members
     -------
@@ -134,6 +139,8 @@ class Accumulator(wiring.Component):
         Lines read out.
     rd_busy : Out(1)
         A read-out command is in progress.
+    rd_ready_next : In(1)
+        Only with ``early_ready``: ``rd_data.ready`` of the next cycle.
 
     Attributes
     ----------
@@ -161,7 +168,7 @@ class Accumulator(wiring.Component):
     #: addresses.
     GROUP = 4
 
-    def __init__(self, config=None, *, cols=None, depth=None, banks=None):
+    def __init__(self, config=None, *, cols=None, depth=None, banks=None, early_ready=False):
         if config is None:
             config = DatapathConfig()
         elif not isinstance(config, DatapathConfig):
@@ -189,12 +196,16 @@ class Accumulator(wiring.Component):
         self.addr_width = (depth - 1).bit_length()
         self.half_depth = depth // 2
 
-        super().__init__({
+        self.early_ready = bool(early_ready)
+        ports = {
             "wr":      In(stream.Signature(AccumulatorWrite(config, cols, self.addr_width), always_ready=True)),
             "rd_cmd":  In(stream.Signature(ReadCommand(self.addr_width))),
             "rd_data": Out(stream.Signature(data.ArrayLayout(config.acc_shape, cols))),
             "rd_busy": Out(1),
-        })
+        }
+        if self.early_ready:
+            ports["rd_ready_next"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -360,8 +371,10 @@ class Accumulator(wiring.Component):
         remaining = Signal(self.addr_width + 1)
         one_left = Signal()                      # remaining == 1, a flip-flop of its own (in `cmd.ready`)
         rd_bank, rd_line = split(rd_addr)
-        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth)
+        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, early_ready=self.early_ready)
         wiring.connect(m, fifo.o, wiring.flipped(out))
+        if self.early_ready:
+            m.d.comb += fifo.ready_next.eq(self.rd_ready_next)
 
         room = Signal()
         conflict = Signal()

@@ -177,7 +177,9 @@ class Datapath(wiring.Component):
         vector_ports = 2 if self.has_add or self.has_depthwise else 1 if self.has_pool else 0
         m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2 + vector_ports)
         m.submodules.array = array = SystolicArray(cfg)
-        m.submodules.accumulator = acc = Accumulator(cfg)
+        # The accumulator's output queue takes the requantiser's `ready` a cycle ahead (`early_ready`), into copies
+        # beside each part of the 512-bit queue.
+        m.submodules.accumulator = acc = Accumulator(cfg, early_ready=True)
         m.submodules.requantizer = requant = Requantizer(cfg.cols, fold=cfg.requant_fold)
         m.submodules.sequencer = seq = Sequencer(
             cfg, Params(cfg.cols),
@@ -229,6 +231,7 @@ class Datapath(wiring.Component):
         m.d.comb += seq.acc_busy.eq(acc.rd_busy)
         if not self.has_depthwise:
             wiring.connect(m, acc.rd_data, requant.i)
+            m.d.comb += acc.rd_ready_next.eq(requant.i_ready_next)
         wiring.connect(m, wiring.flipped(self.ppu_param), seq.param_in)
         wiring.connect(m, seq.param_out, requant.param)
 
@@ -323,6 +326,8 @@ class Datapath(wiring.Component):
                 requant.i.valid.eq(Mux(selected, dw_unit.result.valid, source.valid)),
                 dw_unit.result.ready.eq(selected & requant.i.ready),
                 source.ready.eq(~selected & requant.i.ready),
+                # (`selected` is `out_sel == DWCONV` registered.)
+                acc.rd_ready_next.eq((seq.out_sel != Opcode.DWCONV) & requant.i_ready_next),
             ]
             with m.If(selected):
                 for lane in range(cfg.rows):

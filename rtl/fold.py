@@ -62,6 +62,8 @@ class Fold:
     ready : Value
         High when a new beat may enter this cycle (no part of a beat is still to enter): the unit accepts a beat
         only with ``ready`` high, and holds its parameters while it is low (later parts read them).
+    ready_next : Value
+        Aligned only: ``ready`` of the next cycle (the counter runs freely).
     first : Signal or int
         A register, high when the next part to enter is part 0 of a new beat (1 without folding).
     phase : Signal or None
@@ -79,10 +81,12 @@ class Fold:
             self.first = Signal(init=1, name="first")
             self.phase = Signal(range(fold), name="phase")
             self.ready = self.first
+            self.ready_next = (self.phase == fold - 1) if aligned else None
         else:
             self.first = 1
             self.phase = None
             self.ready = 1
+            self.ready_next = 1
 
     def advance(self, take):
         """Count the parts of the beat accepted with ``take`` (high only with :attr:`ready`). Returns ``entering``:

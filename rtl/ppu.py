@@ -97,7 +97,7 @@ class Params(data.StructLayout):
 CONFIG_INIT = {"act_min": -128, "act_max": 127}
 
 
-def load_staged(m, param, params, parts, *, platform, name="param", group=4):
+def load_staged(m, param, params, parts, *, platform, name="param", group=4, with_next=False):
     """Load each beat accepted on the stream ``param`` into the register ``params``, two cycles later.
 
     The beat goes through two registers without enable first, and from there into ``params``, part by part: each part
@@ -107,7 +107,8 @@ def load_staged(m, param, params, parts, *, platform, name="param", group=4):
     are loaded from the handshake: the parts sit beside their lanes, spread over the die, and the handshake
     straight to every part's copy took 8.7 ns of routing at 16 x 16. ``param.ready`` is the caller's to drive.
     Returns ``pending``, high in the two cycles after a load, while ``params`` still holds the old values: a unit
-    accepts no beat then, so a beat always sees the parameters taken before it.
+    accepts no beat then, so a beat always sees the parameters taken before it. With ``with_next``, returns
+    ``(pending, pending_next)``, the latter ``pending`` of the next cycle.
     """
     loaded = Signal(name=f"{name}_loaded")
     loaded_1, loaded_2 = Signal(name=f"{name}_loaded_1"), Signal(name=f"{name}_loaded_2")
@@ -129,6 +130,8 @@ def load_staged(m, param, params, parts, *, platform, name="param", group=4):
     for index, part in enumerate(parts):
         with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
             m.d.sync += part(params).eq(part(staged_2))
+    if with_next:
+        return pending, loaded | loaded_1
     return pending
 
 
@@ -375,6 +378,10 @@ class Requantizer(FoldedTiming, wiring.Component):
         Requantised int8 activations (lane ``k`` in bits ``8k..8k+7``).
     busy : Out(1)
         Results are owed: beats accepted on ``i`` and not yet sent on ``o`` (the output queue's credit count).
+    i_ready_next : Out(1)
+        ``i.ready`` of the next cycle (``i.ready`` is a flip-flop loaded with it, low in the cycle after reset): a
+        producer far away keeps copies of ``i.ready`` beside its own logic (the accumulator's output queue:
+        :class:`~haneul.rtl.credit.CreditFIFO` with ``early_ready``).
     """
 
     #: Pipeline stages (S0 .. S13), before the output FIFO.
@@ -395,6 +402,7 @@ class Requantizer(FoldedTiming, wiring.Component):
             "param": In(stream.Signature(Params(lanes))),
             "o":     Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
             "busy":  Out(1),
+            "i_ready_next": Out(1),
         })
 
     @property
@@ -412,18 +420,27 @@ class Requantizer(FoldedTiming, wiring.Component):
         m.d.comb += self.param.ready.eq(f.ready)
         # A parameter beat is loaded two cycles after it is accepted, the configuration and each lane's parameters by
         # their own copy of the load flag (`load_staged`); the cycles in between, no beat is accepted (`pending`).
-        pending = load_staged(m, self.param, params,
-                              [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
-                              platform=platform)
+        pending, pending_next = load_staged(
+            m, self.param, params, [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
+            platform=platform, with_next=True)
 
         stages = self.STAGES
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
                                               registered=True)
+        # `i.ready` = credit, no load pending, the beat cycle: a flip-flop loaded with the three's next values
+        # (`i_ready_next`, for the producer's copies), low in the cycle after reset. The credit's next value is
+        # taken as if a beat were accepted whenever `i.ready` is high, so that `i.valid`, which comes from the
+        # accumulator's queue across the die, is not in it (on the path back to the copies beside that queue):
+        # it only differs when no beat came, and then folded the next cycle is not a beat cycle anyway.
+        ready = Signal(name="i_ready")
         take = self.i.valid & self.i.ready
         m.d.comb += [
-            self.i.ready.eq(fifo.credit & ~pending & f.ready),
+            fifo.may_reserve.eq(ready),
+            self.i_ready_next.eq(fifo.credit_next & ~pending_next & f.ready_next),
+            self.i.ready.eq(ready),
             fifo.reserve.eq(take),
         ]
+        m.d.sync += ready.eq(self.i_ready_next)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         m.d.comb += self.busy.eq(fifo.busy)
         entering = f.advance(take)

@@ -13,19 +13,27 @@ from amaranth.sim import Simulator
 from haneul.rtl.credit import CreditFIFO
 
 
-@pytest.mark.parametrize("depth, latency, ready_gap, seed, registered",
-                         [(1, 0, 0.3, 1, False), (3, 2, 0.5, 2, False), (4, 3, 0.0, 3, False),
-                          (5, 1, 0.8, 4, False), (13, 12, 0.4, 5, False),
-                          (1, 0, 0.3, 6, True), (3, 0, 0.0, 7, True), (4, 2, 0.5, 8, True), (7, 4, 0.0, 9, True),
-                          (7, 5, 0.7, 10, True)])
-def test_credit_fifo_random(depth, latency, ready_gap, seed, registered):
+@pytest.mark.parametrize("depth, latency, ready_gap, seed, registered, early, width",
+                         [(1, 0, 0.3, 1, False, False, 16), (3, 2, 0.5, 2, False, False, 16),
+                          (4, 3, 0.0, 3, False, False, 16), (5, 1, 0.8, 4, False, False, 16),
+                          (13, 12, 0.4, 5, False, False, 16),
+                          (1, 0, 0.3, 6, True, False, 16), (3, 0, 0.0, 7, True, False, 16),
+                          (4, 2, 0.5, 8, True, False, 16), (7, 4, 0.0, 9, True, False, 16),
+                          (7, 5, 0.7, 10, True, False, 16),
+                          # ready told a cycle early, in one storage chunk and in three (each with its copies)
+                          (3, 2, 0.5, 11, False, True, 16), (6, 4, 0.0, 12, False, True, 150),
+                          (6, 5, 0.6, 13, False, True, 150), (1, 0, 0.3, 14, False, True, 150)])
+def test_credit_fifo_random(depth, latency, ready_gap, seed, registered, early, width):
     """A producer that reserves whenever it has a credit and a beat to send (with random gaps) and writes each
-    result ``latency`` cycles later; a consumer with random ``ready`` gaps."""
+    result ``latency`` cycles later; a consumer with random ``ready`` gaps (with ``early``, told on
+    ``ready_next`` a cycle ahead, and low in the first cycle)."""
     rng = np.random.default_rng(seed)
-    dut = CreditFIFO(16, depth, registered=registered)
+    dut = CreditFIFO(width, depth, registered=registered, early_ready=early)
     cycles = 600
     offer = rng.random(cycles) > 0.3
-    ready = rng.random(cycles) >= ready_gap
+    ready = rng.random(cycles + 1) >= ready_gap
+    if early:
+        ready[0] = False
     got, errors = [], []
 
     async def tb(ctx):
@@ -44,8 +52,10 @@ def test_credit_fifo_random(depth, latency, ready_gap, seed, registered):
             write = pending and pending[0][0] == cycle
             ctx.set(dut.w_en, bool(write))
             # Without a write, w_data carries garbage: the queue writes its spare entry every cycle.
-            ctx.set(dut.w_data, pending.pop(0)[1] if write else int(rng.integers(0x8000, 0x10000)))
+            ctx.set(dut.w_data, pending.pop(0)[1] if write else int(rng.integers(0x8000, 0x10000)) << (width - 16))
             ctx.set(dut.o.ready, bool(ready[cycle]))
+            if early:
+                ctx.set(dut.ready_next, bool(ready[cycle + 1]))
             give = bool(valid and ready[cycle])
             if give:
                 got.append(ctx.get(dut.o.payload))
