@@ -52,6 +52,21 @@ async def sink(ctx, stream, count, rng, gap):
     ctx.set(stream.ready, 0)
 
 
+async def early_sink(ctx, dut, count, rng, gap):
+    """As :func:`sink` for an accumulator built with ``early_ready``: ``rd_ready_next`` is drawn at random, and
+    ``rd_data.ready`` (what the recording sees) is its value of the cycle before, low in the first cycle."""
+    got, ready = 0, 0
+    while got < count:
+        upcoming = int(rng.random() >= gap)
+        ctx.set(dut.rd_ready_next, upcoming)
+        ctx.set(dut.rd_data.ready, ready)
+        *_, valid = await ctx.tick().sample(dut.rd_data.valid)
+        got += valid and ready
+        ready = upcoming
+    ctx.set(dut.rd_ready_next, 0)
+    ctx.set(dut.rd_data.ready, 0)
+
+
 class Recorder:
     """Records the handshakes of the accumulator's streams with their cycle, and checks the stream rules on
     ``rd_data`` (once ``valid`` is high, it stays high with a stable payload until the handshake)."""
@@ -123,8 +138,11 @@ def simulate(dut, writes, cmds, rng, *, wr_gap, cmd_gap, out_gap, cmd_delay=0, f
                 await ctx.tick()
             await drive(ctx, dut.rd_cmd, [{"base": 0, "count": dut.depth}], random.Random(seeds[1]), 0)
 
-    run(dut, rec.testbench, writer, commander,
-        functools.partial(sink, stream=dut.rd_data, count=n_lines, rng=random.Random(seeds[2]), gap=out_gap))
+    if dut.early_ready:
+        consumer = functools.partial(early_sink, dut=dut, count=n_lines, rng=random.Random(seeds[2]), gap=out_gap)
+    else:
+        consumer = functools.partial(sink, stream=dut.rd_data, count=n_lines, rng=random.Random(seeds[2]), gap=out_gap)
+    run(dut, rec.testbench, writer, commander, consumer)
     return rec
 
 
@@ -409,10 +427,10 @@ CASES = {
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", list(CASES))
-def test_random_traffic(case, seed):
+def test_random_traffic(case, seed, early_ready=False):
     kwargs, space, (wr_gap, cmd_gap, out_gap) = CASES[case]
     rng = random.Random(f"{case}-{seed}")
-    dut = Accumulator(DatapathConfig(), **kwargs)
+    dut = Accumulator(DatapathConfig(), **kwargs, early_ready=early_ready)
     addrs = rng.sample(range(dut.depth), space)
     writes = [{"addr": rng.choice(addrs), "accumulate": int(rng.random() < 0.7), "data": random_vector(rng, dut.cols)}
               for _ in range(300)]
@@ -428,9 +446,17 @@ def test_random_traffic(case, seed):
         assert [c for c, *_ in rec.wr] == list(range(len(writes)))
 
 
-def test_default_configuration():
-    """The full-size default accumulator (512 lines of 16 int32, 2 banks), short random traffic."""
-    dut = Accumulator()
+@pytest.mark.parametrize("case", ["1bank-gaps", "8bank-stall", "hot-nogaps"])
+def test_random_traffic_early_ready(case):
+    """The consumer's ready told a cycle ahead (the output queue's copies of it: two storage chunks at 3 columns)."""
+    test_random_traffic(case, 0, early_ready=True)
+
+
+@pytest.mark.parametrize("early_ready", [False, True])
+def test_default_configuration(early_ready):
+    """The full-size default accumulator (512 lines of 16 int32, 2 banks: eight storage chunks in the output
+    queue), short random traffic."""
+    dut = Accumulator(early_ready=early_ready)
     rng = random.Random(7)
     addrs = [rng.randrange(dut.depth) for _ in range(6)] + [0, dut.depth - 1, dut.half_depth - 1, dut.half_depth]
     writes = [{"addr": rng.choice(addrs), "accumulate": int(rng.random() < 0.7), "data": random_vector(rng, dut.cols)}
