@@ -18,7 +18,17 @@ import dataclasses
 
 from amaranth.hdl import Shape, signed
 
-__all__ = ["DatapathConfig"]
+__all__ = ["DatapathConfig", "ACT_HOP", "WEIGHT_HOP"]
+
+#: Columns of processing elements an activation crosses per cycle in the systolic array: the PEs of a group of
+#: ``ACT_HOP`` adjacent columns take the same activation register, and the group's last PE passes it on
+#: (:mod:`haneul.rtl.systolic`). Fewer pipeline registers (8 bits and a marker per PE saved out of 2) and a shorter
+#: wavefront, each net a little longer.
+ACT_HOP = 2
+
+#: Rows of processing elements a weight write crosses per cycle on its way down a column of the systolic array
+#: (the weight bus registers are shared by ``WEIGHT_HOP`` adjacent PEs of a column).
+WEIGHT_HOP = 2
 
 
 def _is_int(value):
@@ -213,14 +223,20 @@ class DatapathConfig:
 
     @property
     def latency(self) -> int:
-        """Cycles from an activation vector entering the systolic array to its result leaving (``rows + cols + 5``).
+        """Cycles from an activation vector entering the systolic array to its result leaving
+        (``rows + (cols - 1) // ACT_HOP + 6``: 29 at 16 x 16).
 
-        1 in the input register, ``rows - 1 + cols - 1`` cycles of skew and wavefront, ``ProcessingElement.LATENCY``
-        (5) in the last PE (operand registers, three product registers, accumulator register) and 1 in the output
-        FIFO.
+        1 in the input register, ``rows - 1`` cycles of row skew, :attr:`wavefront` ``(cols - 1) // ACT_HOP`` cycles
+        for the activation to reach the last column, ``ProcessingElement.LATENCY`` (5) in the last PE (operand
+        registers, three product registers, accumulator register) and 1 in the output FIFO.
         """
         from .pe import ProcessingElement  # the PE pipeline is defined with the PE
-        return 1 + self.rows - 1 + self.cols - 1 + ProcessingElement.LATENCY + 1
+        return 1 + self.rows - 1 + self.wavefront(self.cols - 1) + ProcessingElement.LATENCY + 1
+
+    @staticmethod
+    def wavefront(col) -> int:
+        """Cycles an activation takes from column 0 of the systolic array to column ``col``: ``col // ACT_HOP``."""
+        return col // ACT_HOP
 
     @property
     def requant_fold(self) -> int:

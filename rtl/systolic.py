@@ -10,22 +10,24 @@ cycle. A reduction shorter than ``rows`` (partial K) is computed by zero-padding
 (or zero activation elements) for ``k >= K``. Longer reductions are split into K tiles whose results the caller adds
 (in the accumulator memory).
 
-Dataflow (``rows = cols = 3`` shown)::
+Dataflow (``rows = 3``, ``cols = 4`` shown)::
 
-                  weight stream (one row of W per beat; column n delayed n cycles)
-                    |        |        |
-    act[0] ------> PE00 --> PE01 --> PE02         activations move right, one PE per cycle
-    act[1] -[1]--> PE10 --> PE11 --> PE12         partial sums move down, one PE per cycle
-    act[2] -[2]--> PE20 --> PE21 --> PE22
-                    |        |        |
-                    v        v        v
-                   [3]      [2]      [1]          deskew: column n delayed cols - n cycles
-                    |        |        |
+                  weight stream (one row of W per beat; column n delayed n // 2 cycles)
+                    |        |         |        |
+    act[0] ------> PE00 -+-> PE01 ---> PE02 -+-> PE03     activations move right, two PEs per cycle (ACT_HOP)
+    act[1] -[1]--> PE10 -+-> PE11 ---> PE12 -+-> PE13     partial sums move down, one PE per cycle
+    act[2] -[2]--> PE20 -+-> PE21 ---> PE22 -+-> PE23
+                    |        |         |        |
+                    v        v         v        v
+                   [2]      [2]       [1]      [1]        deskew: column n delayed 1 + (cols-1)//2 - n//2 cycles
+                    |        |         |        |
                        result vector
 
 ``[d]`` is a delay of ``d`` cycles (plus one input register in every row, not drawn). Row ``k`` of the activation
-vector is skewed by ``k`` cycles on the way in, and column ``n`` of the result, which leaves the array ``n`` cycles
-after column 0, is delayed ``cols - n`` cycles on the way out. So the user sends and receives whole, unskewed
+vector is skewed by ``k`` cycles on the way in; along a row, the two PEs of a column pair take the same activation
+register and the pair's second PE passes it on, so column ``n`` sees it ``n // 2`` cycles after column 0
+(:meth:`DatapathConfig.wavefront`). Column ``n`` of the result, which leaves the array ``n // 2`` cycles after
+column 0, is delayed to match the last column on the way out. So the user sends and receives whole, unskewed
 vectors.
 
 Each PE's multiplier is a DSP block or LUTs, as ``DatapathConfig.pe_mult`` says (see :mod:`haneul.rtl.pe`). The
@@ -41,7 +43,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import DatapathConfig
+from .config import ACT_HOP, WEIGHT_HOP, DatapathConfig
 from .pe import ProcessingElement, register_copy
 
 __all__ = ["ActivationBeat", "WeightBeat", "ResultBeat", "SystolicArray", "delay_line"]
@@ -171,7 +173,7 @@ class SystolicArray(wiring.Component):
     * The weights have no reset; the first tile needs its weights like any other.
 
     Timing: a vector accepted on ``act`` in cycle ``t`` appears on ``result`` in cycle ``t + latency`` (``latency =
-    rows + cols + 4``), always. Throughput is one vector per cycle, also across tile
+    rows + (cols - 1) // 2 + 6``), always. Throughput is one vector per cycle, also across tile
     boundaries when each tile has at least ``rows + 1`` vectors and the weight stream keeps up (shorter tiles are
     computed correctly, with bubbles while their weights load).
 
@@ -205,7 +207,7 @@ class SystolicArray(wiring.Component):
     config : DatapathConfig
     rows, cols : int
     latency : int
-        Cycles from ``act`` to ``result``, ``rows + cols + 4``.
+        Cycles from ``act`` to ``result``, ``rows + (cols - 1) // 2 + 6`` (:attr:`DatapathConfig.latency`).
     """
 
     def __init__(self, config=None, *, rows=None, cols=None):
@@ -278,33 +280,51 @@ class SystolicArray(wiring.Component):
         m.d.sync += shadow_full.eq(full_next)
         m.d.comb += ready_next.eq(~need_swap_next | full_next)
 
-        # Weight write bus, column n delayed n cycles and row k k cycles more ---------------------------------------
-        # The swap reaches PE (k, n) k + n cycles after its vector was accepted; row k is written (earliest) k + 1
-        # cycles after the swap, and the write travels to PE (k, n) in k + n cycles, so a write never overtakes the
-        # swap it follows (and every write of a tile arrives before the next tile's swap, which needs them all
-        # accepted first). The bus moves one PE row per cycle down each column, so no wire spans a column. Each
-        # PE's write enable is a register of its own, loaded from the bus one PE earlier (`load` and `row == k`),
-        # so that the shadow registers' enable comes straight from a flip-flop.
+        # Weight write bus ----------------------------------------------------------------------------------------
+        # The bus enters column n `wavefront(n)` cycles after a row is accepted (as the activations reach that
+        # column: its (load, row) chain has a register per group of ACT_HOP columns, its data a delay line per
+        # column) and moves down the column one group of WEIGHT_HOP PE rows per cycle: the PEs of a row group share
+        # the bus registers (load and row per column group, data per column), so no wire spans more than a group.
+        # Each PE's write enable is a register of its own, loaded from the bus one row group earlier (`load` and
+        # `row == k`), so that the shadow registers' enable comes straight from a flip-flop.
+        # Ordering: the swap reaches PE (k, n) k + 1 + wavefront(n) cycles after its vector was accepted; row k is
+        # accepted (earliest) k + 1 cycles after the swap and written at PE (k, n) k // WEIGHT_HOP + wavefront(n)
+        # cycles after that, so a write never overtakes the swap it follows (a write in the swap's cycle goes to the
+        # shadow after the active weight took it); and every write of a tile lands before the next tile's swap,
+        # which needs them all accepted first (k // WEIGHT_HOP <= k).
         row_shape = unsigned(max(1, (rows - 1).bit_length()))
-        w_bus = []        # w_bus[k][n]: (load, row, data, write) at PE (k, n)
-        load, row = weight_fire, shadow_rows
-        top = []
-        for n in range(cols):
-            if n == 0:
-                write = weight_fire & (shadow_rows == 0)
-            else:
-                write = control(load & (row == 0), 1, 1, f"w_write_r0_c{n}", reset_less=False)
-                load = control(load, 1, 1, f"w_load_c{n}", reset_less=False)
-                row = control(row, row_shape, 1, f"w_row_c{n}")
-            top.append((load, row, delay(self.weight.payload[n], cfg.input_shape, n, f"w_data_c{n}"), write))
-        w_bus.append(top)
-        for k in range(1, rows):
-            more = k < rows - 1       # the bottom row passes nothing on
-            w_bus.append([(more and control(load, 1, 1, f"w_load_r{k}_c{n}", reset_less=False),
-                           more and control(row, row_shape, 1, f"w_row_r{k}_c{n}"),
-                           delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"),
-                           control(load & (row == k), 1, 1, f"w_write_r{k}_c{n}", reset_less=False))
-                          for n, (load, row, value, _) in enumerate(w_bus[-1])])
+        wave = [cfg.wavefront(n) for n in range(cols)]
+        groups = range(-(-rows // WEIGHT_HOP))
+        # The top: (load, row) `d` cycles after the handshake, for the column group that is d cycles away.
+        top_ctl = [(weight_fire, shadow_rows)]
+        for d in range(1, wave[-1] + 1):
+            load, row = top_ctl[-1]
+            top_ctl.append((control(load, 1, 1, f"w_load_c{d * ACT_HOP}", reset_less=False),
+                            control(row, row_shape, 1, f"w_row_c{d * ACT_HOP}")))
+        # bus[g][n]: (load, row, data) seen by the PEs of row group g in column n; write[k][n]: PE (k, n)'s enable.
+        bus = [[(*top_ctl[wave[n]], delay(self.weight.payload[n], cfg.input_shape, wave[n], f"w_data_c{n}"))
+                for n in range(cols)]]
+        for g in groups[1:]:
+            k = g * WEIGHT_HOP
+            ctl = {}        # per column group; the bottom row group passes nothing on
+            if g < groups[-1]:
+                for n in range(cols):
+                    if wave[n] not in ctl:
+                        load, row, _ = bus[-1][n]
+                        ctl[wave[n]] = (control(load, 1, 1, f"w_load_r{k}_c{n}", reset_less=False),
+                                        control(row, row_shape, 1, f"w_row_r{k}_c{n}"))
+            bus.append([(*ctl.get(wave[n], (None, None)), delay(value, cfg.input_shape, 1, f"w_data_r{k}_c{n}"))
+                        for n, (_, _, value) in enumerate(bus[-1])])
+        write = [[None] * cols for _ in range(rows)]
+        for k in range(rows):
+            g = k // WEIGHT_HOP
+            for n in range(cols):
+                if g == 0 and wave[n] == 0:
+                    write[k][n] = weight_fire & (shadow_rows == k)
+                    continue
+                # the bus one cycle earlier: the row group above, or at the top the column group to the left
+                load, row = bus[g - 1][n][:2] if g else top_ctl[wave[n] - 1]
+                write[k][n] = control(load & (row == k), 1, 1, f"w_write_r{k}_c{n}", reset_less=False)
 
         # Activation skew: row k delayed k + 1 cycles --------------------------------------------------------------
         # (one input register for every row: the vector comes from the scratchpad's response queue and the swap
@@ -317,7 +337,9 @@ class SystolicArray(wiring.Component):
 
         # PE grid --------------------------------------------------------------------------------------------------
         # Each row's partial sums are as wide as the sum of its products can be (`DatapathConfig.psum_width`): 16
-        # bits in the top row of an int8 array, 20 in row 15, not acc_width.
+        # bits in the top row of an int8 array, 20 in row 15, not acc_width. The PEs of a group of ACT_HOP columns
+        # take the same activation (the group's first PE's input); the group's last PE passes it on (the other
+        # PEs' `act_out` registers are left unused and removed by synthesis).
         pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.psum_width(k), mult=cfg.pe_mult(k, n))
                 for n in range(cols)]
                for k in range(rows)]
@@ -327,22 +349,24 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{k}_{n}"] = pe
                 if n == 0:
                     m.d.comb += [pe.act_in.value.eq(act_in[k][0]), pe.act_in.swap.eq(act_in[k][1])]
+                elif wave[n] == wave[n - 1]:
+                    m.d.comb += pe.act_in.eq(pes[k][n - 1].act_in)
                 else:
                     m.d.comb += pe.act_in.eq(pes[k][n - 1].act_out)
-                _, _, value, write = w_bus[k][n]
                 m.d.comb += [
                     pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out),
-                    pe.w_load.eq(write),
-                    pe.w_data.eq(value),
+                    pe.w_load.eq(write[k][n]),
+                    pe.w_data.eq(bus[k // WEIGHT_HOP][n][2]),
                 ]
 
         # Deskew, one column at a time ---------------------------------------------------------------------------
-        # Column n of a vector leaves the bottom PE in cycle t + rows + n + PE latency and is delayed cols - n cycles
-        # more, so that every column of the vector reaches `result` in cycle t + latency. Each column's delay is a
-        # line of its own beside that column, loaded every cycle whatever it holds: no enable, no pointer and no
-        # decision reaches more than one column (the array has no backpressure to spread).
+        # Column n of a vector leaves the bottom PE in cycle t + rows + wavefront(n) + PE latency and is delayed
+        # 1 + wavefront(cols - 1) - wavefront(n) cycles more, so that every column of the vector reaches `result` in
+        # cycle t + latency. Each column's delay is a line of its own beside that column, loaded every cycle
+        # whatever it holds: no enable, no pointer and no decision reaches more than one column (the array has no
+        # backpressure to spread).
         for n in range(cols):
-            column = delay_line(m, pes[rows - 1][n].psum_out, cols - n, f"deskew_c{n}")
+            column = delay_line(m, pes[rows - 1][n].psum_out, 1 + wave[-1] - wave[n], f"deskew_c{n}")
             m.d.comb += self.result.payload.data[n].eq(column)   # sign-extended to acc_width
         valid = delay(act_fire, 1, self.latency, "valid", reset_less=False)
         m.d.comb += [

@@ -155,7 +155,7 @@ def test_config_defaults():
     cfg = DatapathConfig()
     assert (cfg.rows, cfg.cols, cfg.input_width, cfg.acc_width) == (16, 16, 8, 32)
     assert cfg.macs_per_cycle == 256
-    assert cfg.latency == 37
+    assert cfg.latency == 29          # 1 + 15 rows of skew + 7 of wavefront (two columns per cycle) + 5 + 1
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
         0, 0, "chain", 1, 8, 2)
     assert (cfg.dw_taps, cfg.dw_mult) == (5, "dsp")
@@ -226,7 +226,7 @@ def test_config_psum_width():
 
 def test_array_constructor():
     arr = elaborated(SystolicArray(DatapathConfig(rows=4, cols=8)))
-    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 17)
+    assert (arr.rows, arr.cols, arr.latency) == (4, 8, 13)    # 1 + 3 + 7 // 2 + 5 + 1
     arr = elaborated(SystolicArray(rows=2, cols=3))
     assert (arr.rows, arr.cols, arr.config) == (2, 3, DatapathConfig(rows=2, cols=3))
     arr = elaborated(SystolicArray(DatapathConfig(acc_width=24), cols=2))
@@ -413,7 +413,7 @@ def test_short_tiles_have_bubbles_but_are_correct():
 
 def test_default_16x16_converts_to_verilog():
     arr = SystolicArray()
-    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 37)
+    assert (arr.rows, arr.cols, arr.latency) == (16, 16, 29)
     text = verilog.convert(arr, name="systolic", ports=amba_ports(arr))
     header = text[:text.index(");")]
     for port in ("act__payload", "act__valid", "act__ready", "weight__payload", "weight__valid", "weight__ready",
