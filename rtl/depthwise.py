@@ -29,6 +29,7 @@ from math import ceil, log2
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .carry import Row, add_levels, is_ecp5, row_pair
@@ -192,13 +193,14 @@ class DepthwiseUnit(wiring.Component):
 
     * ``weight.ready`` is high until a whole set is in the shadow registers (a beat with ``last``, or
       ``weight_lines`` beats).
-    * Once the last window of a group has been accepted and the next set is complete, the next cycle copies the
-      shadow set into the active one (the *swap*), and ``weight.ready`` rises again after it.
+    * Once the last window of a group has been accepted and the next set is complete, the next cycle makes the
+      shadow set the active one (the *swap*: both sets share LUT-RAM memories, and the swap flips which half is
+      read), and ``weight.ready`` rises again after it.
     * ``window.ready`` is low from the cycle after a group's last window until its successor's set is active, and
       after reset until the first set is active: one idle cycle between groups when the next set is already there.
-    * A weight set is read only for a window just accepted (into the stage 1 registers; with one pass the weights
-      in the next cycle, by stage 2), and a swap takes effect at the earliest one cycle after a group's last window,
-      so it never disturbs windows in flight; it depends on registers only.
+    * A weight set is read only for a window just accepted (into the stage 1 registers), and a swap takes effect at
+      the earliest one cycle after a group's last window, so it never disturbs windows in flight; it depends on
+      registers only.
 
     The pipeline never stalls (there is no clock enable). Results enter an output FIFO of ``fifo_depth = latency +
     1`` entries (``amaranth.lib.fifo.SyncFIFO``, LUT RAM) and ``result`` is its read side. Room is reserved when a
@@ -206,8 +208,8 @@ class DepthwiseUnit(wiring.Component):
     ``window.ready`` and ``weight.ready`` depend on registers only. A cycle without ``window.valid`` is a bubble.
 
     Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when the FIFO is empty
-    (5 for 9 taps): stage 1 subtracts the zero point, applies the mask and selects the pass's weight slice (with one
-    pass the multipliers read the active set directly); stage 2 registers the first one or two levels of each lane's
+    (5 for 9 taps): stage 1 subtracts the zero point, applies the mask and reads the pass's weights from the active
+    set (one LUT-RAM memory per tap and lane holds both sets); stage 2 registers the first one or two levels of each lane's
     adder tree, which sums the partial-product rows of all its taps (``"lut"``: the rows pair up in carry chains that
     also select them, then one adder level) or the products (``"dsp"``); then two levels per stage; the last stage has
     at most one level and the pass accumulator, whose sum is written into the FIFO. Throughput: one window beat per cycle within a group
@@ -367,17 +369,17 @@ class DepthwiseUnit(wiring.Component):
         ]
 
         # Weight sets: shadow (loading) and active (computing) -----------------------------------------------------
-        # Everything of a weight set (lines, zero point, which lines were sent) is read only for a window just
-        # accepted (stage 1; with one pass the weights in stage 2, the next cycle). So the shadow set can be copied
-        # into the active one from the cycle after the last window of the active set's group has been accepted; the
-        # copy is decided by registers only.
+        # Both sets live in small LUT-RAM memories, one per tap and lane, of `2 * passes` weights: buffer `b`, pass
+        # `p` at address `b * passes + p`. The active set is the buffer a lane's `bank` register names, the shadow
+        # set the other one; the swap flips `bank` instead of copying 8 * lanes * lines bits (the copy and its
+        # shadow were 2 560 flip-flops at 16 lanes x 10 lines). Everything of a weight set (lines, zero point,
+        # which lines were sent) is read only for a window just accepted (stage 1). So the swap may come from the
+        # cycle after the last window of the active set's group has been accepted; it is decided by registers
+        # only, and the shadow buffer is written only between a swap and the next (never while it is active).
 
-        set_layout = data.ArrayLayout(data.ArrayLayout(cfg.input_shape, lanes), lines)
-        shadow = Signal(set_layout)
-        active = Signal(set_layout)
         shadow_zp = Signal(cfg.input_shape)
         # Which lines the set sent: a line it did not send acts as zero, through the window mask (cheaper than
-        # clearing the weight registers: they then load with a clock enable and no data multiplexer).
+        # clearing the weights).
         shadow_sent = Signal(lines)
         active_sent = Signal(lines)
         count = Signal(range(lines))             # lines of the shadow set received so far (while not full)
@@ -396,16 +398,17 @@ class DepthwiseUnit(wiring.Component):
 
         # A window is accepted only without `need_swap`, a weight line only without `shadow_full`, and a swap needs
         # both: no two of the three updates below happen in the same cycle.
-        # The swap again one register per lane, for the clock enables of the lane's active weights and zero point
-        # (one net to all 2300 of them was the worst path): each copy loads the swap of the next cycle, from the
+        # The swap again one register per lane, for the lane's `bank` and active zero point (one net to all the
+        # lanes' active weights was once the worst path): each copy loads the swap of the next cycle, from the
         # next values of `need_swap` and `shadow_full` as the statements below set them.
         next_need = (need_swap & ~swap) | (accept & self.window.payload.last)
         next_full = Mux(w_fire, self.weight.payload.last | (count == lines - 1), shadow_full & ~swap)
         lane_swap = [_copy(m, next_need & next_full, Const(1), f"swap_l{lane}", platform, init=0)
                      for lane in range(lanes)]
+        bank = [Signal(name=f"bank_l{lane}") for lane in range(lanes)]
         for lane in range(lanes):
             with m.If(lane_swap[lane]):
-                m.d.sync += [active[line][lane].eq(shadow[line][lane]) for line in range(lines)]
+                m.d.sync += bank[lane].eq(~bank[lane])
         with m.If(swap):
             m.d.sync += [
                 active_sent.eq(shadow_sent),
@@ -416,8 +419,8 @@ class DepthwiseUnit(wiring.Component):
         with m.If(accept & self.window.payload.last):
             m.d.sync += need_swap.eq(1)
         # Which shadow line the next weight beat goes to, one-hot (line 0 after reset and after a swap), and one copy
-        # of it per group of lanes for their clock enables: a decode of `count` driving the enables of a whole line
-        # was the next worst path.
+        # of it per group of lanes for their write enables: a decode of `count` driving the enables of a whole line
+        # was once the next worst path.
         line_sel = Signal(lines, init=1)
         next_sel = Mux(swap, 1, Mux(w_fire, line_sel.rotate_left(1), line_sel))
         m.d.sync += line_sel.eq(next_sel)
@@ -425,11 +428,6 @@ class DepthwiseUnit(wiring.Component):
         group_sel = [_copy(m, next_sel, Const(1), f"line_sel_g{g}", platform, init=1) for g in groups]
         # and `shadow_full` too, so that each enable is one LUT from registers and `weight.valid`
         group_full = [_copy(m, next_full, Const(1), f"shadow_full_g{g}", platform, init=0) for g in groups]
-        for line in range(lines):
-            for lane in range(lanes):
-                g = lane // self.LANE_GROUP
-                with m.If(self.weight.valid & ~group_full[g] & group_sel[g][line]):
-                    m.d.sync += shadow[line][lane].eq(self.weight.payload.data[lane])
         with m.If(w_fire):
             for line in range(lines):
                 with m.If(count == line):
@@ -466,14 +464,26 @@ class DepthwiseUnit(wiring.Component):
             m.d.comb += use.eq(self.window.payload.mask[t] & tap_sent)
             x1.append([reg(signed(cfg.input_width + 1), f"x_t{t}_l{lane}",
                            Mux(use, self.window.payload.data[t][lane] - active_zp[lane], 0)) for lane in range(lanes)])
-        # With one pass the multipliers read the active set itself: it cannot change in the cycle after a window is
-        # accepted (a swap comes at the earliest one cycle after the group's last window).
+        # The weights of this pass, read from the active buffer and registered with the window (stage 1). Each
+        # memory is written with line `p * taps + t` of the shadow set, at the shadow buffer's address for pass `p`.
         weights = []
         for t in range(taps):
-            line = active[t]
-            for p in range(1, passes):
-                line = Mux(step == p, active[p * taps + t], line)
-            weights.append(line if passes == 1 else reg(data.ArrayLayout(cfg.input_shape, lanes), f"w_t{t}", line))
+            row = []
+            for lane in range(lanes):
+                g = lane // self.LANE_GROUP
+                memory = m.submodules[f"w_t{t}_l{lane}"] = Memory(shape=cfg.input_shape, depth=2 * passes, init=[])
+                wr, rd = memory.write_port(), memory.read_port(domain="comb")
+                sel = [group_sel[g][p * taps + t] for p in range(passes)]      # one-hot while it writes
+                index = Cat(*(Cat(*(bit for p, bit in enumerate(sel) if p >> j & 1)).any()
+                              for j in range(max(1, (passes - 1).bit_length()))))
+                m.d.comb += [
+                    wr.en.eq(self.weight.valid & ~group_full[g] & Cat(*sel).any()),
+                    wr.addr.eq(Mux(bank[lane], index, passes + index)),
+                    wr.data.eq(self.weight.payload.data[lane]),
+                    rd.addr.eq(Mux(bank[lane], passes + step, step)),
+                ]
+                row.append(reg(cfg.input_shape, f"w_t{t}_l{lane}", rd.data))
+            weights.append(row)
 
         # The control bits travel with the data (with a reset, so that no beat appears from nowhere).
         valid, final = Signal(name="valid_s1"), Signal(name="final_s1")
