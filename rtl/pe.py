@@ -552,8 +552,6 @@ class ProcessingElement(wiring.Component):
         # multiplies by the new weight, and `active` holds it from the next cycle on, together with `act_out`.
         # `swap` is a register of its own: the markers of all PEs on an anti-diagonal of the array are equal, and
         # Yosys merged them into one register driving the whole anti-diagonal.
-        value = Signal(signed(self.input_width), reset_less=True)
-        m.d.sync += value.eq(self.act_in.value)
         swap = register_copy(m, self.act_in.swap, name="swap", platform=platform, init=0)
         with m.If(self.act_in.swap):
             m.d.sync += self.active.eq(self.shadow)
@@ -562,11 +560,18 @@ class ProcessingElement(wiring.Component):
             m.d.sync += self.shadow.eq(self.mult.encode(self.w_data))
 
         # Stages 2-4: the product, from registers through three registers (the PE type decides what each stage
-        # computes). The multiplier reads a copy of the activation register of its own: `value` also goes to the PE
-        # on the right, and a DSP PE's multiplier sits in a DSP row, so one register for both ended up far from one
-        # of them (a `chain` PE of the 16 x 16 datapath: 10.6 ns of routing from its activation register to its own
-        # carry chains).
+        # computes). A DSP PE's multiplier reads a copy of the activation register of its own: `value` also goes to
+        # the PE on the right, and the multiplier sits in a DSP row, so one register for both ended up far from one
+        # of them. A fabric multiplier shares the register with `act_out` (a `chain` PE of the 16 x 16 datapath
+        # once had 10.6 ns of routing from its activation register to its own carry chains, when the first
+        # product stage held two carry chains in series; it now holds one, and the array passes an activation on
+        # from every other PE only, so the shared register saves 8 flip-flops per such PE).
         operand = register_copy(m, self.act_in.value, name="operand", platform=platform)
+        if self.mult.uses_dsp:
+            value = Signal(signed(self.input_width), reset_less=True)
+            m.d.sync += value.eq(self.act_in.value)
+        else:
+            value = operand
         product = self.mult.pipelined_product(m, operand, self.active, platform)
 
         # Stage 5: accumulate. Truncation to acc_width is the wrap-around of two's complement accumulation.
