@@ -21,7 +21,7 @@ from .credit import CreditFIFO
 from .fold import Fold, FoldedTiming
 from .pe import is_ecp5, mult18x18d, register_copy
 
-__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer", "load_staged",
+__all__ = ["Rounding", "LaneParams", "Config", "Params", "CreditFIFO", "Requantizer", "load_staged", "load_offered",
            "fits_after_shift"]
 
 
@@ -133,6 +133,36 @@ def load_staged(m, param, params, parts, *, platform, name="param", group=4, wit
     if with_next:
         return pending, loaded | loaded_1
     return pending
+
+
+def load_offered(m, param, params, parts, *, platform, allowed=1, name="param", group=4):
+    """Load the beat offered on the stream ``param`` into the register ``params`` straight from its payload, and
+    accept it in the same cycle: two cycles after it was first seen (and ``allowed`` was high), with no staging
+    register. Drives ``param.ready``.
+
+    A stream's source holds ``valid`` and the payload until the beat is accepted, so the unit may take its time:
+    seeing ``param.valid`` (in a cycle with ``allowed``), it loads one flag per ``group`` parts, and each part
+    (``parts``: functions giving a part of a value of ``params``' layout, such as one lane's parameters) then its own
+    copy of the flag (:func:`~haneul.rtl.pe.register_copy`), which loads the part from ``param.payload`` the next
+    cycle, while a further flip-flop raises ``param.ready``: the beat is accepted in the cycle it is loaded. So no
+    single net enables every parameter bit (about 1 150 in a 16-lane requantiser), neither the handshake nor
+    ``param.valid`` reaches a part's enable in the cycle it is seen (the parts sit beside their lanes, spread over
+    the die), and no copy of the payload is kept (:func:`load_staged` keeps two, for a source that changes its
+    payload once the beat is accepted in the cycle it is offered). A beat accepted by the unit in the cycle of a
+    load still sees the old parameters; every later one the new.
+    """
+    offered = Signal(name=f"{name}_offered")
+    armed = register_copy(m, offered, name=f"{name}_armed", platform=platform, init=0)
+    loading = register_copy(m, armed, name=f"{name}_loading", platform=platform, init=0)
+    m.d.comb += [
+        offered.eq(param.valid & ~armed & ~loading & allowed),
+        param.ready.eq(loading),
+    ]
+    groups = [register_copy(m, offered, name=f"{name}_load_g{g}", platform=platform, init=0)
+              for g in range(-(-len(parts) // group))]
+    for index, part in enumerate(parts):
+        with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
+            m.d.sync += part(params).eq(part(param.payload))
 
 
 def check_lanes(lanes):
@@ -341,8 +371,10 @@ class Requantizer(FoldedTiming, wiring.Component):
 
     Parameters are loaded through the ``param`` stream into a parameter register: a parameter beat applies to every
     accumulator beat accepted after it (the parameters travel down the pipeline with their beat, so a load never
-    disturbs beats in flight); a beat accepted in the same cycle as a parameter beat still has the old ones.
-    ``param.ready`` is always high. ``i.ready`` does not depend on ``param.valid`` (it comes from the unit's own
+    disturbs beats in flight); a beat accepted in the same cycle as a parameter beat still has the old ones. A
+    parameter beat is accepted two or more cycles after it is offered, in the cycle it is loaded straight from the
+    stream's payload (:func:`load_offered`: the source holds it until then, and no copy of the 1 150 bits is
+    kept); folded, that cycle is the last part cycle of a beat. ``i.ready`` does not depend on ``param.valid`` (it comes from the unit's own
     flip-flops only: it is the accumulator queue's read enable, across the die), so whoever drives both streams
     orders them: the datapath's sequencer sends a parameter beat only while no accumulator line is waiting or
     being read out.
@@ -358,8 +390,7 @@ class Requantizer(FoldedTiming, wiring.Component):
     ``fold`` parts on consecutive cycles (:class:`~haneul.rtl.fold.Fold`; lane ``j`` of the pipeline computes
     element ``k * width + j`` of part ``k`` with that element's parameters, and nothing of use past the last
     element): a beat every ``fold`` cycles, a :attr:`latency` of ``LATENCY + fold - 1``, about ``fold`` times fewer
-    multipliers (four ECP5 DSP blocks per pipeline lane). ``param.ready`` is then low while the parts of a beat
-    are entering.
+    multipliers (four ECP5 DSP blocks per pipeline lane).
 
     Parameters
     ----------
@@ -417,17 +448,18 @@ class Requantizer(FoldedTiming, wiring.Component):
         # A beat enters in `fold` parts (:class:`Fold`); the parameters stay put until its last part is in.
         f = Fold(m, fold, platform=platform, aligned=True)
         params = Signal(Params(self._lanes), init={"config": CONFIG_INIT})
-        m.d.comb += self.param.ready.eq(f.ready)
-        # A parameter beat is loaded two cycles after it is accepted, the configuration and each lane's parameters by
-        # their own copy of the load flag (`load_staged`); the cycles in between, no beat is accepted (`pending`).
-        pending, pending_next = load_staged(
-            m, self.param, params, [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
-            platform=platform, with_next=True)
+        # A parameter beat is loaded from the stream's payload two cycles after it is seen, in the cycle it is
+        # accepted, the configuration and each lane's parameters by their own copy of the load flag
+        # (`load_offered`). It is seen only where that load cycle is the last part cycle of a beat (the part counter
+        # runs freely, `aligned`), so the parts of one beat never see two sets of parameters.
+        load_offered(m, self.param, params,
+                     [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
+                     platform=platform, allowed=1 if fold == 1 else f.phase == (fold - 3) % fold)
 
         stages = self.STAGES
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
                                               registered=True)
-        # `i.ready` = credit, no load pending, the beat cycle: a flip-flop loaded with the three's next values
+        # `i.ready` = credit and the beat cycle: a flip-flop loaded with the two's next values
         # (`i_ready_next`, for the producer's copies), low in the cycle after reset. The credit's next value is
         # taken as if a beat were accepted whenever `i.ready` is high, so that `i.valid`, which comes from the
         # accumulator's queue across the die, is not in it (on the path back to the copies beside that queue):
@@ -436,7 +468,7 @@ class Requantizer(FoldedTiming, wiring.Component):
         take = self.i.valid & self.i.ready
         m.d.comb += [
             fifo.may_reserve.eq(ready),
-            self.i_ready_next.eq(fifo.credit_next & ~pending_next & f.ready_next),
+            self.i_ready_next.eq(fifo.credit_next & f.ready_next),
             self.i.ready.eq(ready),
             fifo.reserve.eq(take),
         ]

@@ -305,7 +305,7 @@ def test_throughput(fold):
     async def producer(ctx):
         ctx.set(dut.param.payload, param_payload(p))
         ctx.set(dut.param.valid, 1)
-        await ctx.tick()
+        await ctx.tick().until(dut.param.ready)
         ctx.set(dut.param.valid, 0)
         ctx.set(dut.o.ready, 1)
         for n, acc in enumerate(accs):
@@ -326,11 +326,71 @@ def test_throughput(fold):
             assert list(unpack(raw, lanes)) == list(golden(p, acc))
 
     run(dut, producer, consumer)
-    # param load on cycle 0, into the parameter registers on cycle 2, first beat accepted on cycle 3, or folded
-    # on the first beat cycle from 3 on (beats enter on every fold-th cycle from reset: `Fold(aligned=True)`)
+    # parameter beat offered on cycle 0, loaded and accepted two cycles after a cycle it may be seen in (folded,
+    # the load is on the last part cycle of a beat: 2 for fold 1, 3 for folds 2 and 4), first beat offered the
+    # cycle after and accepted on the first beat cycle (beats enter on every fold-th cycle from reset:
+    # `Fold(aligned=True)`)
     assert dut.latency == ppu.Requantizer.LATENCY + fold - 1
     assert cycles["first"] == -(-3 // fold) * fold + dut.latency
     assert cycles["last"] - cycles["first"] == (beats - 1) * fold
+
+
+@pytest.mark.parametrize("fold, offset", [(1, 0), (2, 0), (2, 1), (4, 2), (4, 3)])
+def test_param_load_during_traffic(fold, offset):
+    """A parameter beat offered while accumulator beats stream in without gaps: every beat accepted up to the cycle
+    the parameter beat is accepted (included) has the old parameters in all its parts, every later one the new
+    (folded, the load never falls between two parts of a beat)."""
+    lanes, beats = 4, 24
+    rng = np.random.default_rng(40 + 10 * fold + offset)
+    old, new = make_params(rng, lanes), make_params(rng, lanes)
+    dut = ppu.Requantizer(lanes, fold=fold)
+    accs = [[accumulator(rng, b, m, s) for b, m, s in old["lanes"]] for _ in range(beats)]
+    taken, loaded = [], []
+
+    async def until(ctx, ready, clock):
+        """Tick until a handshake with ``ready`` (sampled at the clock edge); ``clock[0]`` counts the edges."""
+        while True:
+            *_, value = await ctx.tick().sample(ready)
+            clock[0] += 1
+            if value:
+                return clock[0]
+
+    async def params(ctx):
+        clock = [0]
+        ctx.set(dut.param.payload, param_payload(old))
+        ctx.set(dut.param.valid, 1)
+        await until(ctx, dut.param.ready, clock)
+        ctx.set(dut.param.valid, 0)
+        for _ in range(4 * fold + offset):
+            await ctx.tick()
+            clock[0] += 1
+        ctx.set(dut.param.payload, param_payload(new))
+        ctx.set(dut.param.valid, 1)
+        loaded.append(await until(ctx, dut.param.ready, clock))
+        ctx.set(dut.param.valid, 0)
+
+    async def producer(ctx):
+        clock = [0]
+        ctx.set(dut.o.ready, 1)
+        await until(ctx, dut.param.ready, clock)       # after the first parameter beat
+        for acc in accs:
+            ctx.set(dut.i.payload, acc)
+            ctx.set(dut.i.valid, 1)
+            taken.append(await until(ctx, dut.i.ready, clock))
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        got = []
+        while len(got) < beats:
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                got.append(list(unpack(payload.as_value().value, lanes)))
+        (load,) = loaded
+        assert taken[0] <= load < taken[-1]
+        for cycle, acc, out in zip(taken, accs, got, strict=True):
+            assert out == list(golden(old if cycle <= load else new, acc)), (cycle, load)
+
+    run(dut, params, producer, consumer)
 
 
 def test_default_16_lanes():
