@@ -403,8 +403,9 @@ class _OutputEntry(data.StructLayout):
         })
 
 
-def _stage(m, port, name):
-    """A one-entry register stage in front of the output stream ``port``.
+def _stage(m, port, name, hold=None):
+    """A one-entry register stage in front of the output stream ``port``; with ``hold``, it offers its beat only
+    while ``hold`` is low.
 
     Returns the stream the sequencer's logic drives (an object with ``valid``, ``ready`` and ``payload``) and the
     stage's ``full`` flag. Its ``ready`` is ``empty`` (``~full``), a flip-flop: the consumer's ``ready`` (a line
@@ -422,7 +423,7 @@ def _stage(m, port, name):
     empty = Signal(name=f"{name}_empty", init=1)
     m.d.comb += [
         inner.ready.eq(empty),
-        port.valid.eq(full),
+        port.valid.eq(full if hold is None else full & ~hold),
     ]
     with m.If(port.valid & port.ready):
         m.d.sync += [full.eq(0), empty.eq(1)]
@@ -810,12 +811,12 @@ class Sequencer(wiring.Component):
         # has the tile's run before the first of them. Each run leaves through a one-entry stage (`_stage`), as the
         # output side's hand-outs do: the decision, and the command register's move that follows it, then read
         # flip-flops only, not the `ready` of the run slices beside the line readers across the die (a 16 x 16
-        # worst path, 11.3 ns). The two stages pass their runs on alike, so the result run still reaches its
-        # queue no later than the activation run.
+        # worst path, 11.3 ns). The activation run leaves its stage only while the result run's is empty, so the
+        # result run still reaches its queue first (in an earlier cycle).
         mm_go = Signal()
         weight_run, _ = _stage(m, self.weight_run, "weight_run_stage")
-        act_run, _ = _stage(m, self.act_run, "act_run_stage")
-        result_run, _ = _stage(m, self.result_run, "result_run_stage")
+        result_run, result_full = _stage(m, self.result_run, "result_run_stage")
+        act_run, _ = _stage(m, self.act_run, "act_run_stage", hold=result_full)
         m.d.comb += [
             weight_run.payload.addr.eq(mm.weight_addr),
             weight_run.payload.count.eq(weight_tile_lines(cfg)),

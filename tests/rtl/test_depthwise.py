@@ -8,7 +8,7 @@ Run with ``pytest -W error::DeprecationWarning tests/rtl/test_depthwise.py``.
 import numpy as np
 import pytest
 from amaranth.back import rtlil, verilog
-from amaranth.hdl import Fragment, Module, signed
+from amaranth.hdl import Fragment, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
 
@@ -539,7 +539,14 @@ def test_layer_through_requantizer(rng):
     top.submodules.unit = unit = DepthwiseUnit(lanes=lanes)
     top.submodules.rq = rq = ppu.Requantizer(lanes)
     wiring.connect(top, buf.window, unit.window)
-    wiring.connect(top, unit.result, rq.i)
+    # The requantiser's input is held off while a group's parameters go in (the datapath's sequencer loads them
+    # before it starts the group).
+    hold = Signal(init=1)
+    top.d.comb += [
+        rq.i.payload.eq(unit.result.payload),
+        rq.i.valid.eq(unit.result.valid & ~hold),
+        unit.result.ready.eq(rq.i.ready & ~hold),
+    ]
     columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
     weights = layer_weight_beats(filters, zp_in, lanes, groups)
     per_group = p.output_size[0] * p.output_size[1]
@@ -557,13 +564,15 @@ def test_layer_through_requantizer(rng):
         await drive(ctx, buf.column, columns, rng, 0.3)
 
     async def param_tb(ctx):
-        # A group's parameters go in right after the previous group's last accumulator entered the requantiser
-        # (param.valid holds off the requantiser's input, so no beat of the new group slips in before them).
+        # A group's parameters go in right after the previous group's last accumulator entered the requantiser,
+        # with its input held off until they are accepted.
         for g in range(groups):
+            ctx.set(hold, 1)
             ctx.set(rq.param.payload, params[g])
             ctx.set(rq.param.valid, 1)
-            await ctx.tick()
+            await ctx.tick().until(rq.param.ready)
             ctx.set(rq.param.valid, 0)
+            ctx.set(hold, 0)
             taken = 0
             while taken < per_group:
                 _, _, fire = await ctx.tick().sample(rq.i.valid & rq.i.ready)
