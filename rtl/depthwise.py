@@ -468,17 +468,23 @@ class DepthwiseUnit(wiring.Component):
         # memory is written with line `p * taps + t` of the shadow set, at the shadow buffer's address for pass `p`.
         weights = []
         for t in range(taps):
+            # Per group of lanes: whether the line being written is one of tap t's, and which pass it is for.
+            write, write_pass = [], []
+            for g in groups:
+                sel = [group_sel[g][p * taps + t] for p in range(passes)]      # one-hot while it writes
+                index = 0
+                for p, bit in enumerate(sel):
+                    index = index | Mux(bit, p, 0)
+                write.append(self.weight.valid & ~group_full[g] & Cat(*sel).any())
+                write_pass.append(index)
             row = []
             for lane in range(lanes):
                 g = lane // self.LANE_GROUP
                 memory = m.submodules[f"w_t{t}_l{lane}"] = Memory(shape=cfg.input_shape, depth=2 * passes, init=[])
                 wr, rd = memory.write_port(), memory.read_port(domain="comb")
-                sel = [group_sel[g][p * taps + t] for p in range(passes)]      # one-hot while it writes
-                index = Cat(*(Cat(*(bit for p, bit in enumerate(sel) if p >> j & 1)).any()
-                              for j in range(max(1, (passes - 1).bit_length()))))
                 m.d.comb += [
-                    wr.en.eq(self.weight.valid & ~group_full[g] & Cat(*sel).any()),
-                    wr.addr.eq(Mux(bank[lane], index, passes + index)),
+                    wr.en.eq(write[g]),
+                    wr.addr.eq(Mux(bank[lane], write_pass[g], passes + write_pass[g])),
                     wr.data.eq(self.weight.payload.data[lane]),
                     rd.addr.eq(Mux(bank[lane], passes + step, step)),
                 ]

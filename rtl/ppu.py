@@ -97,6 +97,16 @@ class Params(data.StructLayout):
 CONFIG_INIT = {"act_min": -128, "act_max": 127}
 
 
+def _load_parts(m, flag, source, params, parts, *, platform, name, group):
+    """Load ``params`` from ``source`` two cycles after ``flag``, part by part: ``flag`` into one copy per ``group``
+    parts, each of those into a copy per part (:func:`~haneul.rtl.pe.register_copy`), which enables that part."""
+    groups = [register_copy(m, flag, name=f"{name}_load_g{g}", platform=platform, init=0)
+              for g in range(-(-len(parts) // group))]
+    for index, part in enumerate(parts):
+        with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
+            m.d.sync += part(params).eq(part(source))
+
+
 def load_staged(m, param, params, parts, *, platform, name="param", group=4, with_next=False):
     """Load each beat accepted on the stream ``param`` into the register ``params``, two cycles later.
 
@@ -125,11 +135,7 @@ def load_staged(m, param, params, parts, *, platform, name="param", group=4, wit
         loaded_1.eq(loaded),
         loaded_2.eq(loaded_1),
     ]
-    groups = [register_copy(m, loaded, name=f"{name}_load_g{g}", platform=platform, init=0)
-              for g in range(-(-len(parts) // group))]
-    for index, part in enumerate(parts):
-        with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
-            m.d.sync += part(params).eq(part(staged_2))
+    _load_parts(m, loaded, staged_2, params, parts, platform=platform, name=name, group=group)
     if with_next:
         return pending, loaded | loaded_1
     return pending
@@ -158,11 +164,7 @@ def load_offered(m, param, params, parts, *, platform, allowed=1, name="param", 
         offered.eq(param.valid & ~armed & ~loading & allowed),
         param.ready.eq(loading),
     ]
-    groups = [register_copy(m, offered, name=f"{name}_load_g{g}", platform=platform, init=0)
-              for g in range(-(-len(parts) // group))]
-    for index, part in enumerate(parts):
-        with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
-            m.d.sync += part(params).eq(part(param.payload))
+    _load_parts(m, offered, param.payload, params, parts, platform=platform, name=name, group=group)
 
 
 def check_lanes(lanes):
