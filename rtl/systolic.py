@@ -340,6 +340,10 @@ class SystolicArray(wiring.Component):
         # bits in the top row of an int8 array, 20 in row 15, not acc_width. The PEs of a group of ACT_HOP columns
         # take the same activation (the group's first PE's input); the group's last PE passes it on (the other
         # PEs' `act_out` registers are left unused and removed by synthesis).
+        # The swap marker is the clock enable of a PE's active weight: beyond the first column group, every PE
+        # has a copy of its own, loaded from a copy in the group before (the marker that group saw a cycle
+        # earlier), so that no PE's enable comes from a register in another column (one register for a column
+        # pair, two PEs back, cost 5.4-7.1 ns of routing into the enables at 16 x 16).
         pes = [[ProcessingElement(input_width=cfg.input_width, acc_width=cfg.psum_width(k), mult=cfg.pe_mult(k, n))
                 for n in range(cols)]
                for k in range(rows)]
@@ -349,10 +353,15 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{k}_{n}"] = pe
                 if n == 0:
                     m.d.comb += [pe.act_in.value.eq(act_in[k][0]), pe.act_in.swap.eq(act_in[k][1])]
-                elif wave[n] == wave[n - 1]:
+                elif wave[n] == 0:
                     m.d.comb += pe.act_in.eq(pes[k][n - 1].act_in)
                 else:
-                    m.d.comb += pe.act_in.eq(pes[k][n - 1].act_out)
+                    value = pes[k][n - 1].act_in.value if wave[n] == wave[n - 1] else pes[k][n - 1].act_out.value
+                    before = pes[k][wave.index(wave[n]) - 1]      # the last PE of the group before
+                    m.d.comb += [
+                        pe.act_in.value.eq(value),
+                        pe.act_in.swap.eq(control(before.act_in.swap, 1, 1, f"swap_r{k}_c{n}", reset_less=False)),
+                    ]
                 m.d.comb += [
                     pe.psum_in.eq(0 if k == 0 else pes[k - 1][n].psum_out),
                     pe.w_load.eq(write[k][n]),

@@ -324,14 +324,15 @@ def test_overwrite_then_accumulate():
 
 
 def test_readout_throughput_and_latency():
-    """Back-to-back commands, consumer always ready: one line per cycle from the cycle after the first command."""
+    """Back-to-back commands, consumer always ready: one line per cycle, the first requested two cycles after the
+    first command was accepted (it goes through the command register)."""
     dut = Accumulator(DatapathConfig(), cols=2, depth=16, banks=2)
     cmds = [readout(3, 5), readout(15, 2), readout(8, 1), readout(4, 16)]
     rec = simulate(dut, [], cmds, random.Random(0), wr_gap=0, cmd_gap=0, out_gap=0)
     check(rec, dut)
     out = [c for c, _ in rec.out]
     first = rec.cmd[0][0]
-    assert out == list(range(first + 1 + dut.read_latency, first + 1 + dut.read_latency + 24))
+    assert out == list(range(first + 2 + dut.read_latency, first + 2 + dut.read_latency + 24))
     # rd_busy from the cycle after the first command up to the last line.
     assert rec.busy[first] == 0 and all(rec.busy[first + 1: out[-1] + 1]) and rec.busy[out[-1] + 1] == 0
 
