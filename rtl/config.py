@@ -93,21 +93,25 @@ class DatapathConfig:
     requant_lanes : int
         Most pipeline lanes of the requantiser (:class:`haneul.rtl.ppu.Requantizer`): it takes an accumulator line
         in :attr:`requant_fold` ``= ceil(cols / requant_lanes)`` cycles, on ``ceil(cols / requant_fold)`` pipeline
-        lanes of four multipliers each. At least ``cols`` gives one line per cycle. Default 8: a 16-column line
-        every 2 cycles, which the array outpaces only in GEMMs of one K-tile
-        (a read-out line per 1 to ``K / rows`` cycles of MACs), for 32 DSP blocks and about 8 000 LUTs fewer than a
-        16-lane requantiser (``docs/fpga.md``).
+        lanes of four multipliers each. At least ``cols`` gives one line per cycle. Default 4: a 16-column line
+        every 4 cycles, which keeps pace with the array in GEMMs of four K-tiles or more (a read-out line per
+        ``ceil(K / rows)`` cycles of MACs) but not in smaller ones, and whose last output tile is read out after
+        the array has finished (``M`` lines at 4 cycles), with 16 DSP blocks (32 with 8 lanes, 64 with 16) and about two
+        thirds of the LUTs of 8 lanes; 8 lanes (a line every 2 cycles) until session 13, when the full 16 x 16
+        datapath first routed on the ECP5-85F with 4 (``docs/fpga.md``).
     dw_taps : int
         Multipliers per lane of the depthwise unit (:class:`haneul.rtl.depthwise.DepthwiseUnit`): a 3 x 3 window
         goes through it in :attr:`dw_passes` ``= ceil(9 / dw_taps)`` beats on consecutive cycles
-        (``commands.DWCONV_KERNEL``: 3). At most 9 (one beat per window). Default 5: two cycles per window, which the scratchpad's two read ports nearly match at
-        stride 1 (a window every 1.5 cycles at best) and outpace at stride 2, for about 40 % fewer LUTs than 9 taps
-        (``docs/depthwise.md``).
+        (``commands.DWCONV_KERNEL``: 3). At most 9 (one beat per window). Default 3: three cycles per window,
+        which the scratchpad's two read ports match at stride 2 (a window every 3 cycles) and outpace at stride 1
+        (every 1.5 cycles at best, 2 to 3 as measured on the datapath), for 48 multipliers instead of 80 with 5
+        taps or 144 with 9: with 5 (the default until session 13) the full 16 x 16 datapath did not route on the
+        ECP5-85F (``docs/depthwise.md``, ``docs/fpga.md``).
     dw_mult : str
         Multipliers of the depthwise unit (``DepthwiseUnit.MULTIPLIERS``): ``"lut"``, shift-and-add rows in carry
-        chains (about 10 000 LUTs at 16 x 16), or ``"dsp"``, one DSP block per multiplier (``rows * dw_taps``: 80 at
-        16 x 16). Default ``"dsp"``: with the array in LUTs (``dsp_pes = 0``) the DSP blocks are free for it
-        (56 + 80 = 136 of an ECP5-85F's 156).
+        chains (about 6 600 LUTs at 16 x 16 with 3 taps), or ``"dsp"``, one DSP block per multiplier
+        (``rows * dw_taps``: 48 at 16 x 16). Default ``"dsp"``: with the array in LUTs (``dsp_pes = 0``) the DSP
+        blocks are free for it (40 + 48 = 88 of an ECP5-85F's 156).
 
     Raises
     ------
@@ -128,8 +132,8 @@ class DatapathConfig:
     dsp_pes: int = 0
     lut_mult: str = "chain"
     add_lanes: int = 1
-    requant_lanes: int = 8
-    dw_taps: int = 5
+    requant_lanes: int = 4
+    dw_taps: int = 3
     dw_mult: str = "dsp"
 
     def __post_init__(self):

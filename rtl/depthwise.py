@@ -636,15 +636,23 @@ class WindowBuffer(wiring.Component):
         out_last = Signal()
 
         # The pass being sent (several beats per window): the window stays in the column registers until its last
-        # beat is taken.
+        # beat is taken. The data multiplexers of each group of lanes read a copy of the pass counter of their own
+        # (in the 16 x 16 datapath the lanes sit beside their DSP blocks, spread over the die: one counter for all
+        # of them was 16.2 ns of routing from lane 13, the datapath's worst path in session 13).
         passes = self.passes
+        groups = range(ceil(self.lanes / DepthwiseUnit.LANE_GROUP))
         if passes > 1:
+            fire = self.window.valid & self.window.ready
             pass_ = Signal(range(passes))
             last_pass = pass_ == passes - 1
-            with m.If(self.window.valid & self.window.ready):
+            with m.If(fire):
                 m.d.sync += pass_.eq(Mux(last_pass, 0, pass_ + 1))
+            group_pass = [register_copy(m, lambda r: Mux(r == passes - 1, 0, r + 1), name=f"pass_g{g}",
+                                        platform=platform, enable=fire, init=0, shape=pass_.shape())
+                          for g in groups]
         else:
             pass_, last_pass = 0, 1
+            group_pass = [0 for g in groups]
         done = self.window.ready & last_pass            # the window's last beat is taken (when valid)
 
         beat = self.column.payload
@@ -667,19 +675,18 @@ class WindowBuffer(wiring.Component):
         # Window tap t = i * kw + j is kernel row i, column j; beat p carries taps p * taps + (0 .. taps - 1).
         window_data = [cols[t % kw][t // kw] for t in range(kh * kw)]
         window_mask = [masks[t % kw][t // kw] for t in range(kh * kw)]
+
+        def by_pass(values, select):
+            return Array(values)[select] if passes > 1 else values[0]
+
         for t in range(self.taps):
-            data_by_pass = [window_data[p * self.taps + t] if p * self.taps + t < kh * kw else 0
-                            for p in range(passes)]
-            mask_by_pass = [window_mask[p * self.taps + t] if p * self.taps + t < kh * kw else 0
-                            for p in range(passes)]
-            if passes > 1:
-                data_by_pass, mask_by_pass = Array(data_by_pass)[pass_], Array(mask_by_pass)[pass_]
-            else:
-                data_by_pass, mask_by_pass = data_by_pass[0], mask_by_pass[0]
-            m.d.comb += [
-                self.window.payload.data[t].eq(data_by_pass),
-                self.window.payload.mask[t].eq(mask_by_pass),
-            ]
+            window_taps = [p * self.taps + t for p in range(passes)]
+            for lane in range(self.lanes):
+                data_by_pass = [window_data[w][lane] if w < kh * kw else 0 for w in window_taps]
+                m.d.comb += self.window.payload.data[t][lane].eq(
+                    by_pass(data_by_pass, group_pass[lane // DepthwiseUnit.LANE_GROUP]))
+            mask_by_pass = [window_mask[w] if w < kh * kw else 0 for w in window_taps]
+            m.d.comb += self.window.payload.mask[t].eq(by_pass(mask_by_pass, pass_))
         m.d.comb += [
             self.window.valid.eq(out_valid),
             self.window.payload.final.eq(last_pass),

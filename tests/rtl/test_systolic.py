@@ -157,8 +157,8 @@ def test_config_defaults():
     assert cfg.macs_per_cycle == 256
     assert cfg.latency == 29          # 1 + 15 rows of skew + 7 of wavefront (two columns per cycle) + 5 + 1
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
-        0, 0, "chain", 1, 8, 2)
-    assert (cfg.dw_taps, cfg.dw_mult) == (5, "dsp")
+        0, 0, "chain", 1, 4, 4)
+    assert (cfg.dw_taps, cfg.dw_passes, cfg.dw_mult) == (3, 3, "dsp")
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
@@ -169,10 +169,10 @@ def test_config_defaults():
         cfg.rows = 8
     assert DatapathConfig(rows=4, cols=8).macs_per_cycle == 32
     # the requantiser folds only arrays wider than its lanes
-    assert [DatapathConfig(cols=c).requant_fold for c in (3, 4, 8, 9, 16, 32)] == [1, 1, 1, 2, 2, 4]
+    assert [DatapathConfig(cols=c).requant_fold for c in (3, 4, 5, 8, 9, 16, 32)] == [1, 1, 2, 2, 3, 4, 8]
     assert DatapathConfig(requant_lanes=16).requant_fold == 1
-    assert (cfg.dw_taps, cfg.dw_passes, DatapathConfig(dw_taps=9).dw_passes, DatapathConfig(dw_taps=3).dw_passes) == (
-        5, 2, 1, 3)
+    assert DatapathConfig(requant_lanes=8).requant_fold == 2
+    assert [DatapathConfig(dw_taps=t).dw_passes for t in (9, 5, 4, 3, 1)] == [1, 2, 3, 3, 9]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
