@@ -510,10 +510,11 @@ class Requantizer(FoldedTiming, wiring.Component):
 
         outs = []
         for lane in range(width):
-            first = f.first_copy(f"first_l{lane}")
+            ring = f.ring_copy(f"first_l{lane}") if fold > 1 else None
+            first = ring[0] if fold > 1 else 1
             accs, lps = zip(*(element(k, lane) for k in range(fold)))
             acc = p.reg(f.part(Cat(*accs), name=f"rest_l{lane}", first=first), name=f"acc_s0_l{lane}")
-            lp = LaneParams(p.reg(f.select(list(lps), first=first), name=f"params_s0_l{lane}"))
+            lp = LaneParams(p.reg(f.select(list(lps), ring=ring), name=f"params_s0_l{lane}"))
             # S1: bias add with int32 wrap.
             x = p.reg((acc[:32].as_signed() + lp.bias)[:32].as_signed(), name=f"x_l{lane}")
             mult = p.reg(lp.multiplier, name=f"mult1_l{lane}")
