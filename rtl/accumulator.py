@@ -106,10 +106,9 @@ class Accumulator(wiring.Component):
     ``rd_data`` ready the read-out sends one line per cycle, also across commands: commands enter through a
     :class:`~haneul.rtl.register_slice.RegisterSlice` (``rd_cmd.ready`` is a flip-flop) and one starts at the
     earliest in the cycle after it was accepted, while the engine is idle or in the cycle it requests the last line
-    of the command before. Lines wait in an output FIFO of
-    ``fifo_depth`` entries while ``rd_data`` is stalled; a line is requested only while the FIFO has room for it
-    (credits), so ``rd_data.ready`` reaches no further than the FIFO. ``rd_busy`` is high from the cycle after a
-    command is accepted until its last line is accepted.
+    of the command before. Lines wait in an output FIFO of ``fifo_depth`` entries while ``rd_data`` is stalled; a
+    line is requested only while the FIFO has room for it (credits), so ``rd_data.ready`` reaches no further than
+    the FIFO. ``rd_busy`` is high from the cycle after a command is accepted until its last line is accepted.
 
     Coherence: a line read out observes every write beat accepted in an earlier cycle than the read: the read-out
     waits while a beat for the same line is in the input register or in stages 0 to 3 of the pipeline. The write
