@@ -55,6 +55,16 @@ def _copy(m, value, enable, name, platform, *, init=None):
     return register_copy(m, value, name=name, platform=platform, enable=enable, init=init)
 
 
+#: Lanes that share one copy of a control register (the weight line select, the pass counter, ...): in the 16 x 16
+#: datapath the lanes sit beside their DSP blocks, spread over the die, and one register for all of them is slow.
+LANE_GROUP = 4
+
+
+def _lane_groups(lanes):
+    """The groups of :data:`LANE_GROUP` lanes: lane ``l`` is in group ``l // LANE_GROUP``."""
+    return range(ceil(lanes / LANE_GROUP))
+
+
 def _config(config, lanes, default="cols"):
     """The configuration (default ``DatapathConfig()``) and the lane count (default: its ``default`` field)."""
     if config is None:
@@ -262,8 +272,8 @@ class DepthwiseUnit(wiring.Component):
     #: DSP multiplier each).
     MULTIPLIERS = ("lut", "dsp")
 
-    #: Lanes whose shadow weights share one copy of the line select (the clock enables of a weight line).
-    LANE_GROUP = 4
+    #: Lanes that share one copy of a control register (:data:`LANE_GROUP`).
+    LANE_GROUP = LANE_GROUP
 
     def __init__(self, config=None, *, lanes=None, taps=9, passes=2, multiplier="lut"):
         config, lanes = _config(config, lanes)
@@ -422,7 +432,7 @@ class DepthwiseUnit(wiring.Component):
         line_sel = Signal(lines, init=1)
         next_sel = Mux(swap, 1, Mux(w_fire, line_sel.rotate_left(1), line_sel))
         m.d.sync += line_sel.eq(next_sel)
-        groups = range(ceil(lanes / self.LANE_GROUP))
+        groups = _lane_groups(lanes)
         group_sel = [_copy(m, next_sel, Const(1), f"line_sel_g{g}", platform, init=1) for g in groups]
         # and `shadow_full` too, so that each enable is one LUT from registers and `weight.valid`
         group_full = [_copy(m, next_full, Const(1), f"shadow_full_g{g}", platform, init=0) for g in groups]
@@ -645,7 +655,7 @@ class WindowBuffer(wiring.Component):
         # (in the 16 x 16 datapath the lanes sit beside their DSP blocks, spread over the die: one counter for all
         # of them was 16.2 ns of routing from lane 13, the datapath's worst path in session 13).
         passes = self.passes
-        groups = range(ceil(self.lanes / DepthwiseUnit.LANE_GROUP))
+        groups = _lane_groups(self.lanes)
         if passes > 1:
             fire = self.window.valid & self.window.ready
             pass_ = Signal(range(passes))
@@ -689,7 +699,7 @@ class WindowBuffer(wiring.Component):
             for lane in range(self.lanes):
                 data_by_pass = [window_data[w][lane] if w < kh * kw else 0 for w in window_taps]
                 m.d.comb += self.window.payload.data[t][lane].eq(
-                    by_pass(data_by_pass, group_pass[lane // DepthwiseUnit.LANE_GROUP]))
+                    by_pass(data_by_pass, group_pass[lane // LANE_GROUP]))
             mask_by_pass = [window_mask[w] if w < kh * kw else 0 for w in window_taps]
             m.d.comb += self.window.payload.mask[t].eq(by_pass(mask_by_pass, pass_))
         m.d.comb += [
