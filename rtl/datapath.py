@@ -29,7 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 from . import eltwise, pool
 from .accumulator import Accumulator
-from .depthwise import ColumnReader, DepthwiseUnit, WindowBuffer
+from .depthwise import ColumnReader
+from .depthwise_engine import DepthwiseEngine
 from .commands import POOL_MAX_WINDOW, CommandFormat, CommandWord, ErrorCode, Opcode
 from .config import DatapathConfig
 from .ppu import Params, Requantizer
@@ -59,9 +60,9 @@ class Datapath(wiring.Component):
     a datapath built without one flags its command with :attr:`~haneul.rtl.commands.ErrorCode.UNSUPPORTED`. The
     adder costs three multipliers per pipeline lane (8 ECP5 DSP blocks; ``config.add_lanes`` lanes, so it takes a
     line every ``rows // add_lanes`` cycles), the pooling unit one per lane (one DSP block). The depthwise
-    unit (``DWCONV``: a :class:`~haneul.rtl.depthwise.ColumnReader` on scratchpad read ports 2 and 3, a 3 x 3
-    :class:`~haneul.rtl.depthwise.WindowBuffer` and a :class:`~haneul.rtl.depthwise.DepthwiseUnit` of ``rows``
-    lanes x ``config.dw_taps`` LUT multipliers, a window in ``config.dw_passes`` beats) shares the requantiser with
+    unit (``DWCONV``: a :class:`~haneul.rtl.depthwise.ColumnReader` on scratchpad read ports 2 and 3 and a
+    :class:`~haneul.rtl.depthwise_engine.DepthwiseEngine`, 3 x 3 window buffers and depthwise units of ``rows``
+    lanes x ``config.dw_taps`` multipliers in all, a window in ``config.dw_passes`` beats) shares the requantiser with
     the accumulator read-out through a two-way multiplexer switched by ``out_sel``; it is the largest of the
     optional units (``docs/fpga.md``).
 
@@ -304,18 +305,14 @@ class Datapath(wiring.Component):
             # DWCONV: the column reader on ports 2 and 3 feeds the window buffer and the unit; the unit's sums
             # (rows lanes, the others zero) go into the requantiser instead of the accumulator read-out.
             m.submodules.dw_reader = dw_reader = ColumnReader(cfg)
-            m.submodules.dw_buffer = dw_buffer = WindowBuffer(cfg, lanes=cfg.rows, taps=cfg.dw_taps)
-            m.submodules.dw_unit = dw_unit = DepthwiseUnit(cfg, lanes=cfg.rows, taps=cfg.dw_taps,
-                                                           passes=dw_buffer.passes, multiplier=cfg.dw_mult)
+            # The window buffers and units per group of 4 lanes (DepthwiseEngine), each behind register slices of
+            # its own: the buffer's column registers and the unit's weight memories load on a `valid` from a
+            # flip-flop beside them, not on the reader's response handshakes (17.6 ns in session 13's routed run)
+            # nor on one register for the whole die (13.8 ns).
+            m.submodules.dw_engine = dw_engine = DepthwiseEngine(cfg)
             wiring.connect(m, seq.dw_run, dw_reader.run)
-            wiring.connect(m, dw_reader.weight, dw_unit.weight)
-            # Columns pass through a register slice: the window buffer's column registers (1 152 flip-flops at
-            # 16 x 16, beside lanes spread over the die) then load on a `valid` from a flip-flop, not on the
-            # reader's response handshakes (17.6 ns in session 13's routed run).
-            m.submodules.dw_column_slice = column_slice = RegisterSlice(dw_reader.column.payload.shape())
-            wiring.connect(m, dw_reader.column, column_slice.i)
-            wiring.connect(m, column_slice.o, dw_buffer.column)
-            wiring.connect(m, dw_buffer.window, dw_unit.window)
+            wiring.connect(m, dw_reader.weight, dw_engine.weight)
+            wiring.connect(m, dw_reader.column, dw_engine.column)
             requesters[2].append((Opcode.DWCONV, dw_reader.req_a))
             requesters[3].append((Opcode.DWCONV, dw_reader.req_b))
             for resp, sink in ((resp_a, dw_reader.resp_a), (resp_b, dw_reader.resp_b)):
@@ -328,26 +325,18 @@ class Datapath(wiring.Component):
             selected = routed_to(Opcode.DWCONV)
             source = acc.rd_data
             m.d.comb += [
-                requant.i.valid.eq(Mux(selected, dw_unit.result.valid, source.valid)),
-                dw_unit.result.ready.eq(selected & requant.i.ready),
+                requant.i.valid.eq(Mux(selected, dw_engine.result.valid, source.valid)),
+                dw_engine.result.ready.eq(selected & requant.i.ready),
                 source.ready.eq(~selected & requant.i.ready),
                 # (`selected` is `out_sel == DWCONV` registered.)
                 acc.rd_ready_next.eq((seq.out_sel != Opcode.DWCONV) & requant.i_ready_next),
             ]
             with m.If(selected):
                 for lane in range(cfg.rows):
-                    m.d.comb += requant.i.payload[lane].eq(dw_unit.result.payload[lane])
+                    m.d.comb += requant.i.payload[lane].eq(dw_engine.result.payload[lane])
             with m.Else():
                 m.d.comb += requant.i.payload.eq(source.payload)
-            # Pixels whose final window the unit took and whose sums it has not given out yet.
-            pixels = Signal(range(dw_unit.fifo_depth + 2), name="pixels")
-            took = dw_unit.window.valid & dw_unit.window.ready & dw_unit.window.payload.final
-            gave = dw_unit.result.valid & dw_unit.result.ready
-            with m.If(took & ~gave):
-                m.d.sync += pixels.eq(pixels + 1)
-            with m.Elif(gave & ~took):
-                m.d.sync += pixels.eq(pixels - 1)
-            idle_units += [pixels == 0, ~dw_reader.busy, ~column_slice.busy, ~dw_buffer.window.valid]
+            idle_units += [~dw_reader.busy, ~dw_engine.busy]
             outputs[Opcode.DWCONV] = requant.o
         for port, users in requesters.items():
             if len(users) == 1:
