@@ -81,12 +81,22 @@ class Fold:
             self.first = Signal(init=1, name="first")
             self.phase = Signal(range(fold), name="phase")
             self.ready = self.first
-            self.ready_next = (self.phase == fold - 1) if aligned else None
+            self.ready_next = self.ready_in(1) if aligned else None
         else:
             self.first = 1
             self.phase = None
             self.ready = 1
             self.ready_next = 1
+
+    def ready_in(self, cycles):
+        """Aligned only: :attr:`ready` of ``cycles`` cycles later (the counter runs freely); ``ready_in(1)`` is
+        :attr:`ready_next`. A unit that registers its input beat before part 0 enters accepts it one cycle before
+        :attr:`ready` (its registered ``ready`` loads ``ready_in(2)``) and passes the handshake, registered, to
+        :meth:`advance`."""
+        if self.fold == 1:
+            return 1
+        assert self.aligned
+        return self.phase == (-cycles) % self.fold
 
     def advance(self, take):
         """Count the parts of the beat accepted with ``take`` (high only with :attr:`ready`). Returns ``entering``:

@@ -373,7 +373,7 @@ class Requantizer(FoldedTiming, wiring.Component):
 
     Parameters are loaded through the ``param`` stream into a parameter register: a parameter beat applies to every
     accumulator beat accepted after it (the parameters travel down the pipeline with their beat, so a load never
-    disturbs beats in flight); a beat accepted in the same cycle as a parameter beat still has the old ones. A
+    disturbs beats in flight); a beat accepted in the same cycle as a parameter beat has the new ones. A
     parameter beat is accepted two or more cycles after it is offered, in the cycle it is loaded straight from the
     stream's payload (:func:`load_offered`: the source holds it until then, and no copy of the 1 150 bits is
     kept); folded, that cycle is the last part cycle of a beat. ``i.ready`` does not depend on ``param.valid`` (it comes from the unit's own
@@ -382,7 +382,8 @@ class Requantizer(FoldedTiming, wiring.Component):
     being read out.
     After reset the parameters are zero, with the clamp bounds -128 and 127.
 
-    The datapath is a pipeline of :attr:`STAGES` stages that never stalls, followed by an output FIFO of
+    An accepted beat goes into an input register (loaded in every cycle, no enable), then through a pipeline of
+    :attr:`STAGES` stages that never stalls, followed by an output FIFO of
     ``LATENCY + 1`` entries with a registered output; ``i.ready`` comes from a credit count (beats accepted and not yet sent on ``o``), so
     every accepted beat has a FIFO entry waiting for it and ``o.ready`` reaches only the FIFO and the count, not the
     pipeline's registers (a stall enable on all of them, about 11 000 flip-flops at 16 lanes, was the slowest net of
@@ -420,9 +421,9 @@ class Requantizer(FoldedTiming, wiring.Component):
     #: Pipeline stages (S0 .. S13), before the output FIFO.
     STAGES = 14
 
-    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: the pipeline
-    #: stages and the output FIFO with its output register; :attr:`latency` adds the folding.
-    LATENCY = STAGES + 2
+    #: Cycles from an accepted input beat to its output beat on ``o`` (without backpressure), unfolded: the input
+    #: register, the pipeline stages and the output FIFO with its output register; :attr:`latency` adds the folding.
+    LATENCY = 1 + STAGES + 2
 
     def __init__(self, lanes=16, *, fold=1):
         check_lanes(lanes)
@@ -470,14 +471,21 @@ class Requantizer(FoldedTiming, wiring.Component):
         take = self.i.valid & self.i.ready
         m.d.comb += [
             fifo.may_reserve.eq(ready),
-            self.i_ready_next.eq(fifo.credit_next & f.ready_next),
+            self.i_ready_next.eq(fifo.credit_next & f.ready_in(2)),
             self.i.ready.eq(ready),
             fifo.reserve.eq(take),
         ]
         m.d.sync += ready.eq(self.i_ready_next)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         m.d.comb += self.busy.eq(fifo.busy)
-        entering = f.advance(take)
+        # The input register (SI), loaded in every cycle (no enable net over its bits) with the payload, and the
+        # handshake: a beat is accepted one cycle before its part 0 enters. The beat comes from queues across the
+        # die (the accumulator's, the depthwise units'), read from LUT RAM: that read and the routing then end at
+        # a flip-flop, not at S0's part multiplexers (13.2 ns at 16 x 16, session 13).
+        payload = Signal.like(self.i.payload, name="i_data", reset_less=True)
+        took = Signal(name="i_took")
+        m.d.sync += [payload.eq(self.i.payload), took.eq(take)]
+        entering = f.advance(took)
 
         p = Stages(m, platform)
         valid = entering
@@ -505,7 +513,7 @@ class Requantizer(FoldedTiming, wiring.Component):
         def element(k, lane):
             index = k * width + lane
             if index < self._lanes:
-                return self.i.payload[index], params.lanes[index]
+                return payload[index], params.lanes[index]
             return Const(0, 32), LaneParams(Const(0, LaneParams.as_shape().size))
 
         outs = []

@@ -316,7 +316,7 @@ def test_throughput(fold):
 
     async def consumer(ctx):
         got = []
-        for cycle in range(beats * fold + 20):
+        for cycle in range(beats * fold + 30):
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if valid:
                 got.append(payload.as_value().value)
@@ -328,18 +328,19 @@ def test_throughput(fold):
     run(dut, producer, consumer)
     # parameter beat offered on cycle 0, loaded and accepted two cycles after a cycle it may be seen in (folded,
     # the load is on the last part cycle of a beat: 2 for fold 1, 3 for folds 2 and 4), first beat offered the
-    # cycle after and accepted on the first beat cycle (beats enter on every fold-th cycle from reset:
-    # `Fold(aligned=True)`)
+    # cycle after and accepted in the first cycle before a beat cycle (beats enter the pipeline on every fold-th
+    # cycle from reset, `Fold(aligned=True)`, from the input register)
     assert dut.latency == ppu.Requantizer.LATENCY + fold - 1
-    assert cycles["first"] == -(-3 // fold) * fold + dut.latency
+    offered = 3 if fold == 1 else 4
+    assert cycles["first"] == offered + (-(offered + 1)) % fold + dut.latency
     assert cycles["last"] - cycles["first"] == (beats - 1) * fold
 
 
 @pytest.mark.parametrize("fold, offset", [(1, 0), (2, 0), (2, 1), (4, 2), (4, 3)])
 def test_param_load_during_traffic(fold, offset):
-    """A parameter beat offered while accumulator beats stream in without gaps: every beat accepted up to the cycle
-    the parameter beat is accepted (included) has the old parameters in all its parts, every later one the new
-    (folded, the load never falls between two parts of a beat)."""
+    """A parameter beat offered while accumulator beats stream in without gaps: every beat accepted before the
+    cycle the parameter beat is accepted has the old parameters in all its parts, every later one (and one in that
+    cycle) the new (folded, the load never falls between two parts of a beat)."""
     lanes, beats = 4, 24
     rng = np.random.default_rng(40 + 10 * fold + offset)
     old, new = make_params(rng, lanes), make_params(rng, lanes)
@@ -388,7 +389,7 @@ def test_param_load_during_traffic(fold, offset):
         (load,) = loaded
         assert taken[0] <= load < taken[-1]
         for cycle, acc, out in zip(taken, accs, got, strict=True):
-            assert out == list(golden(old if cycle <= load else new, acc)), (cycle, load)
+            assert out == list(golden(old if cycle < load else new, acc)), (cycle, load)
 
     run(dut, params, producer, consumer)
 
