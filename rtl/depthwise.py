@@ -218,11 +218,12 @@ class DepthwiseUnit(wiring.Component):
     ``window.ready`` and ``weight.ready`` depend on registers only. A cycle without ``window.valid`` is a bubble.
 
     Timing: a final window accepted in cycle ``t`` is on ``result`` in cycle ``t + latency`` when the FIFO is empty
-    (5 for 9 taps): stage 1 subtracts the zero point, applies the mask and reads the pass's weights from the active
+    (5 for 9 taps of LUT multipliers): stage 1 subtracts the zero point, applies the mask and reads the pass's weights from the active
     set (one LUT-RAM memory per tap and lane holds both sets); stage 2 registers the first one or two levels of each lane's
     adder tree, which sums the partial-product rows of all its taps (``"lut"``: the rows pair up in carry chains that
-    also select them, then one adder level) or the products (``"dsp"``); then two levels per stage; the last stage has
-    at most one level and the pass accumulator, whose sum is written into the FIFO. Throughput: one window beat per cycle within a group
+    also select them, then one adder level) or the products (``"dsp"``); then two levels per stage and the last stage
+    at most one level and the pass accumulator, whose sum is written into the FIFO (``"dsp"``: one level per stage,
+    the last stage the accumulator only). Throughput: one window beat per cycle within a group
     while ``result.ready`` is high, and one idle cycle between groups when each group has at least as many window
     beats as the next group's set has lines (the next set loads one line per cycle from the cycle after the swap).
 
@@ -262,8 +263,8 @@ class DepthwiseUnit(wiring.Component):
     weight_lines : int
         Lines of one weight set, ``passes * taps``.
     latency : int
-        Cycles from accepting a final window to its result: ``3 + ceil((L - 1) / 2)`` for ``L`` adder levels after
-        stage 2 (5 for 9 taps of 8 bits, either multiplier).
+        Cycles from accepting a final window to its result, for ``L`` adder levels after stage 2: ``3 + ceil((L -
+        1) / 2)`` with LUT multipliers (5 for 9 taps of 8 bits), ``3 + L`` with DSP blocks (7 for 9 taps, 5 for 3).
     fifo_depth : int
         Entries of the output FIFO, ``latency + 1``: enough for one window per cycle while ``result.ready`` is high.
     """
@@ -294,7 +295,7 @@ class DepthwiseUnit(wiring.Component):
         self.multiplier = multiplier
         self.weight_lines = passes * taps
         first_levels, levels = self._tree_shape()
-        self.latency = 3 + ceil(max(levels - 1, 0) / 2)
+        self.latency = 3 + self._stages(levels)
         self.fifo_depth = self.latency + 1
         super().__init__({
             "window": In(stream.Signature(WindowBeat(config, lanes, taps))),
@@ -332,6 +333,18 @@ class DepthwiseUnit(wiring.Component):
             rows = [xb << i for _, i, *_ in pair]
             bounds.append(max(rows) if len(pair) == 2 and pair[0][0] == pair[1][0] and pair[0][2] else sum(rows))
         return bounds
+
+    def _level_plan(self):
+        """``(per_stage, in_last)``: adder levels per pipeline stage after stage 2, and at most how many share the
+        last stage with the pass accumulator. LUT multipliers: 2 and 1. DSP blocks: 1 and 0, a register after every
+        adder: the products leave the DSP columns, and two adders in one stage were placed 87 tiles apart, 14.5 ns
+        (the datapath's worst path, session 14)."""
+        return (1, 0) if self.multiplier == "dsp" else (2, 1)
+
+    def _stages(self, levels):
+        """Pipeline stages between stage 2 and the last stage for ``levels`` adder levels."""
+        per_stage, in_last = self._level_plan()
+        return ceil(max(levels - in_last, 0) / per_stage)
 
     def _tree_shape(self):
         """``(first_levels, levels)``: adder levels of a lane's tree before the stage 2 register and after it."""
@@ -543,12 +556,15 @@ class DepthwiseUnit(wiring.Component):
         before = (valid, final)                  # the control bits one stage before the accumulator's
         valid, final = delay((valid, final), 2)
         # Then two levels per stage; the last level (if any) shares the final stage with the pass accumulator.
+        per_stage, _ = self._level_plan()
         for stage in range(self.latency - 3):
-            sums = [register(add_levels(m, terms, min(2, levels - 2 * stage), f"b{stage}_l{lane}"), f"s{stage + 3}_l{lane}")
+            sums = [register(add_levels(m, terms, min(per_stage, levels - per_stage * stage), f"b{stage}_l{lane}"),
+                             f"s{stage + 3}_l{lane}")
                     for lane, terms in enumerate(sums)]
             before = (valid, final)
             valid, final = delay((valid, final), 3 + stage)
-        sums = [add_levels(m, terms, levels - 2 * (self.latency - 3), f"c_l{lane}") for lane, terms in enumerate(sums)]
+        sums = [add_levels(m, terms, max(levels - per_stage * (self.latency - 3), 0), f"c_l{lane}")
+                for lane, terms in enumerate(sums)]
 
         # Pass accumulator; a final pass writes its sum into the FIFO and clears it ---------------------------------
 
