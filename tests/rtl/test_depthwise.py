@@ -490,6 +490,30 @@ def layer_results(got, lanes, groups, p, c):
     return arr.transpose(1, 2, 0, 3).reshape(oh, ow, groups * lanes)[:, :, :c]
 
 
+def layer_testbenches(weight, column, result, weights, columns, count, lanes, rng, flow, got):
+    """Testbenches that send a layer's ``weights`` and ``columns`` and collect ``count`` result beats into ``got``,
+    with the gaps of ``flow`` (a :data:`TRAFFIC` entry)."""
+    async def weight_tb(ctx):
+        await drive(ctx, weight, weights, rng, flow["weight_gap"])
+
+    async def column_tb(ctx):
+        await drive(ctx, column, columns, rng, flow["in_gap"])
+
+    async def result_tb(ctx):
+        got.extend(await collect(ctx, result, count, rng, flow["out_gap"], lanes=lanes,
+                                 max_cycles=40 * len(columns) + 200))
+
+    return weight_tb, column_tb, result_tb
+
+
+def check_layer(got, lanes, groups, c, x, filters, bias, p, zp_in):
+    """The result beats equal numpy's exact sums and, requantised by the golden model, ``depthwise_conv_2d``."""
+    acc = layer_results(got, lanes, groups, p, c)
+    assert np.array_equal(acc, exact_acc(x, filters, zp_in, p))
+    out = kernels.requantize(acc + bias, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max)
+    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0])
+
+
 @pytest.mark.parametrize("stride, same, traffic, taps", [(1, True, "gaps", 9), (2, True, "backpressure", 9),
                                                          (1, False, "smooth", 9), (2, False, "gaps", 9),
                                                          (1, True, "gaps", 5), (2, False, "backpressure", 5),
@@ -508,24 +532,10 @@ def test_layer_vs_golden(stride, same, traffic, taps, rng):
     columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
     weights = layer_weight_beats(filters, zp_in, lanes, groups)
     count = groups * p.output_size[0] * p.output_size[1]
-    flow = TRAFFIC[traffic]
     got = []
-
-    async def weight_tb(ctx):
-        await drive(ctx, unit.weight, weights, rng, flow["weight_gap"])
-
-    async def column_tb(ctx):
-        await drive(ctx, buf.column, columns, rng, flow["in_gap"])
-
-    async def result_tb(ctx):
-        got.extend(await collect(ctx, unit.result, count, rng, flow["out_gap"], lanes=lanes,
-                                 max_cycles=40 * len(columns) + 200))
-
-    simulate(top, weight_tb, column_tb, result_tb)
-    acc = layer_results(got, lanes, groups, p, c)
-    assert np.array_equal(acc, exact_acc(x, filters, zp_in, p))
-    out = kernels.requantize(acc + bias, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max)
-    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0])
+    simulate(top, *layer_testbenches(unit.weight, buf.column, unit.result, weights, columns, count, lanes, rng,
+                                     TRAFFIC[traffic], got))
+    check_layer(got, lanes, groups, c, x, filters, bias, p, zp_in)
 
 
 def test_layer_through_requantizer(rng):

@@ -3,17 +3,15 @@
 random gaps on every stream, with the groups checked to be in lockstep in every cycle.
 """
 
-import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.depthwise_engine import DepthwiseEngine
-from haneul.sim.golden import kernels
 
-from .test_depthwise import TRAFFIC, collect, drive, exact_acc, layer_column_beats, layer_results, \
-    layer_weight_beats, random_layer
+from .test_depthwise import TRAFFIC, check_layer, layer_column_beats, layer_testbenches, layer_weight_beats, \
+    random_layer
 
 
 def handshakes(dut, g):
@@ -40,18 +38,12 @@ def test_layer_vs_golden(lanes, group, taps, stride, same, traffic, mult, rng):
     columns = layer_column_beats(x, (3, 3), p, lanes, groups, rng)
     weights = layer_weight_beats(filters, zp_in, lanes, groups)
     count = groups * p.output_size[0] * p.output_size[1]
-    flow = TRAFFIC[traffic]
     got, skew = [], []
-
-    async def weight_tb(ctx):
-        await drive(ctx, dut.weight, weights, rng, flow["weight_gap"])
-
-    async def column_tb(ctx):
-        await drive(ctx, dut.column, columns, rng, flow["in_gap"])
+    weight_tb, column_tb, collect_tb = layer_testbenches(dut.weight, dut.column, dut.result, weights, columns,
+                                                         count, lanes, rng, TRAFFIC[traffic], got)
 
     async def result_tb(ctx):
-        got.extend(await collect(ctx, dut.result, count, rng, flow["out_gap"], lanes=lanes,
-                                 max_cycles=40 * len(columns) + 200))
+        await collect_tb(ctx)
         for _ in range(3):
             await ctx.tick()
         assert not ctx.get(dut.busy), "busy after the last result"
@@ -71,10 +63,7 @@ def test_layer_vs_golden(lanes, group, taps, stride, same, traffic, mult, rng):
     sim.add_testbench(lockstep_tb, background=True)
     sim.run()
     assert not skew, f"lane groups out of step: {skew[:2]}"
-    acc = layer_results(got, lanes, groups, p, c)
-    assert np.array_equal(acc, exact_acc(x, filters, zp_in, p))
-    out = kernels.requantize(acc + bias, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max)
-    assert np.array_equal(out, kernels.depthwise_conv_2d(x, filters, bias, p)[0])
+    check_layer(got, lanes, groups, c, x, filters, bias, p, zp_in)
 
 
 def test_defaults():
