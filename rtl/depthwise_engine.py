@@ -37,8 +37,8 @@ class DepthwiseEngine(wiring.Component):
     memories.
 
     The behaviour is that of one buffer and one unit of ``lanes`` lanes behind the two register slices: a column
-    accepted in cycle ``t`` is in the buffer from cycle ``t + 1``, its window (if it emits one) reaches the unit
-    from cycle ``t + 2``, and a pixel's sums are on ``result`` :attr:`DepthwiseUnit.latency` cycles after the unit
+    accepted in cycle ``t`` is on the slice's output from cycle ``t + 1`` and, when the buffer takes it then, its
+    window (if it emits one) reaches the unit from cycle ``t + 2``, and a pixel's sums are on ``result`` :attr:`DepthwiseUnit.latency` cycles after the unit
     took its final window beat.
 
     Parameters
