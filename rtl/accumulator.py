@@ -386,7 +386,6 @@ class Accumulator(wiring.Component):
             m.d.comb += fifo.ready_next.eq(self.rd_ready_next)
 
         room = Signal()
-        conflict = Signal()
         hazard = Signal()
         issue = Signal()
         cmd_take = Signal()
@@ -397,8 +396,13 @@ class Accumulator(wiring.Component):
         # be in those stages (the one being accepted, the input register, stages 0 to 2), for each address the
         # read-out may have next (the same, the next, a command's base), and registered; this cycle's handshakes of
         # the read-out, registered too, pick one.
+        # The bank conflict (the accumulating beat in the input register reads the same bank) is tested the same
+        # way, a cycle early, against the beat being accepted: `si_acc` through the conflict test into the
+        # counters' enables was 12.7 ns at 16 x 16 (`si` sits with the line's data, across the die).
         def ahead(addr):
-            return ((wr.valid & (wr.payload.addr == addr)) | (si.valid & (si.addr == addr))
+            same_bank = split(wr.payload.addr)[0] == split(addr)[0]
+            return ((wr.valid & ((wr.payload.addr == addr) | (wr.payload.accumulate & same_bank)))
+                    | (si.valid & (si.addr == addr))
                     | (s0.valid & (s0.addr == addr)) | (s1.valid & (s1.addr == addr))
                     | (s2.valid & (s2.addr == addr)))
         hazard_same, hazard_next, hazard_base = (Signal(name=f"hazard_{n}") for n in ("same", "next", "base"))
@@ -412,9 +416,8 @@ class Accumulator(wiring.Component):
         ]
         m.d.comb += [
             room.eq(fifo.credit),
-            conflict.eq(in_read & (in_bank == rd_bank)),
             hazard.eq(Mux(took_cmd, hazard_base, Mux(took_issue, hazard_next, hazard_same))),
-            issue.eq(active & room & ~conflict & ~hazard),
+            issue.eq(active & room & ~hazard),
             cmd.ready.eq(~active | (issue & one_left)),
             cmd_take.eq(cmd.valid & cmd.ready),
         ]

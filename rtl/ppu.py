@@ -98,12 +98,19 @@ CONFIG_INIT = {"act_min": -128, "act_max": 127}
 
 
 def _load_parts(m, flag, source, params, parts, *, platform, name, group):
-    """Load ``params`` from ``source`` two cycles after ``flag``, part by part: ``flag`` into one copy per ``group``
-    parts, each of those into a copy per part (:func:`~haneul.rtl.pe.register_copy`), which enables that part."""
-    groups = [register_copy(m, flag, name=f"{name}_load_g{g}", platform=platform, init=0)
-              for g in range(-(-len(parts) // group))]
+    """Load ``params`` from ``source`` two cycles after ``flag``, part by part: ``flag`` into one copy per group of
+    parts, each of those into a copy per part (:func:`~haneul.rtl.pe.register_copy`), which enables that part.
+
+    ``group`` is the number of consecutive parts per group, or a function giving a part's group from its index
+    (parts used side by side, such as the lanes one pipeline lane takes in turn, belong in one group)."""
+    group_of = group if callable(group) else (lambda index: index // group)
+    groups = {}
+    for index in range(len(parts)):
+        g = group_of(index)
+        if g not in groups:
+            groups[g] = register_copy(m, flag, name=f"{name}_load_g{g}", platform=platform, init=0)
     for index, part in enumerate(parts):
-        with m.If(register_copy(m, groups[index // group], name=f"{name}_load{index}", platform=platform, init=0)):
+        with m.If(register_copy(m, groups[group_of(index)], name=f"{name}_load{index}", platform=platform, init=0)):
             m.d.sync += part(params).eq(part(source))
 
 
@@ -147,9 +154,9 @@ def load_offered(m, param, params, parts, *, platform, allowed=1, name="param", 
     register. Drives ``param.ready``.
 
     A stream's source holds ``valid`` and the payload until the beat is accepted, so the unit may take its time:
-    seeing ``param.valid`` (in a cycle with ``allowed``), it loads one flag per ``group`` parts, and each part
-    (``parts``: functions giving a part of a value of ``params``' layout, such as one lane's parameters) then its own
-    copy of the flag (:func:`~haneul.rtl.pe.register_copy`), which loads the part from ``param.payload`` the next
+    seeing ``param.valid`` (in a cycle with ``allowed``), it loads one flag per group of parts (``group``: as for
+    :func:`_load_parts`), and each part (``parts``: functions giving a part of a value of ``params``' layout, such
+    as one lane's parameters) then its own copy of the flag (:func:`~haneul.rtl.pe.register_copy`), which loads the part from ``param.payload`` the next
     cycle, while a further flip-flop raises ``param.ready``: the beat is accepted in the cycle it is loaded. So no
     single net enables every parameter bit (about 1 150 in a 16-lane requantiser), neither the handshake nor
     ``param.valid`` reaches a part's enable in the cycle it is seen (the parts sit beside their lanes, spread over
@@ -455,9 +462,12 @@ class Requantizer(FoldedTiming, wiring.Component):
         # accepted, the configuration and each lane's parameters by their own copy of the load flag
         # (`load_offered`). It is seen only where that load cycle is the last part cycle of a beat (the part counter
         # runs freely, `aligned`), so the parts of one beat never see two sets of parameters.
+        # The load flag's copies are grouped by pipeline lane (lane `i` is taken by pipeline lane `i % width`): a
+        # group of consecutive lanes spread over pipeline lanes across the die (12.5 ns at 16 x 16).
         load_offered(m, self.param, params,
                      [lambda v: v.config, *(lambda v, i=i: v.lanes[i] for i in range(self._lanes))],
-                     platform=platform, allowed=1 if fold == 1 else f.phase == (fold - 3) % fold)
+                     platform=platform, allowed=1 if fold == 1 else f.phase == (fold - 3) % fold,
+                     group=lambda index: 0 if index == 0 else (index - 1) % width)
 
         stages = self.STAGES
         m.submodules.fifo = fifo = CreditFIFO(data.ArrayLayout(signed(8), self._lanes), self.fifo_depth,
