@@ -956,7 +956,14 @@ class ColumnReader(wiring.Component):
         phase2 = Signal()                          # rows 0 and 1 of the head column are held; row 2 comes on a
         phase2_next = Signal()
         head = columns.o.payload
-        a, b = self.resp_a, self.resp_b
+        # The responses enter through a register slice each: the lines reach the held registers and the engine's
+        # groups, spread over the die, from flip-flops, not from the scratchpad's response queues (LUT RAM read,
+        # 11.7 ns at 16 x 16), and the queues' `ready` is a flip-flop.
+        m.submodules.resp_a_slice = a_slice = RegisterSlice(ReadResponse(self.config, self.lanes))
+        m.submodules.resp_b_slice = b_slice = RegisterSlice(ReadResponse(self.config, self.lanes))
+        wiring.connect(m, wiring.flipped(self.resp_a), a_slice.i)
+        wiring.connect(m, wiring.flipped(self.resp_b), b_slice.i)
+        a, b = a_slice.o, b_slice.o
         m.d.comb += phase2_next.eq(phase2)
         m.d.sync += phase2.eq(phase2_next)
         # The held lines' multiplexers and enables of each group of lanes (LANE_GROUP, as the datapath's depthwise
