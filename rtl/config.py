@@ -110,8 +110,9 @@ class DatapathConfig:
     dw_mult : str
         Multipliers of the depthwise unit (``DepthwiseUnit.MULTIPLIERS``): ``"lut"``, shift-and-add rows in carry
         chains (about 6 600 LUTs at 16 x 16 with 3 taps), or ``"dsp"``, one DSP block per multiplier
-        (``rows * dw_taps``: 48 at 16 x 16). Default ``"dsp"``: with the array in LUTs (``dsp_pes = 0``) the DSP
-        blocks are free for it (40 + 48 = 88 of an ECP5-85F's 156).
+        (``rows * dw_taps``: 48 at 16 x 16). Default ``"lut"`` (``"dsp"`` from session 9 to session 15): the 16 x 16
+        datapath routes 8-9 MHz faster on the ECP5-85F without the depthwise unit's routes into and out of the DSP
+        columns, for about 5 000 LUT4 more (``docs/fpga.md``).
 
     Raises
     ------
@@ -134,7 +135,7 @@ class DatapathConfig:
     add_lanes: int = 1
     requant_lanes: int = 4
     dw_taps: int = 3
-    dw_mult: str = "dsp"
+    dw_mult: str = "lut"
 
     def __post_init__(self):
         for name, what in (("rows", "Row count"), ("cols", "Column count"),

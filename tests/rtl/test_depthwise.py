@@ -230,7 +230,7 @@ def test_unit_ecp5_dsp_netlist():
     # without a platform (as the tests simulate it): $mul cells, the same cycle timing
     assert rtlil.convert(DepthwiseUnit(lanes=3, taps=5, passes=2, multiplier="dsp"), name="top").count(
         "cell $mul ") == 15
-    assert DatapathConfig().dw_mult == "dsp"
+    assert DatapathConfig().dw_mult == "lut"
     with pytest.raises(ValueError, match=r"^Depthwise multiplier type must be one of 'lut', 'dsp', not 'booth'$"):
         DatapathConfig(dw_mult="booth")
 

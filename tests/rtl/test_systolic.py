@@ -158,7 +158,7 @@ def test_config_defaults():
     assert cfg.latency == 29          # 1 + 15 rows of skew + 7 of wavefront (two columns per cycle) + 5 + 1
     assert (cfg.dsp_pes, cfg.dsp_count, cfg.lut_mult, cfg.add_lanes, cfg.requant_lanes, cfg.requant_fold) == (
         0, 0, "chain", 1, 4, 4)
-    assert (cfg.dw_taps, cfg.dw_passes, cfg.dw_mult) == (3, 3, "dsp")
+    assert (cfg.dw_taps, cfg.dw_passes, cfg.dw_mult) == (3, 3, "lut")
     assert cfg.spad_row_bits == 128 and cfg.acc_row_bits == 512
     assert cfg.spad_bytes == cfg.spad_depth * 16
     assert cfg.acc_bytes == cfg.acc_depth * 64
