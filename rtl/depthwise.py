@@ -956,14 +956,37 @@ class ColumnReader(wiring.Component):
         phase2 = Signal()                          # rows 0 and 1 of the head column are held; row 2 comes on a
         phase2_next = Signal()
         head = columns.o.payload
-        # The responses enter through a register slice each: the lines reach the held registers and the engine's
-        # groups, spread over the die, from flip-flops, not from the scratchpad's response queues (LUT RAM read,
-        # 11.7 ns at 16 x 16), and the queues' `ready` is a flip-flop.
-        m.submodules.resp_a_slice = a_slice = RegisterSlice(ReadResponse(self.config, self.lanes))
-        m.submodules.resp_b_slice = b_slice = RegisterSlice(ReadResponse(self.config, self.lanes))
-        wiring.connect(m, wiring.flipped(self.resp_a), a_slice.i)
-        wiring.connect(m, wiring.flipped(self.resp_b), b_slice.i)
-        a, b = a_slice.o, b_slice.o
+        # The responses enter through register slices: the lines reach the held registers and the engine's groups,
+        # spread over the die, from flip-flops, not from the scratchpad's response queues (LUT RAM read, 11.7 ns at
+        # 16 x 16), and the queues' `ready` is a flip-flop. One slice per group of lanes (LANE_GROUP), in lockstep
+        # (the same handshakes; slice 0 speaks for all): the assembler's `ready` then enables a group's registers
+        # through a multiplexer of the group's own (one enable for a whole line: 94 endpoints up to 11.6 ns).
+        def sliced(port, name):
+            out = stream.Signature(ReadResponse(self.config, self.lanes)).flip().create()
+            slices = []
+            for first in range(0, self.lanes, LANE_GROUP):
+                lanes = range(first, min(first + LANE_GROUP, self.lanes))
+                slice_ = RegisterSlice(ReadResponse(self.config, len(lanes)))
+                m.submodules[f"{name}_slice_g{first // LANE_GROUP}"] = slice_
+                slices.append(slice_)
+                m.d.comb += [
+                    slice_.i.valid.eq(port.valid),
+                    slice_.i.payload.last.eq(port.payload.last),
+                    slice_.o.ready.eq(out.ready),
+                ]
+                for k, lane in enumerate(lanes):
+                    m.d.comb += [
+                        slice_.i.payload.data[k].eq(port.payload.data[lane]),
+                        out.payload.data[lane].eq(slice_.o.payload.data[k]),
+                    ]
+            m.d.comb += [
+                port.ready.eq(slices[0].i.ready),
+                out.valid.eq(slices[0].o.valid),
+                out.payload.last.eq(slices[0].o.payload.last),
+            ]
+            return out
+
+        a, b = sliced(self.resp_a, "resp_a"), sliced(self.resp_b, "resp_b")
         m.d.comb += phase2_next.eq(phase2)
         m.d.sync += phase2.eq(phase2_next)
         # The held lines' multiplexers and enables of each group of lanes (LANE_GROUP, as the datapath's depthwise
