@@ -2,7 +2,8 @@
 
 By default 4x4 runs on Icarus and the default 16x16 NPU on Verilator; the other (simulator, size) pairs are marked
 ``slow``. The ic01 layer (``test_ic01_conv1``) needs an array of at least 9 rows: it runs in the 16x16
-configurations, so the default suite runs one real layer of a real model end to end on the RTL.
+configurations, so the default suite runs one real layer of a real model end to end on the RTL. The cycle model's
+check on a small GEMM (``test_gemm_cycles``) runs with it.
 """
 
 import pytest
@@ -44,4 +45,4 @@ def test_npu_cocotb(request, simulator, size):
     config = DatapathConfig(**SIZES[size])
     run(npu_verilog(config), simulator=simulator, build_name=f"npu-{size}", test_module=TEST_MODULE,
         params=dict(SIZES[size], data_width=128, gemms=GEMMS[simulator]),
-        expect_tests=4 if config.rows >= 9 else 3)   # test_ic01_conv1 needs 9 rows
+        expect_tests=5 if config.rows >= 9 else 3)   # test_ic01_conv1 and test_gemm_cycles need 9 rows
