@@ -236,6 +236,8 @@ def main(argv=None):
                              "more evenly)")
     parser.add_argument("--tmg-ripup", action="store_true",
                         help="nextpnr --tmg-ripup: the router also rips up and reroutes nets on failing paths")
+    parser.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG on to nextpnr as it is (repeatable), e.g. --nextpnr-arg=--placer-heap-beta=0.8")
     parser.add_argument("--heatmap", action="store_true",
                         help="router2 only: write its congestion heatmaps (heatmap_*.csv) into --workdir")
     parser.add_argument("--reuse-synth", action="store_true",
@@ -258,7 +260,7 @@ def main(argv=None):
     workdir.mkdir(parents=True, exist_ok=True)
     platform = None if args.generic else ecp5_platform()
     figures = {"target": args.target, "device": "LFE5U-85F-CABGA381", "freq_target_mhz": args.freq,
-               "seed": args.seed, "router": args.router, "placer": args.placer, "tmg_ripup": args.tmg_ripup, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
+               "seed": args.seed, "router": args.router, "placer": args.placer, "tmg_ripup": args.tmg_ripup, "nextpnr_args": args.nextpnr_arg, "platform": None if platform is None else type(platform).__name__, "time_s": {}}
     figures["config"] = dataclasses.asdict(config)
     figures["without"] = args.without
     print(f"{label}: {workdir}")
@@ -295,6 +297,7 @@ def main(argv=None):
                 cmd += ["--router2-heatmap", "heatmap"]
             if args.tmg_ripup:
                 cmd.append("--tmg-ripup")
+            cmd += args.nextpnr_arg
             figures["time_s"]["nextpnr"] = round(run(cmd, "nextpnr.out", args.timeout), 1)
             print(f"  nextpnr   {figures['time_s']['nextpnr']:8.1f} s")
             report = json.loads(Path("report.json").read_text())
