@@ -90,7 +90,8 @@ class DepthwiseEngine(wiring.Component):
         self.kernel = kernel
         self.groups = [(first, min(group, lanes - first)) for first in range(0, lanes, group)]
         # The groups' blocks, made here so that a testbench can watch them keep in step.
-        self.buffers = [WindowBuffer(config, lanes=n, kh=kernel, kw=kernel, taps=taps) for _, n in self.groups]
+        self.buffers = [WindowBuffer(config, lanes=n, kh=kernel, kw=kernel, taps=taps, lookahead=True)
+                        for _, n in self.groups]
         self.passes = self.buffers[0].passes
         self.units = [DepthwiseUnit(config, lanes=n, taps=taps, passes=self.passes, multiplier=multiplier)
                       for _, n in self.groups]
@@ -128,6 +129,9 @@ class DepthwiseEngine(wiring.Component):
                 w_slice.i.payload.zero_point.eq(weight.zero_point),
                 w_slice.i.payload.last.eq(weight.last),
                 unit.result.ready.eq(self.result.ready),
+                # The buffer's column enables, registered a cycle ahead from the slice's and the unit's next values.
+                buffer.column_valid_next.eq(col_slice.o_valid_next),
+                buffer.window_ready_next.eq(unit.window_ready_next),
             ]
             for k, lane in enumerate(lanes):
                 m.d.comb += [

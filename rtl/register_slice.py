@@ -36,6 +36,9 @@ class RegisterSlice(wiring.Component):
     o : Out(stream.Signature(shape))
     busy : Out(1)
         A beat is held (in either register).
+    o_valid_next : Out(1)
+        ``o.valid`` of the next cycle (what the output valid flag loads now), for a consumer that registers its
+        decision of the next cycle (the depthwise window buffers' column enables).
     """
 
     def __init__(self, shape):
@@ -44,6 +47,7 @@ class RegisterSlice(wiring.Component):
             "i":    In(stream.Signature(shape)),
             "o":    Out(stream.Signature(shape)),
             "busy": Out(1),
+            "o_valid_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -60,6 +64,7 @@ class RegisterSlice(wiring.Component):
             self.o.valid.eq(out_valid),
             self.o.payload.eq(out_data),
             self.busy.eq(out_valid | skid_valid),
+            self.o_valid_next.eq(Mux(moves, skid_valid | self.i.valid, out_valid)),
         ]
         with m.If(~skid_valid):
             m.d.sync += skid_data.eq(self.i.payload)
