@@ -93,7 +93,8 @@ class DepthwiseEngine(wiring.Component):
         self.buffers = [WindowBuffer(config, lanes=n, kh=kernel, kw=kernel, taps=taps, lookahead=True)
                         for _, n in self.groups]
         self.passes = self.buffers[0].passes
-        self.units = [DepthwiseUnit(config, lanes=n, taps=taps, passes=self.passes, multiplier=multiplier)
+        self.units = [DepthwiseUnit(config, lanes=n, taps=taps, passes=self.passes, multiplier=multiplier,
+                                    lookahead=True)
                       for _, n in self.groups]
         self.column_slices = [RegisterSlice(ColumnBeat(config, n, kernel)) for _, n in self.groups]
         self.weight_slices = [RegisterSlice(WeightBeat(config, n)) for _, n in self.groups]
@@ -132,6 +133,7 @@ class DepthwiseEngine(wiring.Component):
                 # The buffer's column enables, registered a cycle ahead from the slice's and the unit's next values.
                 buffer.column_valid_next.eq(col_slice.o_valid_next),
                 buffer.window_ready_next.eq(unit.window_ready_next),
+                unit.mask_next.eq(buffer.mask_next),
             ]
             for k, lane in enumerate(lanes):
                 m.d.comb += [
