@@ -36,6 +36,8 @@ from haneul.rtl.commands import Matmul, Requant, weight_lines_per_row, weight_ti
 from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Rounding
 
+from .spad import bank_boundary, bank_lines, bank_of
+
 __all__ = ["GemmError", "Readout", "GemmPlan", "plan_gemm", "weight_tiles", "requant_beats"]
 
 
@@ -229,9 +231,10 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
     a_base : int
         First scratchpad line of ``A`` (``k_tiles * m`` lines).
     w_base : int, optional
-        First scratchpad line of ``W`` (``n_tiles * k_tiles * weight_tile_lines`` lines). Default: the first bank
-        boundary at or after the end of ``A`` (so that activation and weight reads use different banks) if ``W``
-        fits there, else right after ``A``.
+        First scratchpad line of ``W`` (``n_tiles * k_tiles * weight_tile_lines`` lines). Default: in banks that
+        hold no line of ``A``, so that activation and weight reads never take turns at a bank
+        (:mod:`haneul.firmware.spad`): the first bank boundary at or after the end of ``A`` if ``W`` fits there,
+        else ending before the bank of ``A``'s first line if it fits there, else right after ``A``.
     acc_base : int
         Offset in each accumulator half of the output-tile slots, which fill the rest of the half.
     m_tile : int, optional
@@ -269,9 +272,14 @@ def plan_gemm(m, k, n, config=None, *, a_base=0, w_base=None, acc_base=0, m_tile
     a_lines = k_tiles * m
     w_lines = n_tiles * k_tiles * weight_tile_lines(config)
     if w_base is None:
-        bank = config.spad_depth // config.spad_banks
-        w_base = -(-(a_base + a_lines) // bank) * bank
-        if w_base + w_lines > config.spad_depth:
+        # Behind the last bank of A, else ending before its first bank, else (one bank, no room) right behind A.
+        above = bank_boundary(config, a_base + a_lines)
+        below = bank_of(config, a_base) * bank_lines(config) - w_lines
+        if above + w_lines <= config.spad_depth:
+            w_base = above
+        elif below >= 0:
+            w_base = below
+        else:
             w_base = a_base + a_lines
     for name, base, lines in (("A", a_base, a_lines), ("W", w_base, w_lines)):
         if base < 0 or base + lines > config.spad_depth:

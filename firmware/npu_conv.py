@@ -31,7 +31,6 @@ from haneul.errors import HaneulError
 from haneul.rtl import isa
 from haneul.rtl.config import DatapathConfig
 
-from .gemm import GemmError
 from .npu_gemm import schedule
 
 __all__ = ["ConvError", "conv_program", "fold_bias"]
@@ -154,7 +153,8 @@ def _channel_major(x, filters, p, rows):
     return a_loads, k_tiles, w_mat, rows
 
 
-def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000, rows_per_block=None):
+def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000, rows_per_block=None,
+                 separate_banks=True):
     """The NPU program of ``kernels.conv_2d(x, filters, bias, p)`` for one image.
 
     Parameters
@@ -170,6 +170,9 @@ def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000,
         Address of the memory image.
     rows_per_block : int, optional
         Output rows per block (default: as many as fit).
+    separate_banks : bool
+        Keep the activation blocks out of the weights' scratchpad banks where the scratchpad allows it
+        (:func:`haneul.firmware.npu_gemm.plan_blocks`).
 
     Returns
     -------
@@ -196,22 +199,14 @@ def conv_program(x, filters, bias, p, *, config=None, bus_bytes=16, base=0x1000,
     half = config.acc_depth // 2
     if ow > half:
         raise ConvError(f"an output row of {ow} pixels does not fit in half the accumulator ({half} lines)")
-    candidates = [rows_per_block] if rows_per_block is not None else range(min(oh, half // ow), 0, -1)
     layout = _row_packed if kw * c <= rows else _channel_major
     a_loads, k_tiles, w_mat, line = layout(x, filters, p, rows)
     # The activations' region: the input, then one line of zero points (the source of all-padding lines).
     a_image = x.astype(np.int8).tobytes() + bytes([zero_point & 0xFF]) * line
 
-    def _schedule(rows_per_block):
-        return schedule(a_image, a_loads, oh * ow, k_tiles, w_mat, folded, p.output_multiplier, p.output_shift,
-                        output_offset=p.output_offset, act_min=p.act_min, act_max=p.act_max,
-                        single_rounding=False, config=config, bus_bytes=bus_bytes, base=base,
-                        m_tile=rows_per_block * ow, k=kh * kw * c)
-
     folded = fold_bias(bias, filters, p.input_offset)
-    for rows_per_block in candidates:
-        try:
-            return _schedule(rows_per_block)
-        except GemmError:
-            if len(candidates) == 1 or rows_per_block == 1:
-                raise
+    # A block is whole output rows: its M tile a multiple of the row (as many rows as fit by default).
+    return schedule(a_image, a_loads, oh * ow, k_tiles, w_mat, folded, p.output_multiplier, p.output_shift,
+                    output_offset=p.output_offset, act_min=p.act_min, act_max=p.act_max, single_rounding=False,
+                    config=config, bus_bytes=bus_bytes, base=base, k=kh * kw * c, m_step=ow,
+                    m_tile=None if rows_per_block is None else rows_per_block * ow, separate_banks=separate_banks)

@@ -21,6 +21,14 @@ step ``j`` in the program (:func:`interleave`), so that the load queue has them 
 * the last ``MATMUL`` of a step sends ``signal_prev`` once the array has taken its vectors; the weight ``LOAD`` of
   step ``j + 2`` (which overwrites the same buffer) waits for it, and the ``A`` block ``LOAD`` that follows it is
   covered by the same token (the block it overwrites was finished two or more steps before).
+
+Scratchpad plan: the weights from line 0 (every N tile, loaded once, when they fit beside two blocks of at least
+``min(M, 16)`` rows; else the two buffers of one N tile each), then the two block buffers. The blocks start at the
+first bank boundary after the weights (:func:`plan_blocks`, the geometry from :mod:`haneul.firmware.spad`), so that
+no ``MATMUL`` reads its activation lines from a bank that the weight reader wants: the scratchpad serves one read
+per bank and cycle, and the weight reader, holding the next tile, would take every other turn (``docs/memories.md``).
+Where that does not fit (one bank, or weights that leave too little room behind their last bank), the blocks
+follow the weights directly, as before.
 """
 
 import dataclasses
@@ -33,6 +41,7 @@ from haneul.rtl.config import DatapathConfig
 from haneul.rtl.ppu import Params
 
 from .gemm import GemmError, requant_beats, weight_tiles
+from .spad import bank_boundary
 
 __all__ = ["GemmProgram", "gemm_program", "param_bytes"]
 
@@ -68,6 +77,13 @@ class GemmProgram:
         The program as :mod:`haneul.rtl.isa` values.
     steps : int
         Output tiles (``blocks * n_tiles``).
+    a_bytes : int
+        Bytes of the activations' memory region.
+    a_spad : int
+        First scratchpad line of the activation block buffers (the weights start at line 0).
+    separate_banks : bool
+        Whether the plan keeps the activation blocks and the weights in different scratchpad banks
+        (:func:`plan_blocks`).
     """
     config: DatapathConfig
     m: int
@@ -84,6 +100,8 @@ class GemmProgram:
     instructions: tuple
     steps: int
     a_bytes: int
+    a_spad: int
+    separate_banks: bool
 
     @property
     def out_bytes(self):
@@ -110,7 +128,7 @@ class GemmProgram:
 
 
 def gemm_program(a, w, bias, multiplier, shift, *, output_offset=0, act_min=-128, act_max=127,
-                 single_rounding=False, config=None, bus_bytes=16, base=0x1000, m_tile=None):
+                 single_rounding=False, config=None, bus_bytes=16, base=0x1000, m_tile=None, separate_banks=True):
     """Build the NPU program of ``requantize(A @ W + bias)``.
 
     Parameters
@@ -129,8 +147,11 @@ def gemm_program(a, w, bias, multiplier, shift, *, output_offset=0, act_min=-128
     base : int
         Address of the memory image (the program comes first, each region aligned to 64 bytes).
     m_tile : int, optional
-        Rows per block. Default: as many as fit in the scratchpad next to the weights, at most half the
-        accumulator.
+        Rows per block. Default: as many as fit in the scratchpad next to the weights (behind their last bank when
+        the blocks go to other banks), at most half the accumulator.
+    separate_banks : bool
+        Keep the activation blocks out of the weights' scratchpad banks where the scratchpad allows it
+        (:func:`plan_blocks`); false: right after the weights, as before the planner knew the banks.
 
     Returns
     -------
@@ -160,7 +181,58 @@ def gemm_program(a, w, bias, multiplier, shift, *, output_offset=0, act_min=-128
 
     return schedule(a.astype(np.int8).tobytes(), a_loads, m, k_tiles, w.astype(np.int8), bias, multiplier, shift,
                     output_offset=output_offset, act_min=act_min, act_max=act_max, single_rounding=single_rounding,
-                    config=config, bus_bytes=bus_bytes, base=base, m_tile=m_tile, k=k)
+                    config=config, bus_bytes=bus_bytes, base=base, m_tile=m_tile, k=k,
+                    separate_banks=separate_banks)
+
+
+def plan_blocks(config, w_region, k_tiles, m, *, resident, m_tile=None, m_step=1, separate_banks=True):
+    """Where the two activation block buffers go: ``(first line, rows per block, separate)``.
+
+    The weights take scratchpad lines ``0 .. w_region - 1`` (all N tiles when ``resident``, else two buffers); the
+    two block buffers, ``k_tiles * m_tile`` lines each, follow one after the other. The array reads a ``MATMUL``'s
+    activation lines and weight tiles on two ports that take turns at a bank they both want (the weight reader,
+    holding the next tile, takes every other turn even without room for the line: ``docs/memories.md``), so with
+    ``separate_banks`` the blocks start at the first bank boundary after the weights
+    (:func:`~haneul.firmware.spad.bank_boundary`), and no bank holds both (``separate`` is then true):
+
+    * with ``m_tile`` given, when blocks of ``m_tile`` rows fit there;
+    * else with as many rows as fit there (a multiple of ``m_step``, at most ``m`` and half the accumulator), when
+      that is at least one step and the weights are resident or the blocks are no more than in the packed layout
+      (with weights in two buffers, every block loads them all again: more blocks would move more bytes).
+
+    Otherwise (``separate_banks`` false, a single bank, weights that leave too little room behind their last bank),
+    the blocks start right after the weights: the packed layout, in which they may share a bank with them.
+
+    Raises
+    ------
+    GemmError
+        If blocks of ``m_tile`` rows (or, ``m_tile`` None, of ``m_step`` rows) fit neither way.
+    """
+    half = config.acc_depth // 2
+
+    def most(a_start):
+        """The most rows per block with the buffers from line ``a_start``."""
+        return min(half, max(0, config.spad_depth - a_start) // (2 * k_tiles))
+
+    def rows(a_start):
+        return min(m, most(a_start)) // m_step * m_step
+
+    packed, split = w_region, bank_boundary(config, w_region)
+    if separate_banks:
+        if m_tile is not None:
+            if 1 <= m_tile <= most(split):
+                return split, m_tile, True
+        else:
+            ms, mp = rows(split), rows(packed)
+            if ms >= 1 and (resident or -(-m // ms) <= -(-m // max(mp, 1))):
+                return split, ms, True
+    fit = most(packed)
+    if m_tile is None:
+        m_tile = rows(packed) or m_step
+    if not 1 <= m_tile <= fit:
+        raise GemmError(f"{k_tiles} K tiles need {w_region} scratchpad lines of weights; M tile {m_tile} does not "
+                        f"fit (at most {fit} rows per block)")
+    return packed, m_tile, False
 
 
 def interleave(loads, computes):
@@ -180,13 +252,14 @@ def interleave(loads, computes):
 
 
 def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output_offset, act_min, act_max,
-             single_rounding, config, bus_bytes, base, m_tile, k):
+             single_rounding, config, bus_bytes, base, m_tile, k, m_step=1, separate_banks=True):
     """The program of an output of ``m`` rows (pixels) by ``N`` channels computed from ``k_tiles`` K tiles.
 
     ``a_image`` is what the activations' memory region holds; ``a_loads(a_addr, m0, count, spad, m_tile)`` gives
     the ``LOAD`` s that put rows ``m0 .. m0 + count - 1`` of the activation matrix into the scratchpad, K tile
     ``kt`` of row ``r`` at line ``spad + kt * m_tile + r``. ``w`` is the ``(k_tiles * rows) x N`` weight matrix
-    (zero rows where a K tile is not full).
+    (zero rows where a K tile is not full). ``m_tile`` (default: as many as fit, a multiple of ``m_step``) and
+    ``separate_banks``: :func:`plan_blocks`.
     """
     rows, cols = config.rows, config.cols
     n = w.shape[1]
@@ -199,12 +272,8 @@ def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output
     # Weights resident (loaded once) if they fit with two blocks of at least min(m, 16) rows; else two buffers.
     resident = n_tiles * w_tiles + 2 * k_tiles * min(m, 16, half) <= config.spad_depth
     w_region = n_tiles * w_tiles if resident else 2 * w_tiles
-    fit = (config.spad_depth - w_region) // (2 * k_tiles)
-    if m_tile is None:
-        m_tile = min(m, half, fit)
-    if not 1 <= m_tile <= min(half, fit):
-        raise GemmError(f"{k_tiles} K tiles need {w_region} scratchpad lines of weights; M tile {m_tile} does not "
-                        f"fit (at most {min(half, fit)} rows per block)")
+    a_start, m_tile, separated = plan_blocks(config, w_region, k_tiles, m, resident=resident, m_tile=m_tile,
+                                             m_step=m_step, separate_banks=separate_banks)
     blocks = -(-m // m_tile)
     steps = blocks * n_tiles
 
@@ -214,7 +283,7 @@ def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output
     p_size = len(p_image) // n_tiles
 
     fmt = isa.InstructionFormat(config)
-    a_buf = [w_region + b * k_tiles * m_tile for b in range(2)]
+    a_buf = [a_start + b * k_tiles * m_tile for b in range(2)]
 
     def build(layout):
         def loads(j):
@@ -280,4 +349,4 @@ def schedule(a_image, a_loads, m, k_tiles, w, bias, multiplier, shift, *, output
     return GemmProgram(config=config, m=m, k=k, n=n, m_tile=m_tile, program=program, segments=segments,
                        cmd_addr=layout["program"], a_addr=layout["a"], w_addr=layout["w"],
                        param_addr=layout["param"], out_addr=layout["out"], instructions=tuple(instrs), steps=steps,
-                       a_bytes=len(a_image))
+                       a_bytes=len(a_image), a_spad=a_start, separate_banks=separated)

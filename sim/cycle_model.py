@@ -24,13 +24,16 @@ The model schedules every instruction on the resources the hardware has, in the 
 It is a model: it assumes a memory that answers at full rate, counts a line that needs two new bus words as two
 cycles of the read channel, leaves out the fixed overheads of a short run and every bank conflict inside the
 datapath but the array's two readers'. ``benchmarks/npu_gemm.py`` prints it next to the RTL's cycle count
-(``BUSY_CYCLES``, Verilator, 16 x 16, at 6a4dc52): GEMM 64 x 64 x 64 2,840 against 2,826 (1,881 before the model had
-the bank sharing: there the weights and the activations sit in one bank, and the array takes a vector every other
-cycle), ic01's first CONV_2D 6,006 against 5,954, GEMM 256 x 256 x 256 72,085 against 71,170.
+(``BUSY_CYCLES``, Verilator, 16 x 16, RTL at 25907a1, the bank-aware scratchpad plan): GEMM 64 x 64 x 64 1,969
+against 2,034, ic01's first CONV_2D 5,821 against 5,934, GEMM 256 x 256 x 256 72,085 against 71,170. In the packed
+layout (``gemm_program(..., separate_banks=False)``) the 64 x 64 x 64 GEMM has its weights and activations in one
+bank, and the array takes a vector every other cycle: 2,840 against 2,826 (1,881 before the model had the bank
+sharing); ic01's layer 6,006 against 5,954. The bank geometry comes from :mod:`haneul.firmware.spad`.
 """
 
 import dataclasses
 
+from haneul.firmware.spad import bank_of
 from haneul.rtl import commands, isa
 from haneul.rtl.commands import weight_tile_lines
 from haneul.rtl.config import DatapathConfig
@@ -295,8 +298,7 @@ def tile_read(matmul, config):
     <haneul.rtl.scratchpad.Scratchpad.latency>`) after a line per cycle, or per two cycles when its activation
     lines start in the same bank: the activation reader, its response FIFO full of the first vectors that the
     array does not take yet, then wins every other turn of the bank for nothing (see :func:`array_run`)."""
-    bank_lines = config.spad_depth // config.spad_banks
-    shared = matmul.act_addr // bank_lines == matmul.weight_addr // bank_lines
+    shared = bank_of(config, matmul.act_addr) == bank_of(config, matmul.weight_addr)
     return Scratchpad.latency + weight_tile_lines(config) * (2 if shared else 1)
 
 
@@ -315,19 +317,18 @@ def array_run(matmul, begin, upcoming, config):
     taking every other turn of its bank meanwhile. So an activation line in the bank the weight reader wants takes
     two cycles; in another bank the two readers run side by side, a line per cycle each.
     """
-    bank_lines = config.spad_depth // config.spad_banks
     tile = weight_tile_lines(config)
     (h1, w1), (h2, w2) = (list(upcoming) + [(None, 0)] * 2)[:2]
     cycle, sent, read = begin, 0, 0         # vectors sent, lines of the next tile read
     weight_turn = True                      # the bank's round robin (the activation reader was served last)
     while sent < matmul.count:
         if h1 is not None and read < tile and cycle >= h1:
-            wants, useful = (w1 + read) // bank_lines, 1
+            wants, useful = bank_of(config, w1 + read), 1
         elif h2 is not None and cycle >= h2 and read == tile:
-            wants, useful = w2 // bank_lines, 0         # no room in the shadow registers: the turn is lost
+            wants, useful = bank_of(config, w2), 0         # no room in the shadow registers: the turn is lost
         else:
             wants, useful = None, 0
-        if wants == (matmul.act_addr + sent) // bank_lines:
+        if wants == bank_of(config, matmul.act_addr + sent):
             if weight_turn:
                 read += useful
             else:
