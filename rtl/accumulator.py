@@ -380,10 +380,7 @@ class Accumulator(wiring.Component):
         remaining = Signal(self.addr_width + 1)
         one_left = Signal()                      # remaining == 1, a flip-flop of its own (in `cmd.ready`)
         rd_bank, rd_line = split(rd_addr)
-        # Its lines come from registers beside the queue's LUT RAM (`prefetch`): the read-out's consumer, the
-        # requantiser's input register, is across the die.
-        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, early_ready=self.early_ready,
-                                                  prefetch=True)
+        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, early_ready=self.early_ready)
         wiring.connect(m, fifo.o, wiring.flipped(out))
         if self.early_ready:
             m.d.comb += fifo.ready_next.eq(self.rd_ready_next)

@@ -52,13 +52,6 @@ class CreditFIFO(wiring.Component):
     requantiser's ``ready`` to the accumulator queue's eight pointer copies: 5.8 ns of routing, 10.7 ns in all at
     16 x 16).
 
-    With ``prefetch``, ``o.payload`` comes from a register per storage chunk, loaded in every cycle (no enable)
-    with the entry the chunk's read pointer will point at in the next cycle, or with ``w_data`` when that entry is
-    the one being written: the same results on ``o`` in the same cycles (a result written in cycle ``t`` is on
-    ``o`` in cycle ``t + 1``), but from flip-flops beside the LUT RAM, so a consumer across the die is not reached
-    through the LUT RAM's read (the accumulator's 512-bit queue into the requantiser's input register: 146
-    endpoints up to 11.9 ns at 16 x 16, session 16). Costs a register and a two-way multiplexer per bit.
-
     Parameters
     ----------
     shape : shape-like
@@ -69,8 +62,6 @@ class CreditFIFO(wiring.Component):
         ``o`` from an output register. Default ``False``.
     early_ready : bool
         ``ready_next`` instead of ``o.ready`` (not with ``registered``). Default ``False``.
-    prefetch : bool
-        ``o.payload`` from registers loaded a cycle ahead (not with ``registered``). Default ``False``.
 
     Attributes
     ----------
@@ -97,18 +88,15 @@ class CreditFIFO(wiring.Component):
     #: Bits of the queue's storage read at one copy of the read pointer.
     CHUNK = 64
 
-    def __init__(self, shape, depth, *, registered=False, early_ready=False, prefetch=False):
+    def __init__(self, shape, depth, *, registered=False, early_ready=False):
         if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
             raise ValueError(f"Depth must be a positive integer, not {depth!r}")
         if registered and early_ready:
             raise ValueError("A CreditFIFO with an output register cannot take its ready early")
-        if registered and prefetch:
-            raise ValueError("A CreditFIFO with an output register has nothing to prefetch")
         self._shape = shape
         self._depth = depth
         self._registered = bool(registered)
         self._early_ready = bool(early_ready)
-        self._prefetch = bool(prefetch)
         ports = {
             "reserve": In(1),
             "credit":  Out(1),
@@ -203,7 +191,7 @@ class CreditFIFO(wiring.Component):
             write = storage.write_port()
             read = storage.read_port(domain="comb")
             if width <= self.CHUNK:
-                pointer, w_pointer, chunk_pop = consume, produce, pop
+                pointer, w_pointer = consume, produce
             else:
                 chunk_pop = taken(f"chunk{index}") if self._early_ready else pop
                 pointer = register_copy(m, lambda p, chunk_pop=chunk_pop: consume_next(p, chunk_pop),
@@ -214,20 +202,9 @@ class CreditFIFO(wiring.Component):
                 write.addr.eq(w_pointer),
                 write.data.eq(w_data[start:start + bits]),
                 write.en.eq(1),
+                read.addr.eq(pointer),
+                r_data[start:start + bits].eq(read.data),
             ]
-            if self._prefetch:
-                # The entry to be on `o` next cycle: read at the pointer's next value, or forwarded from the write
-                # of this cycle (the storage is written in every cycle, so a match is always a write).
-                next_pointer = consume_next(pointer, chunk_pop)
-                ahead = Signal(bits, name=f"ahead{index}", reset_less=True)
-                m.d.comb += read.addr.eq(next_pointer)
-                m.d.sync += ahead.eq(Mux(w_pointer == next_pointer, w_data[start:start + bits], read.data))
-                m.d.comb += r_data[start:start + bits].eq(ahead)
-            else:
-                m.d.comb += [
-                    read.addr.eq(pointer),
-                    r_data[start:start + bits].eq(read.data),
-                ]
         if self._registered:
             # The output register: loaded from the storage whenever it is empty or its result leaves, so `o` comes
             # from flip-flops beside the queue, not from the LUT RAM's read through the routing to the consumer.
