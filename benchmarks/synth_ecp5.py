@@ -190,6 +190,27 @@ def summarise_path(path):
     return "\n".join(lines)
 
 
+def slow_nets(report, threshold, top=12):
+    """The nets that carry the endpoints later than ``threshold`` ns, with indices folded (``x_t1_l3[5]`` and
+    ``x_t2_l0[1]`` are one kind of net, ``x_t#_l#[#]``): ``[(net kind, endpoints, latest arrival)]``, most endpoints
+    first, at most ``top``. One kind of net carrying many late endpoints is one enable or select driving too many
+    flip-flops too far apart (session 16 found the depthwise engine's column enables this way)."""
+    latest = {}
+    for net in report.get("detailed_net_timings", []):
+        for sink in net["endpoints"]:
+            key = (sink["cell"], sink["port"])
+            if sink["delay"][1] > latest.get(key, (0.0, ""))[0]:
+                latest[key] = (sink["delay"][1], net["net"])
+    kinds = {}
+    for arrival, net in latest.values():
+        if arrival > threshold:
+            kind = re.sub(r"\d+", "#", net)
+            count, worst = kinds.get(kind, (0, 0.0))
+            kinds[kind] = (count + 1, max(worst, arrival))
+    ranked = sorted(kinds.items(), key=lambda item: (-item[1][0], -item[1][1]))[:top]
+    return [(kind, count, worst) for kind, (count, worst) in ranked]
+
+
 def slow_endpoints(report, threshold):
     """Endpoints whose latest arrival exceeds ``threshold`` ns, per block (first part of the cell name).
 
@@ -330,6 +351,12 @@ def main(argv=None):
                   f"({sum(count for count, _, _ in blocks.values())} in all):")
             for block, (count, worst, where) in blocks.items():
                 print(f"  {block:24s} {count:6d}  latest {worst:6.2f} ns  ({where})")
+            nets = slow_nets(report, args.slow_endpoints)
+            figures["slow_endpoints"]["nets"] = [{"net": kind, "endpoints": count, "latest_ns": round(worst, 2)}
+                                                 for kind, count, worst in nets]
+            print("  by the net that carries them (indices folded):")
+            for kind, count, worst in nets:
+                print(f"  {count:6d}  latest {worst:6.2f} ns  {kind}")
     figures["time_s"]["total"] = round(time.monotonic() - start, 1)
     print(f"  total     {figures['time_s']['total']:8.1f} s")
     if args.json:
