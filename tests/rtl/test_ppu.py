@@ -336,6 +336,57 @@ def test_throughput(fold):
     assert cycles["last"] - cycles["first"] == (beats - 1) * fold
 
 
+@pytest.mark.parametrize("fold", [1, 2, 4])
+def test_ready_next(fold):
+    """`i_ready_next` is `i.ready` of the next cycle, under random output backpressure (the accumulator's queue
+    keeps copies of `i.ready` loaded from it); `i.ready` never outruns the output queue's credits (the results
+    are checked), and with the output always ready the folded unit still takes a beat every `fold` cycles."""
+    lanes = 4
+    rng = np.random.default_rng(60 + fold)
+    p = make_params(rng, lanes)
+    dut = ppu.Requantizer(lanes, fold=fold)
+    accs = [[accumulator(rng, b, m, s) for b, m, s in p["lanes"]] for _ in range(120)]
+    mismatches, takes = [], []
+
+    async def producer(ctx):
+        ctx.set(dut.param.payload, param_payload(p))
+        ctx.set(dut.param.valid, 1)
+        await ctx.tick().until(dut.param.ready)
+        ctx.set(dut.param.valid, 0)
+        for acc in accs:
+            ctx.set(dut.i.payload, acc)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def checker(ctx):
+        previous = None
+        for cycle in range(len(accs) * fold * 3 + 100):
+            _, _, ready, ready_next, valid = await ctx.tick().sample(dut.i.ready, dut.i_ready_next, dut.i.valid)
+            if previous is not None and ready != previous:
+                mismatches.append(cycle)
+            previous = ready_next
+            if ready and valid:
+                takes.append(cycle)
+
+    async def consumer(ctx):
+        got = []
+        for cycle in range(len(accs) * fold * 3 + 100):
+            # output always ready in the second half: full rate again
+            ctx.set(dut.o.ready, 1 if len(got) >= len(accs) // 2 else int(rng.random() < 0.3))
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            if valid and ready:
+                got.append(payload.as_value().value)
+        assert len(got) == len(accs)
+        for raw, acc in zip(got, accs, strict=True):
+            assert list(unpack(raw, lanes)) == list(golden(p, acc))
+
+    run(dut, producer, checker, consumer)
+    assert not mismatches, f"i.ready differs from the i_ready_next of the cycle before in cycles {mismatches[:5]}"
+    late = takes[len(takes) * 3 // 4:]
+    assert all(b - a == fold for a, b in zip(late, late[1:])), late
+
+
 @pytest.mark.parametrize("fold, offset", [(1, 0), (2, 0), (2, 1), (4, 2), (4, 3)])
 def test_param_load_during_traffic(fold, offset):
     """A parameter beat offered while accumulator beats stream in without gaps: every beat accepted before the
