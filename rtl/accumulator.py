@@ -130,6 +130,11 @@ class Accumulator(wiring.Component):
         that, registered (low after reset): the output FIFO then keeps copies of it beside each part of the
         512-bit queue (:class:`~haneul.rtl.credit.CreditFIFO` with ``early_ready``; ``rd_data.ready`` is not
         read). Default ``False``.
+    registered : bool, optional
+        ``rd_data`` from the output FIFO's output register (:class:`~haneul.rtl.credit.CreditFIFO` with
+        ``registered``; with ``early_ready``, each 64-bit part of it loaded at copies of its own): a consumer across
+        the die then reads flip-flops, not the FIFO's LUT RAM. One cycle more of read latency, one entry more of
+        FIFO. Default ``False``.
 
     Members
     -------
@@ -156,21 +161,19 @@ class Accumulator(wiring.Component):
         Cycles from an accepted write beat to the end of the cycle in which its line is written, 8.
     read_latency : int
         Cycles from a line request to the line on ``rd_data``, 5 (the two levels of a bank's address registers,
-        the block RAM read, the bank's data register, the output FIFO).
+        the block RAM read, the bank's data register, the output FIFO); 6 ``registered``.
     fifo_depth : int
-        Entries of the read-out FIFO, 6: also the lines that may be requested and not yet taken, enough for one
-        line per cycle.
+        Entries of the read-out FIFO, 6 (7 ``registered``): also the lines that may be requested and not yet
+        taken, enough for one line per cycle.
     """
 
     write_latency = 8
-    read_latency = 5
-    fifo_depth = 6
 
     #: Elements per copy of the forwarding decision's registers, and columns per group register of the block RAM
     #: addresses.
     GROUP = 4
 
-    def __init__(self, config=None, *, cols=None, depth=None, banks=None, early_ready=False):
+    def __init__(self, config=None, *, cols=None, depth=None, banks=None, early_ready=False, registered=False):
         if config is None:
             config = DatapathConfig()
         elif not isinstance(config, DatapathConfig):
@@ -199,6 +202,9 @@ class Accumulator(wiring.Component):
         self.half_depth = depth // 2
 
         self.early_ready = bool(early_ready)
+        self.registered = bool(registered)
+        self.read_latency = 5 + self.registered
+        self.fifo_depth = 6 + self.registered
         ports = {
             "wr":      In(stream.Signature(AccumulatorWrite(config, cols, self.addr_width), always_ready=True)),
             "rd_cmd":  In(stream.Signature(ReadCommand(self.addr_width))),
@@ -380,7 +386,8 @@ class Accumulator(wiring.Component):
         remaining = Signal(self.addr_width + 1)
         one_left = Signal()                      # remaining == 1, a flip-flop of its own (in `cmd.ready`)
         rd_bank, rd_line = split(rd_addr)
-        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, early_ready=self.early_ready)
+        m.submodules.out_fifo = fifo = CreditFIFO(line_shape, self.fifo_depth, early_ready=self.early_ready,
+                                                     registered=self.registered)
         wiring.connect(m, fifo.o, wiring.flipped(out))
         if self.early_ready:
             m.d.comb += fifo.ready_next.eq(self.rd_ready_next)

@@ -180,8 +180,10 @@ class Datapath(wiring.Component):
         m.submodules.scratchpad = spad = Scratchpad(cfg, read_ports=2 + vector_ports)
         m.submodules.array = array = SystolicArray(cfg)
         # The accumulator's output queue takes the requantiser's `ready` a cycle ahead (`early_ready`), into copies
-        # beside each part of the 512-bit queue.
-        m.submodules.accumulator = acc = Accumulator(cfg, early_ready=True)
+        # beside each part of the 512-bit queue, and sends its lines from an output register (`registered`, each
+        # 64-bit part loaded at copies of its own): the requantiser's input register, across the die, then loads
+        # from flip-flops, not from the queue's LUT-RAM read (44-146 endpoints up to 11.9 ns at 16 x 16).
+        m.submodules.accumulator = acc = Accumulator(cfg, early_ready=True, registered=True)
         m.submodules.requantizer = requant = Requantizer(cfg.cols, fold=cfg.requant_fold)
         m.submodules.sequencer = seq = Sequencer(
             cfg, Params(cfg.cols),
@@ -260,11 +262,13 @@ class Datapath(wiring.Component):
         # unit it replaces has drained (no request, response or result of it is left).
         # Each use has a copy of its own (`use`): one register was the select of the requantiser's 512-bit input
         # multiplexer and of both ports' request and response routing, 4.9 ns of routing at 16 x 16 (session 16).
+        # The copies load from the sequencer's one-hot `out_is` flip-flops, not from a compare on `out_sel` (whose
+        # LUTs, shared with the output select's, were 7.5 ns of routing from the copies).
         chosen = {}
 
         def routed_to(opcode, use):
             if (opcode, use) not in chosen:
-                chosen[opcode, use] = register_copy(m, seq.out_sel == opcode, platform=platform, init=0,
+                chosen[opcode, use] = register_copy(m, seq.out_is[opcode.name.lower()], platform=platform, init=0,
                                                     name=f"routed_to_{opcode.name.lower()}_{use}")
             return chosen[opcode, use]
 
@@ -334,7 +338,7 @@ class Datapath(wiring.Component):
                 dw_engine.result.ready.eq(selected & requant.i.ready),
                 source.ready.eq(~selected & requant.i.ready),
                 # (`selected` is `out_sel == DWCONV` registered.)
-                acc.rd_ready_next.eq((seq.out_sel != Opcode.DWCONV) & requant.i_ready_next),
+                acc.rd_ready_next.eq(~seq.out_is.dwconv & requant.i_ready_next),
             ]
             # The payload multiplexer, a select copy per lane.
             for lane in range(cfg.cols):
@@ -369,7 +373,7 @@ class Datapath(wiring.Component):
         for k, (source, opcodes) in enumerate(sources):
             port = out_select.i[k]
             m.d.comb += [
-                out_select.select[k].eq(Cat(*(seq.out_sel == opcode for opcode in opcodes)).any()),
+                out_select.select[k].eq(Cat(*(seq.out_is[opcode.name.lower()] for opcode in opcodes)).any()),
                 port.valid.eq(source.valid),
                 source.ready.eq(port.ready),
             ]

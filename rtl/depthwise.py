@@ -1070,13 +1070,14 @@ class ColumnReader(wiring.Component):
         # spread over the die, from flip-flops, not from the scratchpad's response queues (LUT RAM read, 11.7 ns at
         # 16 x 16), and the queues' `ready` is a flip-flop. One slice per group of lanes (LANE_GROUP), in lockstep
         # (the same handshakes; slice 0 speaks for all): the assembler's `ready` then enables a group's registers
-        # through a multiplexer of the group's own (one enable for a whole line: 94 endpoints up to 11.6 ns).
+        # through a multiplexer of the group's own (one enable for a whole line: 94 endpoints up to 11.6 ns). The
+        # slices alternate two entries (`ping_pong`), so the assembler's `ready` reaches no payload enable.
         def sliced(port, name):
             out = stream.Signature(ReadResponse(self.config, self.lanes)).flip().create()
             slices = []
             for first in range(0, self.lanes, LANE_GROUP):
                 lanes = range(first, min(first + LANE_GROUP, self.lanes))
-                slice_ = RegisterSlice(ReadResponse(self.config, len(lanes)))
+                slice_ = RegisterSlice(ReadResponse(self.config, len(lanes)), ping_pong=True)
                 m.submodules[f"{name}_slice_g{first // LANE_GROUP}"] = slice_
                 slices.append(slice_)
                 m.d.comb += [

@@ -96,7 +96,9 @@ class DepthwiseEngine(wiring.Component):
         self.units = [DepthwiseUnit(config, lanes=n, taps=taps, passes=self.passes, multiplier=multiplier,
                                     lookahead=True)
                       for _, n in self.groups]
-        self.column_slices = [RegisterSlice(ColumnBeat(config, n, kernel)) for _, n in self.groups]
+        # The column slices alternate two entries (`ping_pong`): the column reader's lines, from across the die,
+        # reach their flip-flops with no multiplexer in front of them.
+        self.column_slices = [RegisterSlice(ColumnBeat(config, n, kernel), ping_pong=True) for _, n in self.groups]
         self.weight_slices = [RegisterSlice(WeightBeat(config, n)) for _, n in self.groups]
         self.latency = self.units[0].latency
         super().__init__({

@@ -539,8 +539,11 @@ class Requantizer(FoldedTiming, wiring.Component):
 
         outs = []
         for lane in range(width):
+            # The part multiplexer (and the zeros shifted into the rest register, which Yosys makes the reset of
+            # its top part: 32 late reset endpoints at 16 x 16) and the parameter multiplexer each have a ring of
+            # their own.
             ring = f.ring_copy(f"first_l{lane}") if fold > 1 else None
-            first = ring[0] if fold > 1 else 1
+            first = f.ring_copy(f"part_first_l{lane}")[0] if fold > 1 else 1
             accs, lps = zip(*(element(k, lane) for k in range(fold)))
             acc = p.reg(f.part(Cat(*accs), name=f"rest_l{lane}", first=first), name=f"acc_s0_l{lane}")
             lp = LaneParams(p.reg(f.select(list(lps), ring=ring), name=f"params_s0_l{lane}"))

@@ -25,10 +25,21 @@ class RegisterSlice(wiring.Component):
     reaches the two valid flags and the output register's enable, never the skid register's (that loads whenever it
     is empty, its enable a flip-flop).
 
+    With ``ping_pong``, the same behaviour (cycle for cycle: the same ``i.ready``, ``o.valid`` and beats) from two
+    entries written and read alternately, as a two-entry FIFO: an entry loads ``i.payload`` in every cycle in which
+    it is free (its clock enable a flip-flop, no multiplexer in front of its inputs), and ``o.payload`` is the
+    entry at the read pointer, a multiplexer after the flip-flops, on the consumer's side. ``o.ready`` then reaches
+    only the valid flags and the two pointers, never a payload bit's enable, and a producer across the die reaches
+    the entries with no logic in front of them (the depthwise engine's column slices, whose skid multiplexer was
+    36 endpoints up to 11.5 ns at 16 x 16, and the column reader's response slices, whose output enables, from the
+    assembler's ``ready``, 36 up to 10.3 ns).
+
     Parameters
     ----------
     shape : shape-like
         Payload shape.
+    ping_pong : bool
+        Two alternating entries instead of an output and a skid register. Default ``False``.
 
     Members
     -------
@@ -41,8 +52,9 @@ class RegisterSlice(wiring.Component):
         decision of the next cycle (the depthwise window buffers' column enables).
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, ping_pong=False):
         self._shape = shape
+        self._ping_pong = bool(ping_pong)
         super().__init__({
             "i":    In(stream.Signature(shape)),
             "o":    Out(stream.Signature(shape)),
@@ -51,6 +63,8 @@ class RegisterSlice(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self._ping_pong:
+            return self._elaborate_ping_pong()
         m = Module()
         out_valid = Signal()
         out_data = Signal(self._shape, name="out_data")
@@ -76,4 +90,38 @@ class RegisterSlice(wiring.Component):
             ]
         with m.Else():
             m.d.sync += skid_valid.eq(skid_valid | take)
+        return m
+
+    def _elaborate_ping_pong(self):
+        m = Module()
+        entries = [Signal(self._shape, name=f"entry{k}") for k in range(2)]
+        held = [Signal(name=f"held{k}") for k in range(2)]
+        write, read = Signal(name="write"), Signal(name="read")     # the entry the next beat goes to / leaves from
+        out_valid, full = Signal(), Signal()                        # flip-flops of their own: held[read], both held
+        take = self.i.valid & ~full
+        give = out_valid & self.o.ready
+        count_next = Signal(range(3))
+        m.d.comb += [
+            self.i.ready.eq(~full),
+            self.o.valid.eq(out_valid),
+            self.o.payload.eq(Mux(read, entries[1], entries[0])),
+            self.busy.eq(held[0] | held[1]),
+            count_next.eq(held[0] + held[1] + take - give),
+            self.o_valid_next.eq(count_next != 0),
+        ]
+        for k in range(2):
+            with m.If(~held[k]):
+                m.d.sync += entries[k].eq(self.i.payload)
+            with m.If(take & (write == k)):
+                m.d.sync += held[k].eq(1)
+            with m.Elif(give & (read == k)):
+                m.d.sync += held[k].eq(0)
+        with m.If(take):
+            m.d.sync += write.eq(~write)
+        with m.If(give):
+            m.d.sync += read.eq(~read)
+        m.d.sync += [
+            out_valid.eq(count_next != 0),
+            full.eq(count_next == 2),
+        ]
         return m

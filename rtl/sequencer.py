@@ -43,6 +43,9 @@ from .pe import register_copy
 from .scratchpad import ReadRequest, ReadResponse
 from .systolic import ResultBeat, WeightBeat
 
+#: The units that ``out_sel`` may select, as the fields of ``out_is``.
+OUT_UNITS = ("requant", "add", "pool", "dwconv")
+
 __all__ = ["WINDOW_WIDTH", "LineRun", "ResultRun", "LineReader", "WeightPacker", "ResultWriter", "Queue", "Sequencer"]
 
 #: Width of the ``window`` of the runs of the vector-unit line reader (``POOL`` windows).
@@ -550,6 +553,8 @@ class Sequencer(wiring.Component):
     out_sel : Out(Opcode)
         The unit feeding the output stream: ``REQUANT`` (after reset), ``ADD``, ``POOL`` or ``DWCONV`` (the
         depthwise unit through the requantiser).
+    out_is : Out(data.StructLayout({"requant": 1, "add": 1, "pool": 1, "dwconv": 1}))
+        ``out_sel`` one-hot, each bit a flip-flop of its own.
     drained : In(1)
         No line is in flight on the output side: in the requantiser, the adder, the pooling unit, the depthwise
         unit, their line readers and the output stream (the accumulator read-out is ``acc_busy``).
@@ -602,6 +607,7 @@ class Sequencer(wiring.Component):
             ports["dw_run"] = Out(stream.Signature(DwconvArgs(config)))
         ports.update({
             "out_sel":     Out(Opcode, init=Opcode.REQUANT),
+            "out_is":      Out(data.StructLayout({name: 1 for name in OUT_UNITS}), init={"requant": 1}),
             "drained":     In(1),
             "busy":        Out(1),
             "error":       Out(1),
@@ -880,6 +886,14 @@ class Sequencer(wiring.Component):
         # The decision reads registers only: the queue, the registered unit state and the stages' `full` flags.
         head = q[0]
         kind = head.opcode
+        # `out_sel` and the one-hot `out_is` load from its next value, so that each bit of `out_is` is a flip-flop
+        # (the datapath's copies of "the output belongs to X" load from it; its compare on `out_sel` was 3 LUT levels
+        # and 7.5 ns of routing to them at 16 x 16).
+        out_sel_next = Signal(Opcode)
+        m.d.comb += out_sel_next.eq(self.out_sel)
+        m.d.sync += self.out_sel.eq(out_sel_next)
+        for name in OUT_UNITS:
+            m.d.sync += self.out_is[name].eq(out_sel_next == Opcode[name.upper()])
         hrq, hadd, hpool, hdw = head.args.requant, head.args.add, head.args.pool, head.args.dwconv
         may_start = Signal()
         params_loaded = Signal()
@@ -913,7 +927,7 @@ class Sequencer(wiring.Component):
             ]
         with m.If(acc_cmd.valid & acc_cmd.ready):
             m.d.comb += start.eq(1)
-            m.d.sync += self.out_sel.eq(Opcode.REQUANT)
+            m.d.comb += out_sel_next.eq(Opcode.REQUANT)
 
         # ADD: parameters, then both operand runs. POOL: its configuration and its input run. Once the first beat
         # is handed out the output side is no longer drained, so `committed` keeps the hand-out going.
@@ -944,7 +958,7 @@ class Sequencer(wiring.Component):
             with m.If(add_done):
                 m.d.comb += start.eq(1)
             with m.If(add_fired):
-                m.d.sync += self.out_sel.eq(Opcode.ADD)
+                m.d.comb += out_sel_next.eq(Opcode.ADD)
         if self.has_pool:
             pool_go = Signal()
             pool_committed = Signal()
@@ -960,7 +974,7 @@ class Sequencer(wiring.Component):
             with m.If(pool_done):
                 m.d.comb += start.eq(1)
             with m.If(pool_fired):
-                m.d.sync += self.out_sel.eq(Opcode.POOL)
+                m.d.comb += out_sel_next.eq(Opcode.POOL)
         if self.has_depthwise:
             # DWCONV: one beat, to the idle column reader (the output side has drained).
             m.d.comb += [
@@ -969,7 +983,7 @@ class Sequencer(wiring.Component):
             ]
             with m.If(dw_run.valid & dw_run.ready):
                 m.d.comb += start.eq(1)
-                m.d.sync += self.out_sel.eq(Opcode.DWCONV)
+                m.d.comb += out_sel_next.eq(Opcode.DWCONV)
         if self.has_add or self.has_pool:
             # vec_run_a is shared: its valid is the OR of both hand-outs (only one is ever active).
             m.d.comb += vec_run_a.valid.eq(Cat(*(proxy.valid for proxy in run_a_users)).any())

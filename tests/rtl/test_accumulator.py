@@ -207,6 +207,8 @@ def test_defaults():
     assert (acc.cols, acc.depth, acc.banks) == (cfg.cols, cfg.acc_depth, cfg.acc_banks)
     assert acc.addr_width == 9 and acc.half_depth == 256
     assert (acc.write_latency, acc.read_latency, acc.fifo_depth) == (8, 5, 6)
+    acc = Accumulator(cfg, registered=True)
+    assert (acc.write_latency, acc.read_latency, acc.fifo_depth) == (8, 6, 7)
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -323,10 +325,11 @@ def test_overwrite_then_accumulate():
     assert [v for _, v in rec.out] == [[-7, -8], [106, 207]]
 
 
-def test_readout_throughput_and_latency():
+@pytest.mark.parametrize("registered", [False, True])
+def test_readout_throughput_and_latency(registered):
     """Back-to-back commands, consumer always ready: one line per cycle, the first requested two cycles after the
-    first command was accepted (it goes through the command register)."""
-    dut = Accumulator(DatapathConfig(), cols=2, depth=16, banks=2)
+    first command was accepted (it goes through the command register); registered, a cycle later."""
+    dut = Accumulator(DatapathConfig(), cols=2, depth=16, banks=2, registered=registered)
     cmds = [readout(3, 5), readout(15, 2), readout(8, 1), readout(4, 16)]
     rec = simulate(dut, [], cmds, random.Random(0), wr_gap=0, cmd_gap=0, out_gap=0)
     check(rec, dut)
@@ -428,10 +431,10 @@ CASES = {
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("case", list(CASES))
-def test_random_traffic(case, seed, early_ready=False):
+def test_random_traffic(case, seed, early_ready=False, registered=False):
     kwargs, space, (wr_gap, cmd_gap, out_gap) = CASES[case]
     rng = random.Random(f"{case}-{seed}")
-    dut = Accumulator(DatapathConfig(), **kwargs, early_ready=early_ready)
+    dut = Accumulator(DatapathConfig(), **kwargs, early_ready=early_ready, registered=registered)
     addrs = rng.sample(range(dut.depth), space)
     writes = [{"addr": rng.choice(addrs), "accumulate": int(rng.random() < 0.7), "data": random_vector(rng, dut.cols)}
               for _ in range(300)]
@@ -447,17 +450,19 @@ def test_random_traffic(case, seed, early_ready=False):
         assert [c for c, *_ in rec.wr] == list(range(len(writes)))
 
 
+@pytest.mark.parametrize("registered", [False, True])
 @pytest.mark.parametrize("case", ["1bank-gaps", "8bank-stall", "hot-nogaps"])
-def test_random_traffic_early_ready(case):
-    """The consumer's ready told a cycle ahead (the output queue's copies of it: two storage chunks at 3 columns)."""
-    test_random_traffic(case, 0, early_ready=True)
+def test_random_traffic_early_ready(case, registered):
+    """The consumer's ready told a cycle ahead (the output queue's copies of it: two storage chunks at 3 columns),
+    and with it the output register (loaded per chunk at copies of the pop decision, as the datapath builds it)."""
+    test_random_traffic(case, 0, early_ready=True, registered=registered)
 
 
-@pytest.mark.parametrize("early_ready", [False, True])
-def test_default_configuration(early_ready):
+@pytest.mark.parametrize("early_ready, registered", [(False, False), (True, False), (True, True)])
+def test_default_configuration(early_ready, registered):
     """The full-size default accumulator (512 lines of 16 int32, 2 banks: eight storage chunks in the output
     queue), short random traffic."""
-    dut = Accumulator(early_ready=early_ready)
+    dut = Accumulator(early_ready=early_ready, registered=registered)
     rng = random.Random(7)
     addrs = [rng.randrange(dut.depth) for _ in range(6)] + [0, dut.depth - 1, dut.half_depth - 1, dut.half_depth]
     writes = [{"addr": rng.choice(addrs), "accumulate": int(rng.random() < 0.7), "data": random_vector(rng, dut.cols)}

@@ -22,7 +22,11 @@ from haneul.rtl.credit import CreditFIFO
                           (7, 5, 0.7, 10, True, False, 16),
                           # ready told a cycle early, in one storage chunk and in three (each with its copies)
                           (3, 2, 0.5, 11, False, True, 16), (6, 4, 0.0, 12, False, True, 150),
-                          (6, 5, 0.6, 13, False, True, 150), (1, 0, 0.3, 14, False, True, 150)])
+                          (6, 5, 0.6, 13, False, True, 150), (1, 0, 0.3, 14, False, True, 150),
+                          # both: the output register's chunks loaded at their own copies
+                          (2, 0, 0.3, 15, True, True, 16), (7, 4, 0.0, 16, True, True, 150),
+                          (7, 5, 0.6, 17, True, True, 150), (1, 0, 0.5, 18, True, True, 150),
+                          (4, 2, 0.2, 19, True, True, 200)])
 def test_credit_fifo_random(depth, latency, ready_gap, seed, registered, early, width):
     """A producer that reserves whenever it has a credit and a beat to send (with random gaps) and writes each
     result ``latency`` cycles later; a consumer with random ``ready`` gaps (with ``early``, told on

@@ -12,11 +12,14 @@ from amaranth.sim import Simulator
 from haneul.rtl.register_slice import RegisterSlice
 
 
+@pytest.mark.parametrize("ping_pong", [False, True])
 @pytest.mark.parametrize("valid_gap, ready_gap, seed", [(0.0, 0.0, 1), (0.3, 0.5, 2), (0.0, 0.7, 3),
                                                         (0.6, 0.1, 4), (0.5, 0.5, 5)])
-def test_register_slice_random(valid_gap, ready_gap, seed):
+def test_register_slice_random(valid_gap, ready_gap, seed, ping_pong):
+    """Both implementations against the same model, cycle for cycle; `o_valid_next` against the next cycle's
+    `o.valid`."""
     rng = np.random.default_rng(seed)
-    dut = RegisterSlice(16)
+    dut = RegisterSlice(16, ping_pong=ping_pong)
     cycles = 500
     offer = rng.random(cycles) >= valid_gap
     ready = rng.random(cycles) >= ready_gap
@@ -26,15 +29,19 @@ def test_register_slice_random(valid_gap, ready_gap, seed):
         held = []               # the model: beats in the slice, oldest first
         skid = False            # the model's skid register is full
         sent = 0
+        valid_next = None
         for cycle in range(cycles):
             i_ready, o_valid, busy = ctx.get(dut.i.ready), ctx.get(dut.o.valid), ctx.get(dut.busy)
             if i_ready != (not skid) or o_valid != bool(held) or busy != bool(held):
                 errors.append((cycle, len(held), skid, i_ready, o_valid, busy))
+            if valid_next is not None and valid_next != o_valid:
+                errors.append((cycle, "o_valid_next", valid_next, o_valid))
             if o_valid and held and ctx.get(dut.o.payload) != held[0]:
                 errors.append((cycle, "payload", ctx.get(dut.o.payload), held[0]))
             ctx.set(dut.i.valid, bool(offer[cycle]))
             ctx.set(dut.i.payload, sent & 0xFFFF)
             ctx.set(dut.o.ready, bool(ready[cycle]))
+            valid_next = ctx.get(dut.o_valid_next)
             take = bool(offer[cycle] and i_ready)
             give = bool(o_valid and ready[cycle])
             if give:
