@@ -241,5 +241,5 @@ class Adder(FoldedTiming, wiring.Component):
 
         p.emit()
         # The beat enters the FIFO with its last part, the pipeline's output register.
-        m.d.comb += fifo.w_data.eq(f.assemble(valid, Cat(*outs)))
+        m.d.comb += fifo.w_data.eq(f.assemble(Cat(*outs)))
         return m

@@ -177,15 +177,17 @@ class Fold:
             return 1
         return p.delay(self.phase == self.fold - 1, stages, name=name)
 
-    def assemble(self, valid, part, *, name="done"):
+    def assemble(self, part, *, name="done"):
         """The output beat ``Cat(earlier parts, part)``: ``part`` is the pipeline's output register, which holds the
-        last part when :meth:`last` says so; the parts before it wait in a shift register, filled from the top
-        whenever ``valid`` (a part leaves the pipeline)."""
+        last part when :meth:`last` says so; the parts before it wait in a shift register, filled from the top in
+        every cycle. A beat's parts enter the pipeline, which never stalls, on consecutive cycles, so they leave it
+        on consecutive cycles too, and when the last one is in ``part`` the register holds the others. (It shifted
+        only while a part left, with the pipeline's ``valid`` as the enable of all its bits: the folded adder's
+        120-bit register, 77 late endpoints up to 13.6 ns at 16 x 16.)"""
         part = part.as_value() if hasattr(part, "as_value") else part
         if self.fold == 1:
             return part
         bits = len(part)
-        done = Signal(bits * (self.fold - 1), name=name)
-        with self.m.If(valid):
-            self.m.d.sync += done.eq(Cat(done[bits:], part))
+        done = Signal(bits * (self.fold - 1), name=name, reset_less=True)
+        self.m.d.sync += done.eq(Cat(done[bits:], part))
         return Cat(done, part)

@@ -628,5 +628,5 @@ class Requantizer(FoldedTiming, wiring.Component):
                               name=f"out_l{lane}"))
 
         p.emit()
-        m.d.comb += fifo.w_data.eq(f.assemble(valid, Cat(*outs))[:8 * self._lanes])
+        m.d.comb += fifo.w_data.eq(f.assemble(Cat(*outs))[:8 * self._lanes])
         return m
