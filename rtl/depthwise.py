@@ -900,6 +900,7 @@ class ColumnReader(wiring.Component):
         running = Signal()                       # from the run's acceptance to its last column
         m.d.comb += [
             self.run.ready.eq(~running),
+            self.busy.eq(running),
         ]
         take_run = self.run.valid & self.run.ready
 
@@ -1060,41 +1061,6 @@ class ColumnReader(wiring.Component):
 
         # Column assembler ----------------------------------------------------------------------------------------------
 
-        # The assembled columns leave through register slices, one per group of lanes (LANE_GROUP) in lockstep, each
-        # alternating two entries (`ping_pong`): the engine's column slices, across the die, then see `valid` from a
-        # flip-flop, not the assembler's decision on the column queue's head and the responses (from the queue's
-        # head through it and the engine slice's `ready` back into the queue: 11.0 ns at 16 x 16, session 17).
-        column = stream.Signature(ColumnBeat(self.config, self.lanes, k)).create()
-        out_slices = []
-        for first in range(0, self.lanes, LANE_GROUP):
-            lanes = range(first, min(first + LANE_GROUP, self.lanes))
-            slice_ = RegisterSlice(ColumnBeat(self.config, len(lanes), k), ping_pong=True)
-            m.submodules[f"column_slice_g{first // LANE_GROUP}"] = slice_
-            out_slices.append(slice_)
-            m.d.comb += [
-                slice_.i.valid.eq(column.valid),
-                slice_.i.payload.mask.eq(column.payload.mask),
-                slice_.i.payload.start.eq(column.payload.start),
-                slice_.i.payload.emit.eq(column.payload.emit),
-                slice_.i.payload.last.eq(column.payload.last),
-                slice_.o.ready.eq(self.column.ready),
-            ]
-            for n, lane in enumerate(lanes):
-                for i in range(k):
-                    m.d.comb += [
-                        slice_.i.payload.data[i][n].eq(column.payload.data[i][lane]),
-                        self.column.payload.data[i][lane].eq(slice_.o.payload.data[i][n]),
-                    ]
-        m.d.comb += [
-            column.ready.eq(out_slices[0].i.ready),
-            self.column.valid.eq(out_slices[0].o.valid),
-            self.column.payload.mask.eq(out_slices[0].o.payload.mask),
-            self.column.payload.start.eq(out_slices[0].o.payload.start),
-            self.column.payload.emit.eq(out_slices[0].o.payload.emit),
-            self.column.payload.last.eq(out_slices[0].o.payload.last),
-            self.busy.eq(running | out_slices[0].busy),
-        ]
-
         weights_in = Signal(range(taps + 1))      # weight lines forwarded so far in this run
         held = [Signal(data.ArrayLayout(self.config.input_shape, self.lanes), name=f"held{i}") for i in range(2)]
         phase2 = Signal()                          # rows 0 and 1 of the head column are held; row 2 comes on a
@@ -1141,8 +1107,8 @@ class ColumnReader(wiring.Component):
             copy = _copy(m, phase2_next, None, f"phase2_g{first // LANE_GROUP}", platform, init=0)
             for lane in range(first, min(first + LANE_GROUP, self.lanes)):
                 m.d.comb += [
-                    column.payload.data[0][lane].eq(Mux(copy, held[0][lane], a.payload.data[lane])),
-                    column.payload.data[1][lane].eq(Mux(copy, held[1][lane], b.payload.data[lane])),
+                    self.column.payload.data[0][lane].eq(Mux(copy, held[0][lane], a.payload.data[lane])),
+                    self.column.payload.data[1][lane].eq(Mux(copy, held[1][lane], b.payload.data[lane])),
                 ]
                 # Rows 0 and 1 are held from the cycle they come in (`have`, with `phase2` set then) until row 2
                 # has left with them: the registers load whenever `phase2` is low, so their clock enable is that
@@ -1154,11 +1120,11 @@ class ColumnReader(wiring.Component):
             self.weight.payload.data.eq(a.payload.data),
             self.weight.payload.zero_point.eq(args.zero_point),
             self.weight.payload.last.eq(weights_in == taps - 1),
-            column.payload.data[2].eq(a.payload.data),
-            column.payload.mask.eq(head.mask),
-            column.payload.start.eq(head.start),
-            column.payload.emit.eq(head.emit),
-            column.payload.last.eq(head.last),
+            self.column.payload.data[2].eq(a.payload.data),
+            self.column.payload.mask.eq(head.mask),
+            self.column.payload.start.eq(head.start),
+            self.column.payload.emit.eq(head.emit),
+            self.column.payload.last.eq(head.last),
         ]
         with m.If(running & (weights_in != taps)):
             m.d.comb += [
@@ -1169,9 +1135,9 @@ class ColumnReader(wiring.Component):
                 m.d.sync += weights_in.eq(weights_in + 1)
         with m.Elif(columns.o.valid & phase2):
             m.d.comb += [
-                column.valid.eq(a.valid),
-                a.ready.eq(column.ready),
-                columns.o.ready.eq(column.valid & column.ready),
+                self.column.valid.eq(a.valid),
+                a.ready.eq(self.column.ready),
+                columns.o.ready.eq(self.column.valid & self.column.ready),
             ]
             with m.If(columns.o.ready):
                 m.d.comb += phase2_next.eq(0)
@@ -1187,12 +1153,12 @@ class ColumnReader(wiring.Component):
                     m.d.comb += phase2_next.eq(1)
             with m.Else():
                 m.d.comb += [
-                    column.valid.eq(have),
-                    a.ready.eq(column.ready & have & head.mask[0]),
-                    b.ready.eq(column.ready & have & head.mask[1]),
-                    columns.o.ready.eq(column.valid & column.ready),
+                    self.column.valid.eq(have),
+                    a.ready.eq(self.column.ready & have & head.mask[0]),
+                    b.ready.eq(self.column.ready & have & head.mask[1]),
+                    columns.o.ready.eq(self.column.valid & self.column.ready),
                 ]
-        with m.If(column.valid & column.ready & head.last):
+        with m.If(self.column.valid & self.column.ready & head.last):
             m.d.sync += running.eq(0)
         with m.If(take_run):
             m.d.sync += weights_in.eq(0)
