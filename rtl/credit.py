@@ -197,7 +197,7 @@ class CreditFIFO(wiring.Component):
         consume = Signal(range(entries))
 
         # `pop`: the queue's first result leaves the storage, onto `o` or (registered) into the output register.
-        pop = popped(local("pop"))
+        pop = popped(local("pop")) if self._registered else give       # unregistered, a pop is a give
 
         def consume_next(pointer, pop=pop):
             return Mux(pop, advance(pointer), pointer)
